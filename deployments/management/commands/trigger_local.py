@@ -1,0 +1,127 @@
+import json
+import os
+import time
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from deployments.models import CoordinationStatus, StageEvent, TriggerSource
+from deployments.selectors import coordination_as_json
+from deployments.services import coordination_start
+from deployments.stage_log import format_event, format_total
+
+EXIT_COMPLETED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STILL_RUNNING = 0, 1, 2, 3
+FOLLOW_POLL_SECONDS = 0.25
+NO_WORKER_HINT_SECONDS = 10
+
+# Where each service field comes from on this command's line, for error messages.
+FIELD_SOURCES = {
+    "environments": "--environments",
+    "coordination_id": "--coordination-id",
+    "version": "--version / DEPLOYMENT_VERSION",
+    "ec2_instance_id": "--ec2-instance-id / EC2_INSTANCE_ID",
+    "ec2_public_ip": "--ec2-public-ip / EC2_PUBLIC_IP",
+}
+
+
+def _positive_seconds(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+class Command(BaseCommand):
+    help = (
+        "Start a local deployment after an EC2 platform deploy: every enabled environment (or those named) "
+        "runs its init script. Reads EC2_INSTANCE_ID, EC2_PUBLIC_IP and DEPLOYMENT_VERSION; flags override. "
+        "Exit codes: 0 completed, 1 failed or cancelled, 2 bad input, 3 --timeout reached (the run goes on)."
+    )
+
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        # The product's flag --version (the deployment version) replaces Django's own.
+        return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+
+    def add_arguments(self, parser):
+        parser.add_argument("--environments", help="Comma-separated environment ids (default: every enabled one).")
+        parser.add_argument("--coordination-id", default="", help="Id for the new coordination (default: generated).")
+        parser.add_argument("--version", dest="deployment_version", help="Deployment version (DEPLOYMENT_VERSION).")
+        parser.add_argument("--ec2-instance-id", help="EC2 instance id (EC2_INSTANCE_ID).")
+        parser.add_argument("--ec2-public-ip", help="EC2 public IP (EC2_PUBLIC_IP).")
+        parser.add_argument("--wait", action="store_true", help="Follow the run and print the stage log.")
+        parser.add_argument("--timeout", type=_positive_seconds, help="With --wait: stop waiting after S seconds.")
+        parser.add_argument("--json", action="store_true", help="Print the coordination record as JSON.")
+
+    def handle(self, *args, **options):
+        environment_ids = None
+        if options["environments"] is not None:
+            environment_ids = [item.strip() for item in options["environments"].split(",") if item.strip()]
+        try:
+            coordination = coordination_start(
+                triggered_by=TriggerSource.COMMAND,
+                environment_ids=environment_ids,
+                coordination_id=options["coordination_id"],
+                version=_flag_or_env(options["deployment_version"], "DEPLOYMENT_VERSION"),
+                ec2_instance_id=_flag_or_env(options["ec2_instance_id"], "EC2_INSTANCE_ID"),
+                ec2_public_ip=_flag_or_env(options["ec2_public_ip"], "EC2_PUBLIC_IP"),
+            )
+        except ValidationError as exc:
+            problems = [
+                f"{FIELD_SOURCES.get(field, field)}: {message}"
+                for field, messages in exc.message_dict.items()
+                for message in messages
+            ]
+            raise CommandError("; ".join(problems), returncode=EXIT_BAD_INPUT) from None
+
+        if not options["wait"]:
+            if options["json"]:
+                self.stdout.write(json.dumps(coordination_as_json(coordination), indent=2))
+            else:
+                name = coordination.coordination_id
+                self.stdout.write(f"🚀 queued {name} (follow it with: deployment_status {name})")
+            return
+        code = self._follow(coordination, timeout=options["timeout"], quiet=options["json"])
+        if options["json"]:
+            coordination.refresh_from_db()
+            self.stdout.write(json.dumps(coordination_as_json(coordination), indent=2))
+        if code:
+            raise SystemExit(code)
+
+    def _follow(self, coordination, *, timeout: float | None, quiet: bool) -> int:
+        started = time.monotonic()
+        cursor = 0
+        hinted = False
+        while True:
+            coordination.refresh_from_db(fields=["status", "started_at", "finished_at"])
+            terminal = coordination.is_terminal
+            events = StageEvent.objects.filter(coordination=coordination, id__gt=cursor).select_related("coordination")
+            for event in events.order_by("id"):
+                cursor = event.id
+                if not quiet:
+                    self.stdout.write(format_event(event))
+            if terminal:
+                break
+            waited = time.monotonic() - started
+            if timeout is not None and waited >= timeout:
+                if not quiet:
+                    self.stdout.write(
+                        f"⏳ still {coordination.status} after {timeout:g} s; the run goes on "
+                        f"(deployment_status {coordination.coordination_id})"
+                    )
+                return EXIT_STILL_RUNNING
+            if not hinted and waited > NO_WORKER_HINT_SECONDS and coordination.status == CoordinationStatus.PENDING:
+                hinted = True
+                self.stderr.write("⏳ no worker has picked this up yet: is `python manage.py qcluster` running?")
+            time.sleep(FOLLOW_POLL_SECONDS)
+        if not quiet:
+            self.stdout.write(format_total(coordination))
+        return EXIT_COMPLETED if coordination.status == CoordinationStatus.COMPLETED else EXIT_FAILED
+
+
+def _flag_or_env(flag: str | None, variable: str) -> str:
+    return flag if flag is not None else os.environ.get(variable, "")

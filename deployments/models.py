@@ -1,0 +1,156 @@
+from django.conf import settings
+from django.db import models
+
+
+class CoordinationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    EC2_DEPLOYING = "ec2_deploying", "EC2 deploying"
+    EC2_COMPLETED = "ec2_completed", "EC2 completed"
+    LOCAL_TRIGGERING = "local_triggering", "Triggering local environments"
+    LOCAL_DEPLOYING = "local_deploying", "Local environments deploying"
+    LOCAL_COMPLETED = "local_completed", "Local environments finished"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+COORDINATION_TERMINAL = frozenset(
+    {CoordinationStatus.COMPLETED, CoordinationStatus.FAILED, CoordinationStatus.CANCELLED}
+)
+COORDINATION_ACTIVE = frozenset(set(CoordinationStatus) - COORDINATION_TERMINAL)
+
+
+class TargetStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    TRIGGERING = "triggering", "Triggering"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    INTERRUPTED = "interrupted", "Interrupted"
+
+
+TARGET_TERMINAL = frozenset(
+    {TargetStatus.SUCCEEDED, TargetStatus.FAILED, TargetStatus.CANCELLED, TargetStatus.INTERRUPTED}
+)
+TARGET_ACTIVE = frozenset({TargetStatus.TRIGGERING, TargetStatus.RUNNING})
+
+
+class TriggerSource(models.TextChoices):
+    COMMAND = "command", "Management command"
+    API = "api", "API"
+    ADMIN = "admin", "Admin"
+    STARTUP = "startup", "Platform start"
+
+
+class Stage(models.TextChoices):
+    COORDINATION = "coordination", "Coordination"
+    EC2 = "ec2", "EC2 platform"
+    TRIGGER = "trigger", "Trigger"
+    RUN = "run", "Run"
+    VERIFY = "verify", "Verify"
+
+
+class Coordination(models.Model):
+    """One deployment run: the EC2 platform stage, then every target environment's init
+    script, then verification. Its status moves only through `deployments.transitions`."""
+
+    coordination_id = models.CharField(max_length=100, unique=True)
+    status = models.CharField(max_length=20, choices=CoordinationStatus.choices, default=CoordinationStatus.PENDING)
+    triggered_by = models.CharField(max_length=20, choices=TriggerSource.choices)
+    triggered_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    ec2_instance_id = models.CharField(max_length=64, blank=True)
+    ec2_public_ip = models.CharField(max_length=64, blank=True)
+    version = models.CharField(max_length=100, blank=True)
+    ec2_deployment_config = models.JSONField(default=dict, blank=True)
+    settings = models.JSONField(default=dict, blank=True, help_text="The deployment defaults this run uses.")
+    error = models.TextField(blank=True, help_text="Why the coordination failed, in one paragraph.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "-created_at"], name="coordination_status_created"),
+        ]
+
+    def __str__(self) -> str:
+        return self.coordination_id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in COORDINATION_TERMINAL
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        from django.utils import timezone
+
+        return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+
+
+class CoordinationTarget(models.Model):
+    """One environment's part in a coordination, and its outcome. Kept when the
+    environment is later deleted (`environment_id` is a copy of its name)."""
+
+    coordination = models.ForeignKey(Coordination, on_delete=models.CASCADE, related_name="targets")
+    remote_environment = models.ForeignKey(
+        "environments.RemoteEnvironment", null=True, blank=True, on_delete=models.SET_NULL, related_name="targets"
+    )
+    environment_id = models.CharField(max_length=100)
+    status = models.CharField(max_length=20, choices=TargetStatus.choices, default=TargetStatus.PENDING)
+    reason = models.CharField(
+        max_length=40, blank=True, help_text="Short reason for a failure: timeout, exit_code, ..."
+    )
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    exit_code = models.IntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    output_tail = models.TextField(blank=True, help_text="The last part of the script's output.")
+    output_bytes = models.BigIntegerField(default=0, help_text="Bytes of output received in all.")
+
+    class Meta:
+        ordering = ["coordination_id", "environment_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["coordination", "environment_id"], name="%(app_label)s_%(class)s_unique_environment"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.environment_id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TARGET_TERMINAL
+
+
+class StageEvent(models.Model):
+    """Append-only record of every step of a coordination: each status change of the
+    coordination or of one of its targets writes exactly one row, and notes (a retry, a
+    health check) write one each. Never updated or deleted on its own."""
+
+    coordination = models.ForeignKey(Coordination, on_delete=models.CASCADE, related_name="events")
+    target = models.ForeignKey(
+        CoordinationTarget, null=True, blank=True, on_delete=models.CASCADE, related_name="events"
+    )
+    environment_id = models.CharField(max_length=100, blank=True, help_text="Empty for coordination-level events.")
+    stage = models.CharField(max_length=20, choices=Stage.choices)
+    old_status = models.CharField(max_length=20, blank=True)
+    new_status = models.CharField(max_length=20, blank=True)
+    message = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["coordination", "id"], name="stageevent_cursor")]
+
+    def __str__(self) -> str:
+        who = self.environment_id or "coordination"
+        return f"{who}: {self.old_status or '-'} → {self.new_status or '-'} {self.message}"

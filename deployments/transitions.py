@@ -1,0 +1,119 @@
+"""The one way a coordination or a target changes status.
+
+Each move is checked against an explicit table, applied as a conditional UPDATE (so two
+workers never both make the same move: the loser sees False), and written as exactly one
+StageEvent in the same transaction.
+"""
+
+from django.db import transaction
+from django.utils import timezone
+
+from deployments.models import (
+    COORDINATION_TERMINAL,
+    TARGET_TERMINAL,
+    Coordination,
+    CoordinationTarget,
+    Stage,
+    StageEvent,
+)
+from deployments.models import (
+    CoordinationStatus as C,
+)
+from deployments.models import (
+    TargetStatus as T,
+)
+
+_STOPS = {C.FAILED, C.CANCELLED}
+
+COORDINATION_TRANSITIONS: dict[str, set[str]] = {
+    C.PENDING: {C.EC2_DEPLOYING} | _STOPS,
+    C.EC2_DEPLOYING: {C.EC2_COMPLETED} | _STOPS,
+    C.EC2_COMPLETED: {C.LOCAL_TRIGGERING} | _STOPS,
+    C.LOCAL_TRIGGERING: {C.LOCAL_DEPLOYING, C.LOCAL_COMPLETED} | _STOPS,
+    C.LOCAL_DEPLOYING: {C.LOCAL_COMPLETED} | _STOPS,
+    C.LOCAL_COMPLETED: {C.COMPLETED} | _STOPS,
+    C.COMPLETED: set(),
+    C.FAILED: set(),
+    C.CANCELLED: set(),
+}
+
+TARGET_TRANSITIONS: dict[str, set[str]] = {
+    T.PENDING: {T.TRIGGERING, T.FAILED, T.CANCELLED},
+    T.TRIGGERING: {T.RUNNING, T.FAILED, T.CANCELLED, T.INTERRUPTED},
+    T.RUNNING: {T.SUCCEEDED, T.FAILED, T.CANCELLED, T.INTERRUPTED},
+    T.SUCCEEDED: set(),
+    T.FAILED: set(),
+    T.CANCELLED: set(),
+    T.INTERRUPTED: set(),
+}
+
+
+class InvalidTransition(Exception):
+    """A move the transition table does not allow: a bug, not an operational failure."""
+
+
+def transition(
+    obj: Coordination | CoordinationTarget,
+    new_status: str,
+    *,
+    message: str = "",
+    stage: str | None = None,
+    data: dict | None = None,
+    fields: dict | None = None,
+) -> bool:
+    """Move `obj` from its current status to `new_status`.
+
+    Returns False, changing nothing, when the row's status in the database is no longer
+    `obj.status` (another worker moved it first). `fields` are other columns written in
+    the same UPDATE (exit code, reason, ...). On success `obj` is updated in memory too.
+    """
+    is_target = isinstance(obj, CoordinationTarget)
+    table = TARGET_TRANSITIONS if is_target else COORDINATION_TRANSITIONS
+    terminal = TARGET_TERMINAL if is_target else COORDINATION_TERMINAL
+    old_status = obj.status
+    if new_status not in table[old_status]:
+        raise InvalidTransition(f"{type(obj).__name__} {obj}: {old_status} → {new_status} is not allowed")
+
+    now = timezone.now()
+    changes = {"status": new_status, **(fields or {})}
+    if new_status in terminal:
+        changes.setdefault("finished_at", now)
+    if old_status == (T.PENDING if is_target else C.PENDING) and not obj.started_at:
+        changes.setdefault("started_at", now)
+
+    with transaction.atomic():
+        moved = type(obj).objects.filter(pk=obj.pk, status=old_status).update(**changes)
+        if not moved:
+            return False
+        StageEvent.objects.create(
+            coordination_id=obj.coordination_id if is_target else obj.pk,
+            target=obj if is_target else None,
+            environment_id=obj.environment_id if is_target else "",
+            stage=stage or (Stage.RUN if is_target else Stage.COORDINATION),
+            old_status=old_status,
+            new_status=new_status,
+            message=message,
+            data=data or {},
+        )
+    for name, value in changes.items():
+        setattr(obj, name, value)
+    return True
+
+
+def note(
+    coordination: Coordination,
+    message: str,
+    *,
+    stage: str,
+    target: CoordinationTarget | None = None,
+    data: dict | None = None,
+) -> StageEvent:
+    """Record a step that changes no status (a retry, a health check result)."""
+    return StageEvent.objects.create(
+        coordination=coordination,
+        target=target,
+        environment_id=target.environment_id if target else "",
+        stage=stage,
+        message=message,
+        data=data or {},
+    )

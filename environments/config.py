@@ -1,0 +1,340 @@
+"""The `remote_environments.json` config file format: validation and the settings blocks.
+
+The file is `{"environments": [...]}` plus the optional blocks `default_settings`,
+`ssh_settings`, `deployment_settings` and `notification_settings`. Validation collects
+every problem, each naming the environment and the field, so one run of the import shows
+all of them; nothing is written unless there are none.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from environments.models import SECRET_FIELDS, ConnectionMethod, RemoteEnvironment, SettingsBlock
+
+# Fields of an environment entry in the file, with their JSON type.
+STRING_FIELDS = (
+    "environment_id",
+    "environment_type",
+    "connection_method",
+    "host",
+    "username",
+    "ssh_key_path",
+    "password",
+    "api_token",
+    "api_endpoint",
+    "webhook_url",
+    "init_script_path",
+    "working_directory",
+    "health_check_url",
+    "description",
+    "host_key",
+)
+INTEGER_FIELDS = ("port", "timeout")
+BOOLEAN_FIELDS = ("enabled",)
+ENVIRONMENT_FIELDS = STRING_FIELDS + INTEGER_FIELDS + BOOLEAN_FIELDS
+# Fields that are not part of the original file format or are write-only: when an entry
+# leaves them out, the stored value is kept (an export without secrets can be re-imported,
+# and a host key an operator pinned survives the next import).
+KEPT_WHEN_ABSENT = SECRET_FIELDS + ("enabled", "host_key")
+
+
+def _positive_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return "must be a whole number of at least 1"
+    return None
+
+
+def _non_negative_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return "must be a whole number of at least 0"
+    return None
+
+
+def _non_negative_number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return "must be a number of at least 0"
+    return None
+
+
+def _positive_number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return "must be a number greater than 0"
+    return None
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _string(value: Any) -> str | None:
+    return None if isinstance(value, str) else "must be a string"
+
+
+def _log_level(value: Any) -> str | None:
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        return "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+    return None
+
+
+def _optional_http_url(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    if value and not value.startswith(("http://", "https://")):
+        return "must be an http:// or https:// URL, or empty"
+    return None
+
+
+BLOCK_SCHEMAS = {
+    "default_settings": {
+        "timeout": _positive_int,
+        "retry_count": _non_negative_int,
+        "retry_delay": _non_negative_number,
+        "health_check_timeout": _positive_number,
+        "health_check_retries": _non_negative_int,
+    },
+    "ssh_settings": {
+        "default_key_path": _string,
+        "connection_timeout": _positive_number,
+        "command_timeout": _positive_int,
+    },
+    "deployment_settings": {
+        "parallel_limit": _positive_int,
+        "log_level": _log_level,
+        "enable_health_check": _boolean,
+        "auto_retry_on_failure": _boolean,
+    },
+    "notification_settings": {
+        "enable_notifications": _boolean,
+        "notification_webhook": _optional_http_url,
+        "email_notifications": _boolean,
+    },
+}
+
+
+class ConfigError(Exception):
+    """The config file is invalid; `errors` lists every problem, each naming its place."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+@dataclass
+class ImportPlan:
+    """What an import would do. Built without writing anything."""
+
+    create: list[RemoteEnvironment] = field(default_factory=list)
+    update: list[RemoteEnvironment] = field(default_factory=list)
+    unchanged: list[RemoteEnvironment] = field(default_factory=list)
+    delete: list[RemoteEnvironment] = field(default_factory=list)
+    blocks: dict[str, dict] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DeploymentDefaults:
+    """The settings a coordination runs with: the config file's blocks over the platform's
+    settings. Snapshotted into each coordination, so a run does not change under it."""
+
+    retry_count: int = 2
+    retry_delay: float = 5.0
+    health_check_timeout: float = 10.0
+    health_check_retries: int = 3
+    enable_health_check: bool = True
+    parallel_limit: int = 256
+    connect_timeout: float = 10.0
+    default_timeout: int = 300
+    default_key_path: str = ""
+
+    @classmethod
+    def from_blocks(cls, blocks: dict[str, dict]) -> "DeploymentDefaults":
+        default = blocks.get("default_settings", {})
+        ssh = blocks.get("ssh_settings", {})
+        deployment = blocks.get("deployment_settings", {})
+        retry_count = default.get("retry_count", cls.retry_count)
+        if deployment.get("auto_retry_on_failure") is False:
+            retry_count = 0
+        return cls(
+            retry_count=retry_count,
+            retry_delay=float(default.get("retry_delay", cls.retry_delay)),
+            health_check_timeout=float(default.get("health_check_timeout", cls.health_check_timeout)),
+            health_check_retries=default.get("health_check_retries", cls.health_check_retries),
+            enable_health_check=deployment.get("enable_health_check", True),
+            parallel_limit=deployment.get("parallel_limit", settings.DEPLOYMENT_PARALLEL_LIMIT),
+            connect_timeout=float(ssh.get("connection_timeout", settings.SSH_CONNECT_TIMEOUT)),
+            default_timeout=default.get("timeout", cls.default_timeout),
+            default_key_path=ssh.get("default_key_path", ""),
+        )
+
+    @classmethod
+    def from_json(cls, data: dict) -> "DeploymentDefaults":
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**known)
+
+    def as_json(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def stored_blocks() -> dict[str, dict]:
+    return {block.name: block.values for block in SettingsBlock.objects.all()}
+
+
+def current_defaults() -> DeploymentDefaults:
+    return DeploymentDefaults.from_blocks(stored_blocks())
+
+
+def _validate_blocks(data: dict, errors: list[str], warnings: list[str]) -> dict[str, dict]:
+    blocks: dict[str, dict] = {}
+    for name, schema in BLOCK_SCHEMAS.items():
+        if name not in data:
+            continue
+        block = data[name]
+        if not isinstance(block, dict):
+            errors.append(f"{name}: must be an object")
+            continue
+        for key, value in block.items():
+            check = schema.get(key)
+            if check is None:
+                warnings.append(f"{name}.{key}: unknown setting, stored but not used")
+                continue
+            problem = check(value)
+            if problem:
+                errors.append(f"{name}.{key}: {problem} (got {value!r})")
+        blocks[name] = block
+    return blocks
+
+
+def _entry_label(index: int, entry: Any) -> str:
+    if isinstance(entry, dict) and isinstance(entry.get("environment_id"), str) and entry["environment_id"]:
+        return f"environments[{index}] ({entry['environment_id']})"
+    return f"environments[{index}]"
+
+
+def _check_types(entry: dict, label: str, errors: list[str]) -> bool:
+    ok = True
+    for key, value in entry.items():
+        if key in STRING_FIELDS and not isinstance(value, str):
+            problem = "must be a string"
+        elif key in INTEGER_FIELDS and (isinstance(value, bool) or not isinstance(value, int)):
+            problem = "must be a whole number"
+        elif key in BOOLEAN_FIELDS and not isinstance(value, bool):
+            problem = "must be true or false"
+        else:
+            continue
+        ok = False
+        # Secrets are never echoed, not even when they are the wrong type.
+        shown = "<hidden>" if key in SECRET_FIELDS else repr(value)
+        errors.append(f"{label}.{key}: {problem} (got {shown})")
+    return ok
+
+
+def _apply_entry(environment: RemoteEnvironment, entry: dict, defaults: DeploymentDefaults, creating: bool) -> None:
+    for name in ENVIRONMENT_FIELDS:
+        if name in entry:
+            setattr(environment, name, entry[name])
+        elif name in KEPT_WHEN_ABSENT and not creating:
+            continue
+        elif name != "environment_id":
+            model_field = RemoteEnvironment._meta.get_field(name)
+            setattr(environment, name, model_field.get_default())
+    if "timeout" not in entry:
+        environment.timeout = defaults.default_timeout
+    if (
+        environment.connection_method == ConnectionMethod.SSH
+        and not environment.ssh_key_path
+        and not environment.password
+        and defaults.default_key_path
+    ):
+        environment.ssh_key_path = defaults.default_key_path
+
+
+def _field_values(environment: RemoteEnvironment) -> dict:
+    return {name: getattr(environment, name) for name in ENVIRONMENT_FIELDS}
+
+
+def plan_import(data: Any, *, prune: bool = False) -> ImportPlan:
+    """Validate a parsed config file and work out what importing it changes.
+
+    Raises ConfigError listing every problem; returns the plan when there is none.
+    """
+    errors: list[str] = []
+    plan = ImportPlan()
+    if not isinstance(data, dict):
+        raise ConfigError(["the file must hold a JSON object with an 'environments' list"])
+    for key in data:
+        if key != "environments" and key not in BLOCK_SCHEMAS:
+            plan.warnings.append(f"{key}: unknown top-level key, ignored")
+    entries = data.get("environments")
+    if not isinstance(entries, list):
+        raise ConfigError(["environments: must be a list of environment objects"])
+
+    plan.blocks = _validate_blocks(data, errors, plan.warnings)
+    defaults = DeploymentDefaults()
+    if not errors:
+        defaults = DeploymentDefaults.from_blocks({**stored_blocks(), **plan.blocks})
+
+    existing = {env.environment_id: env for env in RemoteEnvironment.objects.all()}
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        label = _entry_label(index, entry)
+        if not isinstance(entry, dict):
+            errors.append(f"{label}: must be an object")
+            continue
+        for key in entry:
+            if key not in ENVIRONMENT_FIELDS:
+                plan.warnings.append(f"{label}.{key}: unknown field, ignored")
+        if not _check_types(entry, label, errors):
+            continue
+        environment_id = entry.get("environment_id")
+        if not environment_id:
+            errors.append(f"{label}.environment_id: required")
+            continue
+        if environment_id in seen:
+            errors.append(f"{label}.environment_id: {environment_id!r} appears more than once in the file")
+            continue
+        seen.add(environment_id)
+
+        current = existing.get(environment_id)
+        environment = RemoteEnvironment() if current is None else RemoteEnvironment.objects.get(pk=current.pk)
+        before = None if current is None else _field_values(current)
+        _apply_entry(environment, entry, defaults, creating=current is None)
+        try:
+            environment.full_clean(validate_unique=False, validate_constraints=False)
+        except ValidationError as exc:
+            for field_name, messages in exc.message_dict.items():
+                place = label if field_name == "__all__" else f"{label}.{field_name}"
+                errors.extend(f"{place}: {message}" for message in messages)
+            continue
+        if current is None:
+            plan.create.append(environment)
+        elif _field_values(environment) != before:
+            plan.update.append(environment)
+        else:
+            plan.unchanged.append(environment)
+
+    if errors:
+        raise ConfigError(errors)
+    if prune:
+        plan.delete = [env for env_id, env in existing.items() if env_id not in seen]
+    return plan
+
+
+def export_config(*, include_secrets: bool = False) -> dict:
+    """The stored environments and blocks in the config file format."""
+    environments = []
+    for environment in RemoteEnvironment.objects.order_by("environment_id"):
+        entry: dict[str, Any] = {}
+        for name in ENVIRONMENT_FIELDS:
+            value = getattr(environment, name)
+            if False:
+                continue
+            if value in ("", None) and name not in ("environment_id",):
+                continue
+            entry[name] = value
+        environments.append(entry)
+    data: dict[str, Any] = {"environments": environments}
+    data.update(stored_blocks())
+    return data

@@ -1,0 +1,91 @@
+"""The one interface every connection method implements.
+
+A connector takes a plain description of the target and the deployment context, runs the
+environment's init script, and reports through a `Reporter`. It imports nothing from
+`deployments` and touches no model, so each is tested against a real server on its own.
+"""
+
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Target:
+    """Everything a connector needs to know about one environment."""
+
+    environment_id: str
+    connection_method: str
+    host: str = ""
+    port: int = 22
+    username: str = ""
+    ssh_key_path: str = ""
+    password: str = field(default="", repr=False)
+    api_token: str = field(default="", repr=False)
+    api_endpoint: str = ""
+    webhook_url: str = ""
+    init_script_path: str = "./init_aicore.sh"
+    working_directory: str = ""
+    health_check_url: str = ""
+    timeout: int = 300
+    host_key: str = ""
+
+
+@dataclass(frozen=True)
+class DeploymentContext:
+    """What the init script is told about the deployment, and how to connect."""
+
+    coordination_id: str
+    ec2_instance_id: str = ""
+    ec2_public_ip: str = ""
+    deployment_version: str = ""
+    connect_timeout: float = 10.0
+    known_hosts_path: str = ""
+
+    def script_environment(self, target: Target) -> dict[str, str]:
+        return {
+            "EC2_INSTANCE_ID": self.ec2_instance_id,
+            "EC2_PUBLIC_IP": self.ec2_public_ip,
+            "DEPLOYMENT_VERSION": self.deployment_version,
+            "COORDINATION_ID": self.coordination_id,
+            "ENVIRONMENT_ID": target.environment_id,
+        }
+
+
+class Reporter(Protocol):
+    """How a connector tells the coordinator what happens while it runs."""
+
+    stop: threading.Event  # set when the run must end (cancel, shutdown)
+
+    def script_started(self, detail: str) -> None:
+        """The script is running on the target: from here its outcome is unknown until it
+        ends, and a connection failure is no longer safe to retry."""
+
+    def output(self, text: str) -> None:
+        """Output received from the script, in order, as it arrives."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+
+
+class ConnectorError(Exception):
+    """A run that did not produce an exit code.
+
+    `reason` is a short machine-readable word (connection_failed, host_key_unknown,
+    host_key_changed, auth_failed, timeout, cancelled, ...). `permanent` says whether a
+    retry could help: a refused connection may, a wrong key or a changed host key may not.
+    `data` holds extra facts for the event record (never secrets).
+    """
+
+    def __init__(self, message: str, *, reason: str, permanent: bool, data: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.permanent = permanent
+        self.data = data or {}
+
+
+class Connector(Protocol):
+    def run(self, target: Target, context: DeploymentContext, reporter: Reporter) -> RunResult: ...

@@ -1,0 +1,34 @@
+"""Health checks: an HTTP GET on the environment's health_check_url; 2xx is healthy."""
+
+import threading
+from dataclasses import dataclass
+
+import requests
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    healthy: bool
+    detail: str
+
+
+def check_health(
+    url: str, *, timeout: float, retries: int, retry_delay: float, stop: threading.Event | None = None
+) -> HealthResult:
+    """GET `url` up to 1 + `retries` times, `retry_delay` seconds apart; stops early on
+    `stop`. Redirects are not followed: a health endpoint answers for itself."""
+    stop = stop or threading.Event()
+    detail = ""
+    for attempt in range(retries + 1):
+        if attempt and stop.wait(retry_delay):
+            return HealthResult(False, f"{detail}; stopped before the next try")
+        try:
+            response = requests.get(url, timeout=timeout, allow_redirects=False)
+        except requests.RequestException as exc:
+            detail = f"GET {url}: {type(exc).__name__}"
+            continue
+        if 200 <= response.status_code < 300:
+            return HealthResult(True, f"GET {url}: {response.status_code}")
+        detail = f"GET {url}: HTTP {response.status_code}"
+    tries = retries + 1
+    return HealthResult(False, f"{detail} (after {tries} {'try' if tries == 1 else 'tries'})")

@@ -1,0 +1,44 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from environments.config import ConfigError
+from environments.services import environments_import
+
+
+class Command(BaseCommand):
+    help = "Register environments from a remote_environments.json file (all-or-nothing upsert)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("path", help="Path of the config file.")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Validate and show what would change; write nothing."
+        )
+        parser.add_argument("--prune", action="store_true", help="Delete environments the file does not list.")
+
+    def handle(self, *args, path, dry_run, prune, **options):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except OSError as exc:
+            raise CommandError(f"{path}: cannot read the file: {exc.strerror}", returncode=2) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CommandError(f"{path}: not valid JSON: {exc}", returncode=2) from None
+
+        try:
+            plan = environments_import(data=data, prune=prune, dry_run=dry_run)
+        except ConfigError as exc:
+            for error in exc.errors:
+                self.stderr.write(f"error: {error}")
+            raise CommandError(f"{path}: {len(exc.errors)} error(s); nothing was changed", returncode=2) from None
+
+        for warning in plan.warnings:
+            self.stderr.write(f"warning: {warning}")
+        prefix = "would " if dry_run else ""
+        for verb, environments in (("create", plan.create), ("update", plan.update), ("delete", plan.delete)):
+            for environment in environments:
+                self.stdout.write(f"{prefix}{verb} {environment.environment_id}")
+        self.stdout.write(
+            f"{'dry run: ' if dry_run else ''}{len(plan.create)} created, {len(plan.update)} updated, "
+            f"{len(plan.unchanged)} unchanged, {len(plan.delete)} deleted"
+        )

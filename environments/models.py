@@ -1,0 +1,149 @@
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator, URLValidator
+from django.db import models
+
+from environments.fields import EncryptedTextField
+
+SECRET_FIELDS = ("password", "api_token")
+
+identifier_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$",
+    "Use 1-100 letters, digits, '_', '.', ':' or '-', starting with a letter or digit.",
+)
+host_validator = RegexValidator(
+    r"^(?!-)[A-Za-z0-9._:\[\]%-]{1,253}$",
+    "Enter a host name or an IP address.",
+)
+http_url_validator = URLValidator(schemes=["http", "https"])
+
+
+def validate_no_control_characters(value: str) -> None:
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValidationError("Control characters (newlines, NUL, ...) are not allowed.")
+
+
+def validate_host_key(value: str) -> None:
+    """A pinned key as in known_hosts or a .pub file: '<type> <base64>' (comment allowed)."""
+    from environments.connectors.ssh import parse_host_key
+
+    try:
+        parse_host_key(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+class EnvironmentType(models.TextChoices):
+    MAC_LOCAL = "mac_local", "Mac"
+    WINDOWS_LOCAL = "windows_local", "Windows"
+    LINUX_LOCAL = "linux_local", "Linux"
+    DOCKER = "docker", "Docker"
+
+
+class ConnectionMethod(models.TextChoices):
+    SSH = "ssh", "SSH"
+    HTTP_API = "http_api", "HTTP API"
+    WEBHOOK = "webhook", "Webhook"
+
+
+class Health(models.TextChoices):
+    UNKNOWN = "unknown", "Unknown"
+    HEALTHY = "healthy", "Healthy"
+    UNHEALTHY = "unhealthy", "Unhealthy"
+
+
+class RemoteEnvironment(models.Model):
+    """A local environment (a developer's machine or a container) that runs its init
+    script after each platform deploy, and how the coordinator reaches it.
+
+    Field names and meanings are those of the `remote_environments.json` config file.
+    `password` and `api_token` are encrypted at rest and never leave the platform in a
+    response, log line, event or export (unless an export asks for them explicitly).
+    """
+
+    environment_id = models.CharField(max_length=100, unique=True, validators=[identifier_validator])
+    environment_type = models.CharField(max_length=20, choices=EnvironmentType.choices)
+    connection_method = models.CharField(max_length=20, choices=ConnectionMethod.choices)
+    host = models.CharField(max_length=253, blank=True, validators=[host_validator])
+    port = models.PositiveIntegerField(default=22, validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    username = models.CharField(max_length=255, blank=True, validators=[validate_no_control_characters])
+    ssh_key_path = models.CharField(max_length=1024, blank=True, validators=[validate_no_control_characters])
+    password = EncryptedTextField(blank=True)
+    api_token = EncryptedTextField(blank=True)
+    api_endpoint = models.CharField(max_length=2048, blank=True, validators=[http_url_validator])
+    webhook_url = models.CharField(max_length=2048, blank=True, validators=[http_url_validator])
+    init_script_path = models.CharField(
+        max_length=1024, default="./init_aicore.sh", validators=[validate_no_control_characters]
+    )
+    working_directory = models.CharField(max_length=1024, blank=True, validators=[validate_no_control_characters])
+    health_check_url = models.CharField(max_length=2048, blank=True, validators=[http_url_validator])
+    timeout = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1)], help_text="Seconds.")
+    description = models.TextField(blank=True)
+    enabled = models.BooleanField(default=True)
+    host_key = models.TextField(
+        blank=True,
+        validators=[validate_host_key],
+        help_text="Pinned SSH host public key ('ssh-ed25519 AAAA...'). Empty: verified against SSH_KNOWN_HOSTS.",
+    )
+
+    last_health = models.CharField(max_length=20, choices=Health.choices, default=Health.UNKNOWN)
+    last_health_at = models.DateTimeField(null=True, blank=True)
+    last_health_detail = models.CharField(max_length=500, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["environment_id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(port__gte=1, port__lte=65535), name="%(app_label)s_%(class)s_port_range"
+            ),
+            models.CheckConstraint(condition=models.Q(timeout__gte=1), name="%(app_label)s_%(class)s_timeout_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.environment_id
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.connection_method == ConnectionMethod.SSH:
+            if not self.host:
+                errors["host"] = "SSH environments need a host."
+            if not self.username:
+                errors["username"] = "SSH environments need a username."
+            if not self.ssh_key_path and not self.password:
+                errors["ssh_key_path"] = "SSH environments need ssh_key_path or password."
+        elif self.connection_method == ConnectionMethod.HTTP_API:
+            if not self.api_token:
+                errors["api_token"] = "HTTP API environments need an api_token."  # noqa: S105 (a message)
+            if not self.api_endpoint and not self.host:
+                errors["host"] = "HTTP API environments need a host or an api_endpoint."
+        elif self.connection_method == ConnectionMethod.WEBHOOK and not self.webhook_url and not self.host:
+            errors["host"] = "Webhook environments need a host or a webhook_url."
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}" if self.host else ""
+
+
+class SettingsBlock(models.Model):
+    """One of the config file's settings blocks (`default_settings`, `ssh_settings`,
+    `deployment_settings`, `notification_settings`), as last imported."""
+
+    class Name(models.TextChoices):
+        DEFAULT = "default_settings"
+        SSH = "ssh_settings"
+        DEPLOYMENT = "deployment_settings"
+        NOTIFICATION = "notification_settings"
+
+    name = models.CharField(max_length=40, choices=Name.choices, unique=True)
+    values = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,224 @@
+"""Settings for the PowerAutomation deployment coordinator.
+
+Every knob is an environment variable read through a helper that fails at start with
+ImproperlyConfigured naming the variable. The defaults give a working single machine:
+SQLite in the project folder and django-q2's ORM broker. DATABASE_URL and REDIS_URL
+switch to PostgreSQL and Redis; nothing else changes.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _local_secret_key() -> str:
+    """A per-installation key kept beside the SQLite file, so the local default is not a
+    published key. Losing it makes the stored secrets unreadable, like losing the database."""
+    path = BASE_DIR / ".secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY") or _local_secret_key()
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_q",
+    "environments",
+    "deployments",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "powerautomation.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "powerautomation.wsgi.application"
+
+
+def _database() -> dict:
+    url = env_str("DATABASE_URL")
+    if not url:
+        url = f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+    try:
+        config = dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0))
+    except Exception as exc:  # the parser raises several types; all mean a bad URL
+        raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # django-q2's ORM broker and 200 reporting environments write at once: WAL lets
+        # readers go on while one writes, IMMEDIATE takes the write lock up front so a
+        # transaction never fails half way with "database is locked", and the busy timeout
+        # makes writers queue instead of erroring.
+        config["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": env_int("SQLITE_BUSY_TIMEOUT", 20, minimum=1),
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+        test_name = env_str("DATABASE_TEST_NAME")
+        if test_name:
+            # End-to-end tests start a separate qcluster that must see the test database.
+            config["TEST"] = {"NAME": test_name}
+    return config
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# --- Secrets at rest -------------------------------------------------------------------
+# FIELD_ENCRYPTION_KEY: one or more comma-separated Fernet keys, newest first (rotation).
+# Unset: a key derived from SECRET_KEY, good for the single-machine default.
+FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEY", [])
+
+# --- SSH -------------------------------------------------------------------------------
+SSH_KNOWN_HOSTS = env_str("SSH_KNOWN_HOSTS") or str(Path.home() / ".ssh" / "known_hosts")
+SSH_CONNECT_TIMEOUT = env_int("SSH_CONNECT_TIMEOUT", 10, minimum=1)
+
+# --- The coordinator -------------------------------------------------------------------
+# How many environments one coordination triggers at once when the config file's
+# deployment_settings.parallel_limit does not say. Threads inside one task, so the
+# django-q2 worker count never caps it.
+DEPLOYMENT_PARALLEL_LIMIT = env_int("DEPLOYMENT_PARALLEL_LIMIT", 256, minimum=1)
+# Bytes of each environment's output kept in its record (the tail).
+DEPLOYMENT_OUTPUT_TAIL_BYTES = env_int("DEPLOYMENT_OUTPUT_TAIL_BYTES", 65536, minimum=1024)
+
+# --- django-q2 -------------------------------------------------------------------------
+# A coordination is one task that fans out with threads. Q_TIMEOUT bounds it (the
+# coordinator ends its own run a minute before); Q_RETRY, after which the ORM broker hands
+# an unacknowledged task to another worker, must exceed it or a live run is started twice.
+Q_TIMEOUT = env_int("Q_TIMEOUT", 7200, minimum=120)
+Q_RETRY = env_int("Q_RETRY", Q_TIMEOUT + 600, minimum=1)
+if Q_RETRY <= Q_TIMEOUT:
+    raise ImproperlyConfigured(f"Q_RETRY ({Q_RETRY}) must be greater than Q_TIMEOUT ({Q_TIMEOUT})")
+
+Q_CLUSTER = {
+    "name": "powerautomation",
+    "workers": env_int("Q_WORKERS", 2, minimum=1),
+    "timeout": Q_TIMEOUT,
+    "retry": Q_RETRY,
+    # A coordination task that raised is not run again by the broker: the coordinator
+    # records its own failures, and a blind re-run would start scripts a second time.
+    "max_attempts": 1,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "poll": 0.2,
+    "catch_up": False,
+    "label": "Task queue",
+}
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Logging ---------------------------------------------------------------------------
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # paramiko logs every transport error with tracebacks; our connector reports them.
+    "loggers": {"paramiko": {"level": "WARNING"}},
+}

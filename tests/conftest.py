@@ -1,0 +1,91 @@
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.services import HTTPServer, QCluster, process_environment, start_sshd, stop_sshd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """A file-based SQLite test database, so a separately started qcluster or manage.py
+    process sees what the tests commit."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        # One file per pytest process: concurrent runs must not share (and recreate) it.
+        name = Path(tempfile.gettempdir()) / f"pa-test-{os.getpid()}.sqlite3"
+        database.setdefault("TEST", {})["NAME"] = str(name)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    server = start_sshd(Path(tempfile.mkdtemp(prefix="pa-sshd-")))
+    yield server
+    stop_sshd(server)
+
+
+@pytest.fixture(autouse=True)
+def _known_hosts(request, settings):
+    """Verify host keys against the test sshd's known_hosts file, never the user's."""
+    if "sshd" in request.fixturenames:
+        server = request.getfixturevalue("sshd")
+        settings.SSH_KNOWN_HOSTS = str(server.known_hosts)
+    else:
+        settings.SSH_KNOWN_HOSTS = str(ROOT / "tests" / "no-such-known-hosts")
+
+
+@pytest.fixture
+def http_server():
+    server = HTTPServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def make_ssh_environment(sshd):
+    """Register an SSH environment that logs in to the test sshd and runs `script`."""
+    from environments.models import RemoteEnvironment
+
+    def make(environment_id: str, script: Path | str, **fields) -> RemoteEnvironment:
+        values = {
+            "environment_type": "linux_local",
+            "connection_method": "ssh",
+            "host": sshd.host,
+            "port": sshd.port,
+            "username": sshd.user,
+            "ssh_key_path": str(sshd.client_key),
+            "init_script_path": str(script),
+            "timeout": 30,
+        }
+        values.update(fields)
+        environment = RemoteEnvironment(environment_id=environment_id, **values)
+        environment.full_clean()
+        environment.save()
+        return environment
+
+    return make
+
+
+@pytest.fixture
+def no_retry_delay():
+    """Config blocks that make connection retries immediate."""
+    from environments.models import SettingsBlock
+
+    SettingsBlock.objects.update_or_create(
+        name="default_settings", defaults={"values": {"retry_count": 0, "retry_delay": 0, "health_check_retries": 0}}
+    )
+
+
+@pytest.fixture
+def qcluster(transactional_db, tmp_path, settings):
+    """A real django-q2 cluster process working on the test database."""
+    env = process_environment(settings.DATABASES["default"]["NAME"])
+    cluster = QCluster(env, tmp_path / "qcluster.log")
+    cluster.env = env
+    yield cluster
+    cluster.stop()

@@ -1,0 +1,137 @@
+"""End to end as the EC2 deploy script runs it: `manage.py trigger_local --wait` in its
+own process, a real `qcluster` process doing the work, a real sshd on loopback."""
+
+import json
+
+import pytest
+
+from deployments.models import Coordination
+from deployments.models import CoordinationStatus as C
+from deployments.models import TargetStatus as T
+from environments.models import SettingsBlock
+from tests.services import manage
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def quick_retries(transactional_db):
+    SettingsBlock.objects.create(
+        name="default_settings", values={"retry_count": 0, "retry_delay": 0, "health_check_retries": 0}
+    )
+
+
+def trigger(qcluster, *args, extra_env=None, timeout=120):
+    env = dict(qcluster.env)
+    env.update(extra_env or {})
+    return manage(["trigger_local", *args], env, timeout=timeout)
+
+
+def test_trigger_local_wait_runs_every_environment_and_prints_the_stage_log(
+    sshd, make_ssh_environment, qcluster, quick_retries
+):
+    script = sshd.script(
+        "init_aicore.sh", f'echo "$ENVIRONMENT_ID $DEPLOYMENT_VERSION $EC2_PUBLIC_IP" >> "{sshd.scripts}/seen"\n'
+    )
+    make_ssh_environment("mac_local_001", script)
+    make_ssh_environment("linux_local_001", script)
+
+    result = trigger(
+        qcluster,
+        "--wait",
+        extra_env={
+            "EC2_INSTANCE_ID": "i-0123456789abcdef0",
+            "EC2_PUBLIC_IP": "127.0.0.9",
+            "DEPLOYMENT_VERSION": "v1.0.0",
+        },
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr + qcluster.output()
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("🚀 start deploy_")
+    expected_in_order = [
+        "📡 stage 1: EC2 platform",
+        "✅ EC2 done",
+        "💻 stage 2: triggering 2 environments",
+        "🔍 stage 3: verifying",
+        "🎉 all 2 succeeded",
+        "⏱️  total ",
+    ]
+    positions = [next(i for i, line in enumerate(lines) if line.startswith(text)) for text in expected_in_order]
+    assert positions == sorted(positions)
+    for env in ("mac_local_001", "linux_local_001"):
+        assert any(line.startswith(f"🔗 {env}") for line in lines)
+        assert any(line.startswith(f"✅ {env}") for line in lines)
+    seen = sorted((sshd.scripts / "seen").read_text().splitlines())
+    assert seen == ["linux_local_001 v1.0.0 127.0.0.9", "mac_local_001 v1.0.0 127.0.0.9"]
+    coordination = Coordination.objects.get()
+    assert coordination.status == C.COMPLETED
+    assert (coordination.version, coordination.ec2_instance_id) == ("v1.0.0", "i-0123456789abcdef0")
+    assert coordination.triggered_by == "command"
+
+
+def test_trigger_local_exits_1_and_names_the_failed_environment(sshd, make_ssh_environment, qcluster, quick_retries):
+    make_ssh_environment("good_env", sshd.script("ok.sh", "true\n"))
+    make_ssh_environment("broken_env", sshd.script("broken.sh", "exit 4\n"))
+
+    result = trigger(qcluster, "--wait", "--version", "v2.0.0")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "❌ broken_env (exit_code: script exited with 4)" in result.stdout
+    assert "❌ 1 of 2 failed" in result.stdout
+    assert Coordination.objects.get().status == C.FAILED
+
+
+def test_trigger_local_json_prints_the_final_record(sshd, make_ssh_environment, qcluster, quick_retries):
+    make_ssh_environment("json_env", sshd.script("ok.sh", "echo out\n"))
+
+    result = trigger(qcluster, "--wait", "--json", "--coordination-id", "deploy_json_1")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads(result.stdout)
+    assert record["coordination_id"] == "deploy_json_1"
+    assert record["status"] == C.COMPLETED
+    assert record["finished_at"] and record["started_at"] and record["created_at"]
+    (env,) = record["environments"]
+    assert {k: env[k] for k in ("environment_id", "status", "exit_code", "attempts", "error")} == {
+        "environment_id": "json_env",
+        "status": T.SUCCEEDED,
+        "exit_code": 0,
+        "attempts": 1,
+        "error": "",
+    }
+
+
+def test_trigger_local_timeout_exits_3_while_the_run_goes_on(sshd, make_ssh_environment, qcluster, quick_retries):
+    make_ssh_environment("slow_env", sshd.script("slow.sh", "sleep 4\n"))
+
+    result = trigger(qcluster, "--wait", "--timeout", "1")
+
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "the run goes on" in result.stdout
+    coordination = Coordination.objects.get()
+    assert not coordination.is_terminal
+    follow_up = manage(["deployment_status", coordination.coordination_id, "--json"], qcluster.env)
+    assert json.loads(follow_up.stdout)["coordination_id"] == coordination.coordination_id
+
+
+def test_trigger_local_rejects_bad_input_with_exit_2_and_starts_nothing(sshd, make_ssh_environment, qcluster):
+    make_ssh_environment("known_env", sshd.script("ok.sh", "true\n"))
+
+    unknown = trigger(qcluster, "--environments", "known_env,ghost_env")
+    bad_ip = trigger(qcluster, extra_env={"EC2_PUBLIC_IP": "not-an-ip"})
+    bad_timeout = trigger(qcluster, "--wait", "--timeout", "-5")
+
+    assert unknown.returncode == 2
+    assert "--environments: unknown environment(s): ghost_env" in unknown.stderr
+    assert bad_ip.returncode == 2
+    assert "EC2_PUBLIC_IP" in bad_ip.stderr
+    assert bad_timeout.returncode == 2
+    assert "--timeout" in bad_timeout.stderr
+    assert not Coordination.objects.exists()
+
+
+def test_trigger_local_with_no_environments_exits_2(qcluster):
+    result = trigger(qcluster)
+    assert result.returncode == 2
+    assert "no enabled environment" in result.stderr

@@ -1,0 +1,231 @@
+"""Real services for tests, started on loopback: an OpenSSH server, an HTTP server,
+and a django-q2 cluster process. See ../shared/TESTING-REAL-SERVICES.md."""
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SSH_TEST_USER = "pa-ssh-test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def keygen(path: Path) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def _ensure_test_user() -> str:
+    """Log in as a dedicated user whose shell is /bin/sh (root's bashrc makes every login
+    slow); when not root, sshd only lets the user running it in."""
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    try:
+        pwd.getpwnam(SSH_TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", SSH_TEST_USER], check=True)
+    # useradd leaves the account locked, and sshd refuses key logins to a locked account.
+    subprocess.run(["usermod", "-p", "*", SSH_TEST_USER], check=True)
+    return SSH_TEST_USER
+
+
+@dataclass
+class SSHServer:
+    """A throwaway sshd on 127.0.0.1 and everything needed to log in to it."""
+
+    port: int
+    user: str
+    client_key: Path
+    host_public_key: str
+    known_hosts: Path
+    scripts: Path  # readable and writable by the login user
+    process: subprocess.Popen | None = field(default=None, repr=False)
+    host: str = "127.0.0.1"
+
+    def script(self, name: str, body: str) -> Path:
+        """Write an executable shell script the login user can run."""
+        path = self.scripts / name
+        path.write_text("#!/bin/sh\n" + body)
+        path.chmod(0o755)
+        return path
+
+
+def start_sshd(base: Path) -> SSHServer:
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.path.exists(sshd):
+        raise RuntimeError("sshd is not installed (Debian package openssh-server; .ci/run installs it)")
+    base.mkdir(parents=True, exist_ok=True)
+    base.chmod(0o755)
+    host_public_key = keygen(base / "host_key")
+    client_public_key = keygen(base / "client_key")
+    (base / "authorized_keys").write_text(client_public_key + "\n")
+    (base / "authorized_keys").chmod(0o644)
+    scripts = Path(tempfile.mkdtemp(prefix="pa-ssh-scripts-"))
+    scripts.chmod(0o777)
+    user = _ensure_test_user()
+    port = free_port()
+    config = base / "sshd_config"
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {base / 'host_key'}",
+                f"AuthorizedKeysFile {base / 'authorized_keys'}",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "StrictModes no",
+                f"PidFile {base / 'sshd.pid'}",
+                "LogLevel ERROR",
+                "MaxStartups 1000:30:1000",
+                "MaxSessions 1000",
+                f"AllowUsers {user}",
+                "",
+            ]
+        )
+    )
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=open(base / "sshd.log", "wb"))
+    wait_for_port(port)
+    known_hosts = base / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_public_key}\n")
+    return SSHServer(
+        port=port,
+        user=user,
+        client_key=base / "client_key",
+        host_public_key=host_public_key,
+        known_hosts=known_hosts,
+        scripts=scripts,
+        process=process,
+    )
+
+
+def stop_sshd(server: SSHServer) -> None:
+    if server.process and server.process.poll() is None:
+        server.process.terminate()
+        server.process.wait(timeout=10)
+    shutil.rmtree(server.scripts, ignore_errors=True)
+
+
+class HTTPServer:
+    """A loopback HTTP server answering each path with a configured status code."""
+
+    def __init__(self):
+        self.responses: dict[str, int] = {}
+        self.requests: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                owner.requests.append(self.path)
+                status = owner.responses.get(self.path, 404)
+                body = b'{"status": "ok"}' if status < 300 else b'{"status": "down"}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def process_environment(database_name: str, **extra: str) -> dict[str, str]:
+    """The environment for a manage.py process that shares the test database."""
+    from django.conf import settings
+
+    env = dict(os.environ)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "powerautomation.settings",
+            "DATABASE_URL": f"sqlite:///{database_name}",
+            "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+            "SSH_KNOWN_HOSTS": settings.SSH_KNOWN_HOSTS,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def manage(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class QCluster:
+    """A real `manage.py qcluster` process in its own process group."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+            env=env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            # The cluster's main process stops its own workers on SIGTERM.
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # anything the cluster left behind
+        self.log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
