@@ -329,7 +329,7 @@ def export_config(*, include_secrets: bool = False) -> dict:
         entry: dict[str, Any] = {}
         for name in ENVIRONMENT_FIELDS:
             value = getattr(environment, name)
-            if False:
+            if name in SECRET_FIELDS and not include_secrets:
                 continue
             if value in ("", None) and name not in ("environment_id",):
                 continue

@@ -40,7 +40,8 @@ def decrypt(token: str) -> str:
         return _fernet().decrypt(token.encode()).decode()
     except InvalidToken:
         raise SecretDecryptionError(
-            "a stored secret cannot be decrypted: FIELD_ENCRYPTION_KEY (or DJANGO_SECRET_KEY) is not the key it was saved with"
+            "a stored secret cannot be decrypted: FIELD_ENCRYPTION_KEY (or DJANGO_SECRET_KEY) "
+            "is not the key it was saved with"
         ) from None
 
 

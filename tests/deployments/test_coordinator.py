@@ -58,7 +58,7 @@ def timed_script(sshd, seconds: float):
     """A script that records when it ran, so tests can see overlap without timing it."""
     return sshd.script(
         f"timed-{seconds}.sh",
-        'start=$(date +%s.%N)\n'
+        "start=$(date +%s.%N)\n"
         f"sleep {seconds}\n"
         f'echo "$start $(date +%s.%N)" > "{sshd.scripts}/$ENVIRONMENT_ID.times"\n',
     )

@@ -232,7 +232,7 @@ def test_command_quotes_paths_and_keeps_home_relative_paths():
     )
     command = build_command(target, DeploymentContext(coordination_id="c"))
     assert command.startswith("cd \"$HOME\"/'my dir' && export ")
-    assert command.endswith("exec \"$HOME\"/aicore0624/init_aicore.sh")
+    assert command.endswith('exec "$HOME"/aicore0624/init_aicore.sh')
 
 
 def test_host_key_parsing_reads_a_public_key_line_and_rejects_garbage(sshd):

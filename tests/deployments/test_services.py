@@ -1,0 +1,117 @@
+import pytest
+from django.core.exceptions import ValidationError
+
+from deployments.models import Coordination, StageEvent, TriggerSource
+from deployments.models import CoordinationStatus as C
+from deployments.services import coordination_start
+from environments.models import RemoteEnvironment
+
+pytestmark = pytest.mark.django_db
+
+
+def start(**kwargs):
+    kwargs.setdefault("triggered_by", TriggerSource.COMMAND)
+    return coordination_start(**kwargs)
+
+
+def field_errors(excinfo) -> dict:
+    return excinfo.value.message_dict
+
+
+def test_default_targets_are_the_enabled_environments_with_a_connector(make_ssh_environment):
+    make_ssh_environment("enabled_ssh", "./init_aicore.sh")
+    make_ssh_environment("disabled_ssh", "./init_aicore.sh", enabled=False)
+    RemoteEnvironment.objects.create(
+        environment_id="api_env",
+        environment_type="docker",
+        connection_method="http_api",
+        host="127.0.0.1",
+        port=8082,
+        api_token="t",
+    )
+
+    coordination = start(version="v1.2.3")
+
+    assert [t.environment_id for t in coordination.targets.all()] == ["enabled_ssh"]
+    assert coordination.status == C.PENDING
+    assert coordination.coordination_id.startswith("deploy_")
+    created = StageEvent.objects.get(coordination=coordination)
+    assert (created.old_status, created.new_status) == ("", C.PENDING)
+
+
+def test_generated_ids_have_the_documented_shape(make_ssh_environment):
+    import re
+
+    make_ssh_environment("env", "./init_aicore.sh")
+    coordination = start()
+    assert re.fullmatch(r"deploy_\d{8}_\d{6}_[0-9a-f]{4}", coordination.coordination_id)
+
+
+def test_the_settings_in_force_are_copied_into_the_coordination(make_ssh_environment):
+    from environments.models import SettingsBlock
+
+    SettingsBlock.objects.create(name="deployment_settings", values={"parallel_limit": 7})
+    make_ssh_environment("env", "./init_aicore.sh")
+    assert start().settings["parallel_limit"] == 7
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "text"),
+    [
+        ({"environment_ids": ["ghost"]}, "environments", "unknown environment(s): ghost"),
+        ({"environment_ids": []}, "environments", "at least one"),
+        ({"environment_ids": ["disabled_ssh"]}, "environments", "disabled"),
+        ({"environment_ids": ["api_env"]}, "environments", "not supported yet"),
+        ({"version": "v1; rm -rf /"}, "version", "letters, digits"),
+        ({"ec2_instance_id": "i-xyz"}, "ec2_instance_id", "i-0123456789abcdef0"),
+        ({"ec2_public_ip": "300.1.1.1"}, "ec2_public_ip", "not an IP address"),
+        ({"coordination_id": "has space"}, "coordination_id", "letters, digits"),
+        ({"ec2_deployment_config": ["not", "an", "object"]}, "ec2_deployment_config", "JSON object"),
+        ({"triggered_by": "cron"}, "triggered_by", "must be one of"),
+    ],
+)
+def test_bad_input_names_the_field_and_creates_nothing(make_ssh_environment, kwargs, field, text):
+    make_ssh_environment("enabled_ssh", "./init_aicore.sh")
+    make_ssh_environment("disabled_ssh", "./init_aicore.sh", enabled=False)
+    RemoteEnvironment.objects.create(
+        environment_id="api_env",
+        environment_type="docker",
+        connection_method="http_api",
+        host="127.0.0.1",
+        port=8082,
+        api_token="t",
+    )
+
+    with pytest.raises(ValidationError) as excinfo:
+        start(**kwargs)
+
+    assert text in " ".join(field_errors(excinfo)[field])
+    assert not Coordination.objects.exists()
+    assert not StageEvent.objects.exists()
+
+
+def test_a_coordination_id_can_be_used_once(make_ssh_environment):
+    make_ssh_environment("env", "./init_aicore.sh")
+    start(coordination_id="deploy_fixed")
+    with pytest.raises(ValidationError) as excinfo:
+        start(coordination_id="deploy_fixed")
+    assert "already exists" in field_errors(excinfo)["coordination_id"][0]
+    assert Coordination.objects.count() == 1
+
+
+def test_no_enabled_environment_is_an_error():
+    with pytest.raises(ValidationError) as excinfo:
+        start()
+    assert "no enabled environment" in field_errors(excinfo)["environments"][0]
+
+
+def test_the_worker_task_is_queued_only_after_commit(make_ssh_environment, django_capture_on_commit_callbacks):
+    from django_q.models import OrmQ
+
+    make_ssh_environment("env", "./init_aicore.sh")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        start()
+        assert OrmQ.objects.count() == 0
+    for callback in callbacks:
+        callback()
+    assert OrmQ.objects.count() == 1

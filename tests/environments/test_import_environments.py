@@ -1,0 +1,553 @@
+"""The import_environments command: the remote_environments.json format, validated as a
+whole (every problem named by environment and field), then upserted by environment_id all
+or nothing."""
+
+import json
+import re
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from environments.config import ENVIRONMENT_FIELDS
+from environments.models import RemoteEnvironment, SettingsBlock
+from tests.services import manage, process_environment
+
+ROOT = Path(__file__).resolve().parents[2]
+# Test values, not credentials.
+PASSWORD = "import-test-password-5d0e"  # noqa: S105
+API_TOKEN = "import-test-token-a41c"  # noqa: S105
+BLOCK_NAMES = ("default_settings", "ssh_settings", "deployment_settings", "notification_settings")
+
+pytestmark = pytest.mark.django_db
+
+
+@dataclass
+class Output:
+    stdout: str
+    stderr: str
+
+
+def readme_example() -> dict:
+    """The first ```json block under the README's "## Config file" heading."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    _, found, section = readme.partition("\n## Config file")
+    assert found, "README.md has no '## Config file' section"
+    match = re.search(r"```json\n(.*?)\n```", section, re.DOTALL)
+    assert match, "the README's Config file section has no ```json block"
+    return json.loads(match.group(1))
+
+
+def ssh_entry(environment_id: str = "linux_local_001", **fields) -> dict:
+    entry = {
+        "environment_id": environment_id,
+        "environment_type": "linux_local",
+        "connection_method": "ssh",
+        "host": "linux-box.internal",
+        "username": "deploy",
+        "ssh_key_path": "~/.ssh/id_ed25519",
+    }
+    entry.update(fields)
+    return entry
+
+
+def http_api_entry(environment_id: str = "docker_local_001", **fields) -> dict:
+    entry = {
+        "environment_id": environment_id,
+        "environment_type": "docker",
+        "connection_method": "http_api",
+        "host": "docker-host.internal",
+        "port": 8082,
+        "api_token": API_TOKEN,
+    }
+    entry.update(fields)
+    return entry
+
+
+def without(entry: dict, *keys: str) -> dict:
+    return {key: value for key, value in entry.items() if key not in keys}
+
+
+def snapshot() -> dict:
+    """Every stored column of every environment and settings block."""
+    columns = [field.attname for field in RemoteEnvironment._meta.concrete_fields]
+    return {
+        "environments": {
+            env.environment_id: {name: getattr(env, name) for name in columns}
+            for env in RemoteEnvironment.objects.all()
+        },
+        "blocks": {block.name: (block.values, block.updated_at) for block in SettingsBlock.objects.all()},
+    }
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    def write(data, name: str = "remote_environments.json") -> Path:
+        path = tmp_path / name
+        path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+        return path
+
+    return write
+
+
+def run_import(path: Path, *options: str) -> Output:
+    stdout, stderr = StringIO(), StringIO()
+    call_command("import_environments", str(path), *options, stdout=stdout, stderr=stderr)
+    return Output(stdout.getvalue(), stderr.getvalue())
+
+
+def run_failing_import(path: Path, *options: str) -> tuple[CommandError, Output]:
+    stdout, stderr = StringIO(), StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("import_environments", str(path), *options, stdout=stdout, stderr=stderr)
+    return excinfo.value, Output(stdout.getvalue(), stderr.getvalue())
+
+
+def import_data(write_config, data: dict, *options: str) -> Output:
+    return run_import(write_config(data), *options)
+
+
+# --- The README's example ---------------------------------------------------------------
+
+
+def test_readme_example_shows_every_environment_field():
+    shown = {key for entry in readme_example()["environments"] for key in entry}
+    assert shown == set(ENVIRONMENT_FIELDS)
+
+
+def test_readme_example_imports_with_every_field_stored_as_written(write_config):
+    example = readme_example()
+
+    run_import(write_config(example))
+
+    assert RemoteEnvironment.objects.count() == len(example["environments"])
+    for entry in example["environments"]:
+        environment = RemoteEnvironment.objects.get(environment_id=entry["environment_id"])
+        for key, value in entry.items():
+            assert getattr(environment, key) == value, f"{entry['environment_id']}.{key}"
+
+
+def test_readme_example_secrets_read_back_decrypted(write_config):
+    example = readme_example()
+    secrets = [(entry["environment_id"], key, entry[key]) for entry in example["environments"] for key in entry]
+    secrets = [(env_id, key, value) for env_id, key, value in secrets if key in ("password", "api_token")]
+    assert {key for _, key, _ in secrets} == {"password", "api_token"}
+
+    run_import(write_config(example))
+
+    for environment_id, key, value in secrets:
+        assert getattr(RemoteEnvironment.objects.get(environment_id=environment_id), key) == value
+
+
+def test_readme_example_settings_blocks_are_stored_as_written(write_config):
+    example = readme_example()
+
+    run_import(write_config(example))
+
+    stored = {block.name: block.values for block in SettingsBlock.objects.all()}
+    assert stored == {name: example[name] for name in BLOCK_NAMES}
+
+
+def test_readme_example_imports_without_warnings(write_config):
+    example = readme_example()
+
+    output = run_import(write_config(example))
+
+    assert output.stderr == ""
+    assert f"{len(example['environments'])} created, 0 updated" in output.stdout
+
+
+# --- Invalid files change nothing -------------------------------------------------------
+
+
+def invalid_file() -> dict:
+    return {
+        "environments": [
+            ssh_entry("good_one"),
+            ssh_entry("bad_port", port=70000),
+            without(ssh_entry("no_username"), "username"),
+        ],
+        "default_settings": {"timeout": 30},
+    }
+
+
+def test_invalid_file_exits_with_status_2(write_config):
+    error, _ = run_failing_import(write_config(invalid_file()))
+
+    assert error.returncode == 2
+    assert "nothing was changed" in str(error)
+
+
+def test_invalid_file_errors_name_each_environment_and_field(write_config):
+    error, output = run_failing_import(write_config(invalid_file()))
+
+    assert "environments[1] (bad_port).port" in output.stderr
+    assert "environments[2] (no_username).username" in output.stderr
+    assert "good_one" not in output.stderr
+    assert "2 error(s)" in str(error)
+
+
+def test_invalid_file_writes_nothing(write_config):
+    import_data(
+        write_config,
+        {"environments": [ssh_entry("bad_port", description="before")], "default_settings": {"timeout": 60}},
+    )
+    before = snapshot()
+    data = invalid_file()
+    data["environments"].append(ssh_entry("new_and_valid"))
+
+    run_failing_import(write_config(data))
+
+    assert snapshot() == before
+
+
+@pytest.mark.e2e
+def test_command_process_exits_with_status_2_on_an_invalid_file(write_config, settings):
+    path = write_config(invalid_file())
+
+    result = manage(["import_environments", str(path)], process_environment(settings.DATABASES["default"]["NAME"]))
+
+    assert result.returncode == 2, result.stderr
+    assert "environments[1] (bad_port).port" in result.stderr
+
+
+# --- JSON types -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("port", "22", "must be a whole number"),
+        ("port", True, "must be a whole number"),
+        ("timeout", 30.5, "must be a whole number"),
+        ("enabled", "yes", "must be true or false"),
+        ("username", 42, "must be a string"),
+    ],
+    ids=["port-as-string", "port-as-boolean", "timeout-as-float", "enabled-as-string", "username-as-number"],
+)
+def test_value_of_the_wrong_json_type_is_an_error_naming_the_field(write_config, field, value, problem):
+    _, output = run_failing_import(write_config({"environments": [ssh_entry("typed", **{field: value})]}))
+
+    assert f"environments[0] (typed).{field}: {problem}" in output.stderr
+    assert not RemoteEnvironment.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("password", 987654321), ("api_token", ["token-in-a-list-xyz"]), ("password", {"secret": "pw-in-a-dict"})],
+    ids=["password-as-number", "api-token-as-list", "password-as-object"],
+)
+def test_secret_of_the_wrong_type_is_reported_without_its_value(write_config, field, value):
+    error, output = run_failing_import(write_config({"environments": [http_api_entry("typed", **{field: value})]}))
+
+    assert f"environments[0] (typed).{field}: must be a string" in output.stderr
+    for shown in (json.dumps(value), str(value), "987654321", "token-in-a-list-xyz", "pw-in-a-dict"):
+        assert shown not in output.stderr
+        assert shown not in str(error)
+
+
+# --- Unknown keys -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "warning"),
+    [
+        ({"environments": [ssh_entry("known")], "version": 2}, "warning: version: unknown top-level key"),
+        (
+            {"environments": [ssh_entry("known", os_version="14.2")]},
+            "warning: environments[0] (known).os_version: unknown field",
+        ),
+        (
+            {"environments": [ssh_entry("known")], "ssh_settings": {"cipher": "aes256-ctr"}},
+            "warning: ssh_settings.cipher: unknown setting",
+        ),
+    ],
+    ids=["top-level", "in-an-environment", "in-a-settings-block"],
+)
+def test_unknown_key_is_a_warning_and_the_import_succeeds(write_config, data, warning):
+    output = import_data(write_config, data)
+
+    assert warning in output.stderr
+    assert "error" not in output.stderr
+    assert RemoteEnvironment.objects.filter(environment_id="known").exists()
+
+
+def test_unknown_setting_in_a_block_is_stored(write_config):
+    import_data(write_config, {"environments": [], "ssh_settings": {"cipher": "aes256-ctr", "command_timeout": 60}})
+
+    assert SettingsBlock.objects.get(name="ssh_settings").values == {"cipher": "aes256-ctr", "command_timeout": 60}
+
+
+# --- Structure --------------------------------------------------------------------------
+
+
+def test_duplicate_environment_id_in_the_file_is_an_error(write_config):
+    data = {"environments": [ssh_entry("twice"), ssh_entry("twice", host="other.internal")]}
+
+    error, output = run_failing_import(write_config(data))
+
+    assert error.returncode == 2
+    assert "environments[1] (twice).environment_id: 'twice' appears more than once" in output.stderr
+    assert not RemoteEnvironment.objects.exists()
+
+
+def test_entry_without_environment_id_is_an_error(write_config):
+    _, output = run_failing_import(write_config({"environments": [without(ssh_entry(), "environment_id")]}))
+
+    assert "environments[0].environment_id: required" in output.stderr
+
+
+@pytest.mark.parametrize(
+    "data", [[ssh_entry()], {"environments": {"linux_local_001": ssh_entry()}}], ids=["list", "environments-as-object"]
+)
+def test_file_not_shaped_as_the_config_format_is_an_error(write_config, data):
+    error, _ = run_failing_import(write_config(data))
+
+    assert error.returncode == 2
+    assert not RemoteEnvironment.objects.exists()
+
+
+def test_file_that_is_not_json_exits_with_status_2(write_config):
+    path = write_config('{"environments": [}')
+
+    error, _ = run_failing_import(path)
+
+    assert error.returncode == 2
+    assert str(error).startswith(f"{path}: not valid JSON")
+
+
+def test_missing_file_exits_with_status_2(tmp_path):
+    path = tmp_path / "no-such-file.json"
+
+    error, _ = run_failing_import(path)
+
+    assert error.returncode == 2
+    assert str(error) == f"{path}: cannot read the file: No such file or directory"
+
+
+def test_invalid_settings_block_value_is_an_error_naming_the_setting(write_config):
+    data = {"environments": [ssh_entry()], "deployment_settings": {"log_level": "LOUD"}}
+
+    _, output = run_failing_import(write_config(data))
+
+    assert "deployment_settings.log_level: must be one of" in output.stderr
+    assert not RemoteEnvironment.objects.exists()
+
+
+# --- Rules ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [
+        (without(ssh_entry("env"), "username"), "username"),
+        (without(ssh_entry("env"), "host"), "host"),
+        (without(ssh_entry("env"), "ssh_key_path"), "ssh_key_path"),
+        (without(http_api_entry("env"), "api_token"), "api_token"),
+        (http_api_entry("env", api_token=""), "api_token"),
+        (ssh_entry("env", port=0), "port"),
+        (ssh_entry("env", port=65536), "port"),
+        (ssh_entry("env", timeout=0), "timeout"),
+        (ssh_entry("env", timeout=-5), "timeout"),
+        (ssh_entry("env", environment_type="solaris_local"), "environment_type"),
+        (ssh_entry("env", connection_method="telnet"), "connection_method"),
+        (ssh_entry("has space"), "environment_id"),
+    ],
+    ids=[
+        "ssh-without-username",
+        "ssh-without-host",
+        "ssh-without-key-or-password",
+        "http-api-without-token",
+        "http-api-with-empty-token",
+        "port-0",
+        "port-65536",
+        "timeout-0",
+        "timeout-negative",
+        "unknown-environment-type",
+        "unknown-connection-method",
+        "environment-id-with-a-space",
+    ],
+)
+def test_entry_breaking_a_rule_is_an_error_naming_the_field(write_config, entry, field):
+    error, output = run_failing_import(write_config({"environments": [entry]}))
+
+    assert error.returncode == 2
+    assert re.search(rf"^error: environments\[0\]( \([^)]*\))?\.{field}: ", output.stderr, re.MULTILINE), output.stderr
+    assert not RemoteEnvironment.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        without(ssh_entry("env", password=PASSWORD), "ssh_key_path"),
+        ssh_entry("env", port=1, timeout=1),
+        ssh_entry("env", port=65535),
+        http_api_entry("env"),
+        {"environment_id": "env", "environment_type": "linux_local", "connection_method": "webhook", "host": "box"},
+    ],
+    ids=["ssh-with-password-only", "port-1-timeout-1", "port-65535", "http-api-with-token", "webhook-with-host"],
+)
+def test_entry_within_the_rules_is_accepted(write_config, entry):
+    import_data(write_config, {"environments": [entry]})
+
+    assert RemoteEnvironment.objects.filter(environment_id="env").exists()
+
+
+# --- Upsert -----------------------------------------------------------------------------
+
+
+def test_importing_again_with_a_changed_field_updates_it(write_config):
+    import_data(write_config, {"environments": [ssh_entry("env", description="before")]})
+
+    output = import_data(write_config, {"environments": [ssh_entry("env", description="after")]})
+
+    assert "update env" in output.stdout.splitlines()
+    assert "0 created, 1 updated, 0 unchanged" in output.stdout
+    assert RemoteEnvironment.objects.get(environment_id="env").description == "after"
+
+
+def test_importing_the_same_file_again_reports_it_unchanged_and_saves_nothing(write_config):
+    path = write_config({"environments": [ssh_entry("env", password=PASSWORD, timeout=60)]})
+    run_import(path)
+    before = snapshot()
+
+    output = run_import(path)
+
+    assert "0 created, 0 updated, 1 unchanged, 0 deleted" in output.stdout
+    assert "update env" not in output.stdout
+    assert snapshot() == before
+
+
+def test_entry_without_password_keeps_the_stored_password(write_config):
+    import_data(write_config, {"environments": [without(ssh_entry("env", password=PASSWORD), "ssh_key_path")]})
+
+    output = import_data(write_config, {"environments": [without(ssh_entry("env"), "ssh_key_path")]})
+
+    assert RemoteEnvironment.objects.get(environment_id="env").password == PASSWORD
+    assert "1 unchanged" in output.stdout
+
+
+def test_entry_without_api_token_keeps_the_stored_api_token(write_config):
+    import_data(write_config, {"environments": [http_api_entry("env", api_token=API_TOKEN)]})
+
+    import_data(write_config, {"environments": [without(http_api_entry("env"), "api_token")]})
+
+    assert RemoteEnvironment.objects.get(environment_id="env").api_token == API_TOKEN
+
+
+def test_entry_without_enabled_keeps_the_stored_enabled_flag(write_config):
+    import_data(write_config, {"environments": [ssh_entry("env", enabled=False)]})
+
+    import_data(write_config, {"environments": [ssh_entry("env")]})
+
+    assert RemoteEnvironment.objects.get(environment_id="env").enabled is False
+
+
+def test_entry_without_an_ordinary_field_resets_it_to_its_default(write_config):
+    import_data(write_config, {"environments": [ssh_entry("env", port=2222, description="old")]})
+
+    import_data(write_config, {"environments": [ssh_entry("env")]})
+
+    environment = RemoteEnvironment.objects.get(environment_id="env")
+    assert (environment.port, environment.description) == (22, "")
+
+
+@pytest.fixture
+def stored_for_dry_run(write_config):
+    import_data(
+        write_config,
+        {
+            "environments": [ssh_entry("changed", description="before"), ssh_entry("not_in_file")],
+            "default_settings": {"timeout": 60},
+        },
+    )
+    return {
+        "environments": [ssh_entry("changed", description="after"), ssh_entry("new")],
+        "default_settings": {"timeout": 90},
+    }
+
+
+def test_dry_run_writes_nothing(write_config, stored_for_dry_run):
+    before = snapshot()
+
+    import_data(write_config, stored_for_dry_run, "--dry-run", "--prune")
+
+    assert snapshot() == before
+
+
+def test_dry_run_reports_what_would_change(write_config, stored_for_dry_run):
+    output = import_data(write_config, stored_for_dry_run, "--dry-run", "--prune")
+
+    lines = output.stdout.splitlines()
+    assert {"would create new", "would update changed", "would delete not_in_file"} <= set(lines)
+    assert lines[-1] == "dry run: 1 created, 1 updated, 0 unchanged, 1 deleted"
+
+
+def test_prune_deletes_environments_not_in_the_file(write_config):
+    import_data(write_config, {"environments": [ssh_entry("kept"), ssh_entry("gone")]})
+
+    output = import_data(write_config, {"environments": [ssh_entry("kept")]}, "--prune")
+
+    assert "delete gone" in output.stdout.splitlines()
+    assert list(RemoteEnvironment.objects.values_list("environment_id", flat=True)) == ["kept"]
+
+
+def test_without_prune_environments_not_in_the_file_are_kept(write_config):
+    import_data(write_config, {"environments": [ssh_entry("kept"), ssh_entry("also_kept")]})
+
+    output = import_data(write_config, {"environments": [ssh_entry("kept")]})
+
+    assert "0 deleted" in output.stdout
+    assert set(RemoteEnvironment.objects.values_list("environment_id", flat=True)) == {"kept", "also_kept"}
+
+
+# --- Settings blocks as defaults --------------------------------------------------------
+
+
+def test_default_settings_timeout_applies_to_entries_without_timeout(write_config):
+    data = {
+        "environments": [ssh_entry("no_timeout"), ssh_entry("own_timeout", timeout=600)],
+        "default_settings": {"timeout": 45},
+    }
+
+    import_data(write_config, data)
+
+    timeouts = dict(RemoteEnvironment.objects.values_list("environment_id", "timeout"))
+    assert timeouts == {"no_timeout": 45, "own_timeout": 600}
+
+
+def test_stored_default_timeout_applies_when_the_file_has_no_default_settings(write_config):
+    import_data(write_config, {"environments": [], "default_settings": {"timeout": 75}})
+
+    import_data(write_config, {"environments": [ssh_entry("no_timeout")]})
+
+    assert RemoteEnvironment.objects.get(environment_id="no_timeout").timeout == 75
+
+
+def test_ssh_default_key_path_applies_to_ssh_entries_with_neither_key_nor_password(write_config):
+    data = {
+        "environments": [without(ssh_entry("keyless"), "ssh_key_path")],
+        "ssh_settings": {"default_key_path": "~/.ssh/deploy"},
+    }
+
+    import_data(write_config, data)
+
+    assert RemoteEnvironment.objects.get(environment_id="keyless").ssh_key_path == "~/.ssh/deploy"
+
+
+def test_ssh_default_key_path_leaves_entries_with_a_key_or_password_alone(write_config):
+    data = {
+        "environments": [
+            ssh_entry("own_key", ssh_key_path="~/.ssh/own"),
+            without(ssh_entry("password_only", password=PASSWORD), "ssh_key_path"),
+        ],
+        "ssh_settings": {"default_key_path": "~/.ssh/deploy"},
+    }
+
+    import_data(write_config, data)
+
+    key_paths = dict(RemoteEnvironment.objects.values_list("environment_id", "ssh_key_path"))
+    assert key_paths == {"own_key": "~/.ssh/own", "password_only": ""}
