@@ -19,6 +19,7 @@ from django.db import transaction
 
 from deployments.models import (
     COORDINATION_TERMINAL,
+    TARGET_TERMINAL,
     Coordination,
     CoordinationTarget,
     Stage,
@@ -236,7 +237,7 @@ class CoordinationRun:
             coordination,
             C.FAILED,
             message=summary,
-            data={"failed": [target.environment_id for target in failed], "total": len(targets)},
+            data={"failed": [target.environment_id for target in failed], "total": len(targets), "reasons": reasons},
             fields={"error": summary},
         )
 
@@ -246,29 +247,40 @@ class CoordinationRun:
         if not pending:
             return
         limit = max(1, self.defaults.parallel_limit)
+        with ThreadPoolExecutor(max_workers=min(limit, len(pending)), thread_name_prefix="deliver") as pool:
+            try:
+                self._schedule(pool, pending, limit)
+            except BaseException:
+                # Let running deliveries end at once instead of holding the pool's shutdown.
+                self.stop_reason = self.stop_reason or "the coordinator stopped on an error"
+                self.stop.set()
+                raise
+        self._flush_output()
+
+    def _schedule(self, pool: ThreadPoolExecutor, pending: list[CoordinationTarget], limit: int) -> None:
+        """Start targets as room frees up, apply the threads' reports, flush output, and
+        watch for a cancel, until every started target has reported its end."""
         in_flight: set[int] = set()
         last_flush = last_cancel_check = time.monotonic()
-        with ThreadPoolExecutor(max_workers=min(limit, len(pending)), thread_name_prefix="deliver") as pool:
-            while pending or in_flight:
-                if pending and len(in_flight) < limit and not self.stop.is_set():
-                    room = limit - len(in_flight)
-                    batch, pending = pending[:room], pending[room:]
-                    for target in self._claim(batch):
-                        in_flight.add(target.pk)
-                        pool.submit(_deliver_and_report, *self._delivery_arguments(target))
-                if self.stop.is_set() and pending:
-                    self._cancel_pending(pending)
-                    pending = []
-                self._apply_reports(in_flight)
-                now = time.monotonic()
-                if now - last_flush >= OUTPUT_FLUSH_SECONDS:
-                    self._flush_output()
-                    last_flush = now
-                if now - last_cancel_check >= CANCEL_CHECK_SECONDS:
-                    self._check_stop()
-                    last_cancel_check = now
-                self._advance_to_deploying(pending)
-        self._flush_output()
+        while pending or in_flight:
+            if pending and len(in_flight) < limit and not self.stop.is_set():
+                room = limit - len(in_flight)
+                batch, pending = pending[:room], pending[room:]
+                for target in self._claim(batch):
+                    in_flight.add(target.pk)
+                    pool.submit(_deliver_and_report, *self._delivery_arguments(target))
+            if self.stop.is_set() and pending:
+                self._cancel_pending(pending)
+                pending = []
+            self._apply_reports(in_flight)
+            now = time.monotonic()
+            if now - last_flush >= OUTPUT_FLUSH_SECONDS:
+                self._flush_output()
+                last_flush = now
+            if now - last_cancel_check >= CANCEL_CHECK_SECONDS:
+                self._check_stop()
+                last_cancel_check = now
+            self._advance_to_deploying(pending)
 
     def _delivery_arguments(self, target: CoordinationTarget) -> tuple:
         reporter = _TargetReporter(target.pk, self.inbox, self.stop)
@@ -415,10 +427,30 @@ class CoordinationRun:
                 CoordinationTarget.objects.filter(pk=target_pk).update(**self._output_fields(target))
 
 
+def fail_unfinished(coordination: Coordination, reason: str) -> None:
+    """Close out a coordination whose run broke off: nothing may stay active. Targets that
+    never started fail; those whose script may have started are interrupted (unknown)."""
+    for target in coordination.targets.exclude(status__in=TARGET_TERMINAL):
+        unknown = target.status in (T.TRIGGERING, T.RUNNING)
+        transition(
+            target,
+            T.INTERRUPTED if unknown else T.FAILED,
+            message=reason,
+            fields={"reason": "interrupted" if unknown else "internal_error", "error": reason},
+        )
+    coordination.refresh_from_db(fields=["status"])
+    if coordination.status not in COORDINATION_TERMINAL:
+        transition(coordination, C.FAILED, message=reason, fields={"error": reason})
+
+
 def run_coordination(coordination: Coordination) -> None:
     started = time.monotonic()
     logger.info("coordination %s: run starts", coordination.coordination_id)
-    CoordinationRun(coordination).run()
+    try:
+        CoordinationRun(coordination).run()
+    except Exception as exc:
+        logger.exception("coordination %s: run broke off", coordination.coordination_id)
+        fail_unfinished(coordination, f"the coordinator stopped on an error: {type(exc).__name__}: {exc}")
     coordination.refresh_from_db(fields=["status"])
     logger.info(
         "coordination %s: run ends %s after %.2f s",

@@ -36,7 +36,7 @@ def _coordination_line(event: StageEvent) -> str:
         failed = event.data.get("failed")
         total = event.data.get("total")
         if failed is not None and total is not None:
-            return f"❌ {len(failed)} of {total} failed: {event.message}"
+            return f"❌ {len(failed)} of {total} failed: {event.data.get('reasons', '')}"
         return f"❌ failed: {event.message}"
     if status == C.CANCELLED:
         return f"🛑 cancelled: {event.message}"
@@ -62,5 +62,7 @@ def format_event(event: StageEvent) -> str:
 
 
 def format_total(coordination: Coordination) -> str:
-    seconds = coordination.duration_seconds
-    return f"⏱️  total {seconds:.2f} s" if seconds is not None else "⏱️  not started"
+    """From the trigger (queue wait included) to the end, as the deploy script waited."""
+    if not coordination.finished_at:
+        return "⏱️  not finished"
+    return f"⏱️  total {(coordination.finished_at - coordination.created_at).total_seconds():.2f} s"

@@ -183,6 +183,11 @@ class SSHConnector:
             raise ConnectorError(
                 f"SSH error with {where}: {exc}", reason="connection_failed", permanent=False
             ) from None
+        except paramiko.ssh_exception.NoValidConnectionsError as exc:
+            detail = "; ".join(sorted({error.strerror or str(error) for error in exc.errors.values()}))
+            raise ConnectorError(
+                f"cannot connect to {where}: {detail}", reason="connection_failed", permanent=False
+            ) from None
         except OSError as exc:
             detail = exc.strerror or str(exc)
             raise ConnectorError(

@@ -316,3 +316,22 @@ def test_output_is_in_the_record_before_the_script_ends(sshd, make_ssh_environme
     target = CoordinationTarget.objects.get(coordination=coordination)
     assert target.status == T.SUCCEEDED
     assert "phase one\nphase two\n" in target.output_tail
+
+
+def test_an_unreadable_secret_fails_the_coordination_instead_of_leaving_it_active(
+    sshd, make_ssh_environment, settings
+):
+    from cryptography.fernet import Fernet
+
+    settings_blocks()
+    make_ssh_environment("with_password", "./init_aicore.sh", password="stored-with-the-old-key")
+    coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+
+    coordination_run(coordination_pk=coordination.pk)
+
+    coordination.refresh_from_db()
+    assert coordination.status == C.FAILED
+    assert "cannot be decrypted" in coordination.error
+    assert "stored-with-the-old-key" not in coordination.error
+    assert coordination.targets.get().status == T.FAILED

@@ -125,6 +125,7 @@ def test_closed_port_is_a_retryable_connection_failure(sshd):
         run(sshd, "./init_aicore.sh", port=free_port())
     assert caught.value.reason == "connection_failed"
     assert not caught.value.permanent
+    assert caught.value.message.endswith(": Connection refused")
 
 
 def test_wrong_client_key_is_a_permanent_auth_failure(sshd, tmp_path):

@@ -3,6 +3,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from environments.config import ConfigError
+from environments.fields import SecretDecryptionError
 from environments.services import environments_import
 
 
@@ -27,6 +28,8 @@ class Command(BaseCommand):
 
         try:
             plan = environments_import(data=data, prune=prune, dry_run=dry_run)
+        except SecretDecryptionError as exc:
+            raise CommandError(f"{exc}; nothing was changed", returncode=2) from None
         except ConfigError as exc:
             for error in exc.errors:
                 self.stderr.write(f"error: {error}")
