@@ -154,3 +154,26 @@ class StageEvent(models.Model):
     def __str__(self) -> str:
         who = self.environment_id or "coordination"
         return f"{who}: {self.old_status or '-'} → {self.new_status or '-'} {self.message}"
+
+
+class CallbackToken(models.Model):
+    """The single-use credential in an http_api/webhook target's callback_url. Only its
+    SHA-256 is stored. The web process records the agent's result here; the coordinator
+    (the only writer of statuses) picks it up and ends the target."""
+
+    target = models.OneToOneField(CoordinationTarget, on_delete=models.CASCADE, related_name="callback")
+    token_hash = models.CharField(max_length=64, unique=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["target"], name="callback_answered", condition=models.Q(used_at__isnull=False)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"callback for target {self.target_id}"

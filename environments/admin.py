@@ -10,6 +10,7 @@ class RemoteEnvironmentForm(forms.ModelForm):
 
     password = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), strip=False)
     api_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), strip=False)
+    webhook_secret = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), strip=False)
     clear_secrets = forms.MultipleChoiceField(
         required=False,
         choices=[(name, name) for name in SECRET_FIELDS],
@@ -34,6 +35,7 @@ class RemoteEnvironmentForm(forms.ModelForm):
             "webhook_url",
             "password",
             "api_token",
+            "webhook_secret",
             "init_script_path",
             "working_directory",
             "timeout",
@@ -77,7 +79,7 @@ class RemoteEnvironmentAdmin(admin.ModelAdmin):
             "Connection",
             {"fields": ("host", "port", "username", "ssh_key_path", "host_key", "api_endpoint", "webhook_url")},
         ),
-        ("Secrets", {"fields": ("password", "api_token", "clear_secrets")}),
+        ("Secrets", {"fields": ("password", "api_token", "webhook_secret", "clear_secrets")}),
         ("Init script", {"fields": ("init_script_path", "working_directory", "timeout", "health_check_url")}),
         ("Health", {"fields": ("last_health", "last_health_at", "last_health_detail", "created_at", "updated_at")}),
     )

@@ -24,6 +24,7 @@ STRING_FIELDS = (
     "ssh_key_path",
     "password",
     "api_token",
+    "webhook_secret",
     "api_endpoint",
     "webhook_url",
     "init_script_path",

@@ -4,7 +4,7 @@ from django.db import models
 
 from environments.fields import EncryptedTextField
 
-SECRET_FIELDS = ("password", "api_token")
+SECRET_FIELDS = ("password", "api_token", "webhook_secret")
 
 identifier_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$",
@@ -69,6 +69,9 @@ class RemoteEnvironment(models.Model):
     ssh_key_path = models.CharField(max_length=1024, blank=True, validators=[validate_no_control_characters])
     password = EncryptedTextField(blank=True)
     api_token = EncryptedTextField(blank=True)
+    webhook_secret = EncryptedTextField(
+        blank=True, help_text="Signs webhook deliveries (Standard Webhooks). 'whsec_<base64>' or any text."
+    )
     api_endpoint = models.CharField(max_length=2048, blank=True, validators=[http_url_validator])
     webhook_url = models.CharField(max_length=2048, blank=True, validators=[http_url_validator])
     init_script_path = models.CharField(
@@ -88,6 +91,10 @@ class RemoteEnvironment(models.Model):
     last_health = models.CharField(max_length=20, choices=Health.choices, default=Health.UNKNOWN)
     last_health_at = models.DateTimeField(null=True, blank=True)
     last_health_detail = models.CharField(max_length=500, blank=True)
+    last_health_latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    last_health_changed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the health last changed between healthy and unhealthy."
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -147,3 +154,20 @@ class SettingsBlock(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class HealthChange(models.Model):
+    """Append-only: an environment's health went from one state to another."""
+
+    environment = models.ForeignKey(RemoteEnvironment, on_delete=models.CASCADE, related_name="health_changes")
+    old_health = models.CharField(max_length=20, choices=Health.choices)
+    new_health = models.CharField(max_length=20, choices=Health.choices)
+    detail = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["environment", "-created_at"], name="healthchange_env_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.environment_id}: {self.old_health} → {self.new_health}"

@@ -168,6 +168,18 @@ FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEY", [])
 SSH_KNOWN_HOSTS = env_str("SSH_KNOWN_HOSTS") or str(Path.home() / ".ssh" / "known_hosts")
 SSH_CONNECT_TIMEOUT = env_int("SSH_CONNECT_TIMEOUT", 10, minimum=1)
 
+# --- HTTP API, webhook and callbacks -----------------------------------------------------
+# The platform's address as the local environments reach it: callback URLs are built on it.
+PLATFORM_BASE_URL = env_str("PLATFORM_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+if PLATFORM_BASE_URL and not PLATFORM_BASE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured("PLATFORM_BASE_URL must start with http:// or https:// (or be empty: no callbacks)")
+# A CA bundle for verifying agents' TLS certificates (default: the system's / certifi's).
+HTTP_CA_BUNDLE = env_str("HTTP_CA_BUNDLE")
+if HTTP_CA_BUNDLE and not os.path.isfile(HTTP_CA_BUNDLE):
+    raise ImproperlyConfigured(f"HTTP_CA_BUNDLE: no such file {HTTP_CA_BUNDLE!r}")
+# Minutes between scheduled health checks of every enabled environment.
+HEALTH_CHECK_INTERVAL_MINUTES = env_int("HEALTH_CHECK_INTERVAL_MINUTES", 5, minimum=1)
+
 # --- The coordinator -------------------------------------------------------------------
 # How many environments one coordination triggers at once when the config file's
 # deployment_settings.parallel_limit does not say. Threads inside one task, so the
