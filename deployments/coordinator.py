@@ -7,32 +7,35 @@ is locked", keeps one database connection per coordination whatever its fan-out,
 the main thread claim, schedule and cancel in one place.
 """
 
+import dataclasses
+import hashlib
 import logging
 import queue
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from deployments.models import (
     COORDINATION_TERMINAL,
     TARGET_TERMINAL,
+    CallbackToken,
     Coordination,
+    CoordinationStatus as C,
     CoordinationTarget,
     Stage,
-)
-from deployments.models import (
-    CoordinationStatus as C,
-)
-from deployments.models import (
     TargetStatus as T,
 )
 from deployments.transitions import note, transition
 from environments.config import DeploymentDefaults
 from environments.connectors import ConnectorError, DeploymentContext, Target, connector_for
+from environments.connectors.http import NOT_VERIFIED
 from environments.health import check_health
 from environments.services import environment_record_health
 
@@ -41,8 +44,13 @@ logger = logging.getLogger(__name__)
 BATCH_WAIT_SECONDS = 0.1
 OUTPUT_FLUSH_SECONDS = 0.5
 CANCEL_CHECK_SECONDS = 1.0
+CALLBACK_POLL_SECONDS = 0.5
 # The coordinator ends its own run this long before django-q2 would kill the task.
 DEADLINE_MARGIN_SECONDS = 60
+# Connection retries wait retry_delay, then twice that, and so on, up to this.
+MAX_RETRY_DELAY_SECONDS = 300
+# Methods whose agent reports the run's end by calling back.
+CALLBACK_METHODS = frozenset({"http_api", "webhook"})
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,8 @@ class _TargetReporter:
         self.inbox = inbox
         self.stop = stop
         self.started = False
+        self.callback_arrived = threading.Event()
+        self.callback_result: dict | None = None
 
     def _send(self, kind: str, payload=None) -> None:
         self.inbox.put((kind, self.target_pk, payload))
@@ -75,11 +85,26 @@ class _TargetReporter:
     def output(self, text: str) -> None:
         self._send("output", text)
 
+    def wait_for_callback(self, deadline: float) -> dict | None:
+        self._send("awaiting_callback")
+        while not self.stop.is_set():
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                return None
+            if self.callback_arrived.wait(min(remaining, 1.0)):
+                return self.callback_result
+        return None
+
+    def hand_over_callback(self, result: dict) -> None:
+        """Called by the main thread when the agent's callback is in the database."""
+        self.callback_result = result
+        self.callback_arrived.set()
+
     def retrying(self, attempt: int, error: ConnectorError, delay: float) -> None:
         self._send("retrying", (attempt, error, delay))
 
-    def health_checked(self, healthy: bool, detail: str) -> None:
-        self._send("health", (healthy, detail))
+    def health_checked(self, healthy: bool, detail: str, latency_ms: int | None = None) -> None:
+        self._send("health", (healthy, detail, latency_ms))
 
     def finished(self, outcome: Outcome) -> None:
         self._send("finished", outcome)
@@ -98,15 +123,16 @@ def deliver(spec: Target, context: DeploymentContext, defaults: DeploymentDefaul
     connector = connector_for(spec.connection_method)
     for attempt in range(1, defaults.retry_count + 2):
         try:
-            result = connector.run(spec, context, reporter)
+            result = connector.run(spec, dataclasses.replace(context, attempt=attempt), reporter)
             break
         except ConnectorError as exc:
             if exc.reason == "cancelled":
                 return Outcome(T.CANCELLED, reason="cancelled", message=exc.message)
             if exc.permanent or reporter.started or attempt > defaults.retry_count:
                 return Outcome(T.FAILED, reason=exc.reason, message=exc.message, data=exc.data)
-            reporter.retrying(attempt, exc, defaults.retry_delay)
-            if reporter.stop.wait(defaults.retry_delay):
+            delay = min(defaults.retry_delay * 2 ** (attempt - 1), MAX_RETRY_DELAY_SECONDS)
+            reporter.retrying(attempt, exc, delay)
+            if reporter.stop.wait(delay):
                 return Outcome(T.CANCELLED, reason="cancelled", message=f"stopped before retrying: {exc.message}")
     if result.exit_code != 0:
         return Outcome(
@@ -119,11 +145,15 @@ def deliver(spec: Target, context: DeploymentContext, defaults: DeploymentDefaul
             retries=defaults.health_check_retries,
             retry_delay=defaults.retry_delay,
             stop=reporter.stop,
+            ca_bundle=context.ca_bundle,
         )
-        reporter.health_checked(health.healthy, health.detail)
+        reporter.health_checked(health.healthy, health.detail, health.latency_ms)
         if not health.healthy:
             return Outcome(T.FAILED, reason="health_check_failed", message=health.detail, exit_code=0)
-    return Outcome(T.SUCCEEDED, message="script exited with 0", exit_code=0)
+    if result.note == NOT_VERIFIED:
+        return Outcome(T.SUCCEEDED, reason="delivered_not_verified", message=NOT_VERIFIED, exit_code=None)
+    message = "script exited with 0" + (f" ({result.note})" if result.note else "")
+    return Outcome(T.SUCCEEDED, message=message, exit_code=0)
 
 
 def _deliver_and_report(spec, context, defaults, reporter) -> None:
@@ -150,11 +180,16 @@ class CoordinationRun:
             deployment_version=coordination.version,
             connect_timeout=self.defaults.connect_timeout,
             known_hosts_path=settings.SSH_KNOWN_HOSTS,
+            ca_bundle=settings.HTTP_CA_BUNDLE,
+            request_timeout=settings.HTTP_TRIGGER_TIMEOUT,
         )
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.stop = threading.Event()
         self.targets: dict[int, CoordinationTarget] = {}
         self.output: dict[int, list[str]] = {}
+        self.reporters: dict[int, _TargetReporter] = {}
+        self.awaiting_callback: set[int] = set()
+        self.callback_urls: dict[int, str] = {}
         self.deadline = time.monotonic() + settings.Q_TIMEOUT - DEADLINE_MARGIN_SECONDS
         self.stop_reason = ""
 
@@ -261,7 +296,7 @@ class CoordinationRun:
         """Start targets as room frees up, apply the threads' reports, flush output, and
         watch for a cancel, until every started target has reported its end."""
         in_flight: set[int] = set()
-        last_flush = last_cancel_check = time.monotonic()
+        last_flush = last_cancel_check = last_callback_poll = time.monotonic()
         while pending or in_flight:
             if pending and len(in_flight) < limit and not self.stop.is_set():
                 room = limit - len(in_flight)
@@ -280,11 +315,45 @@ class CoordinationRun:
             if now - last_cancel_check >= CANCEL_CHECK_SECONDS:
                 self._check_stop()
                 last_cancel_check = now
+            if self.awaiting_callback and now - last_callback_poll >= CALLBACK_POLL_SECONDS:
+                self._collect_callbacks()
+                last_callback_poll = now
             self._advance_to_deploying(pending)
 
     def _delivery_arguments(self, target: CoordinationTarget) -> tuple:
         reporter = _TargetReporter(target.pk, self.inbox, self.stop)
-        return (target_spec(target.remote_environment), self.context, self.defaults, reporter)
+        self.reporters[target.pk] = reporter
+        spec = target_spec(target.remote_environment)
+        context = dataclasses.replace(
+            self.context,
+            callback_url=self.callback_urls.pop(target.pk, ""),
+            deadline=time.time() + spec.timeout,
+        )
+        return (spec, context, self.defaults, reporter)
+
+    def _issue_callback_token(self, target: CoordinationTarget, timeout: int) -> None:
+        """A single-use, unguessable token bound to this target, expiring with its timeout."""
+        if not settings.PLATFORM_BASE_URL:
+            return
+        token = secrets.token_urlsafe(32)
+        CallbackToken.objects.update_or_create(
+            target=target,
+            defaults={
+                "token_hash": hashlib.sha256(token.encode()).hexdigest(),
+                "expires_at": timezone.now() + timedelta(seconds=timeout),
+                "used_at": None,
+                "result": None,
+            },
+        )
+        self.callback_urls[target.pk] = f"{settings.PLATFORM_BASE_URL}/api/deployment/callback/{token}/"
+
+    def _collect_callbacks(self) -> None:
+        answered = CallbackToken.objects.filter(
+            target_id__in=self.awaiting_callback, used_at__isnull=False
+        ).values_list("target_id", "result")
+        for target_pk, result in answered:
+            self.awaiting_callback.discard(target_pk)
+            self.reporters[target_pk].hand_over_callback(result)
 
     def _claim(self, batch: list[CoordinationTarget]) -> list[CoordinationTarget]:
         claimed = []
@@ -304,10 +373,12 @@ class CoordinationRun:
                     target,
                     T.TRIGGERING,
                     stage=Stage.TRIGGER,
-                    message=f"connecting over {environment.connection_method} to {environment.address}".rstrip(),
+                    message=f"connecting over {environment.connection_method} to {_where(environment)}",
                     data={"attempt": 1},
                     fields={"attempts": 1},
                 ):
+                    if environment.connection_method in CALLBACK_METHODS:
+                        self._issue_callback_token(target, environment.timeout)
                     claimed.append(target)
         return claimed
 
@@ -363,9 +434,13 @@ class CoordinationRun:
                     self._record_retry(target, *payload)
                 elif kind == "health":
                     self._record_health(target, *payload)
+                elif kind == "awaiting_callback":
+                    self.awaiting_callback.add(target_pk)
                 elif kind == "finished":
                     self._record_outcome(target, payload)
                     in_flight.discard(target_pk)
+                    self.awaiting_callback.discard(target_pk)
+                    self.reporters.pop(target_pk, None)
 
     def _record_retry(self, target: CoordinationTarget, attempt: int, error: ConnectorError, delay: float) -> None:
         CoordinationTarget.objects.filter(pk=target.pk).update(attempts=attempt + 1)
@@ -378,9 +453,11 @@ class CoordinationRun:
             data={"attempt": attempt, "reason": error.reason, "next_attempt": attempt + 1},
         )
 
-    def _record_health(self, target: CoordinationTarget, healthy: bool, detail: str) -> None:
+    def _record_health(self, target: CoordinationTarget, healthy: bool, detail: str, latency_ms: int | None) -> None:
         if target.remote_environment_id:
-            environment_record_health(environment_pk=target.remote_environment_id, healthy=healthy, detail=detail)
+            environment_record_health(
+                environment_pk=target.remote_environment_id, healthy=healthy, detail=detail, latency_ms=latency_ms
+            )
         note(
             self.coordination,
             f"{'healthy' if healthy else 'unhealthy'}: {detail}",
@@ -425,6 +502,14 @@ class CoordinationRun:
             for target_pk in list(self.output):
                 target = self.targets[target_pk]
                 CoordinationTarget.objects.filter(pk=target_pk).update(**self._output_fields(target))
+
+
+def _where(environment) -> str:
+    if environment.connection_method == "http_api" and environment.api_endpoint:
+        return environment.api_endpoint
+    if environment.connection_method == "webhook" and environment.webhook_url:
+        return environment.webhook_url
+    return environment.address
 
 
 def fail_unfinished(coordination: Coordination, reason: str) -> None:

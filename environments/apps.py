@@ -1,6 +1,37 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+HEALTH_SCHEDULE_NAME = "environment health checks"
+
+
+def ensure_health_schedule(sender, **kwargs) -> None:
+    """Keep the health-check schedule in step with HEALTH_CHECK_INTERVAL_MINUTES; runs
+    after every `migrate` (which `make run` does on each start)."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+    from django_q.models import Schedule
+
+    minutes = settings.HEALTH_CHECK_INTERVAL_MINUTES
+    schedule, created = Schedule.objects.get_or_create(
+        name=HEALTH_SCHEDULE_NAME,
+        defaults={
+            "func": "environments.tasks.check_environments_health",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": minutes,
+            "repeats": -1,
+            "next_run": timezone.now() + timedelta(minutes=minutes),
+        },
+    )
+    if not created and schedule.minutes != minutes:
+        schedule.minutes = minutes
+        schedule.save(update_fields=["minutes"])
 
 
 class EnvironmentsConfig(AppConfig):
     name = "environments"
     verbose_name = "Environments"
+
+    def ready(self) -> None:
+        post_migrate.connect(ensure_health_schedule, sender=self)

@@ -1,6 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator, URLValidator
 from django.db import models
+from django.utils import timezone
 
 from environments.fields import EncryptedTextField
 
@@ -125,8 +126,12 @@ class RemoteEnvironment(models.Model):
                 errors["api_token"] = "HTTP API environments need an api_token."  # noqa: S105 (a message)
             if not self.api_endpoint and not self.host:
                 errors["host"] = "HTTP API environments need a host or an api_endpoint."
-        elif self.connection_method == ConnectionMethod.WEBHOOK and not self.webhook_url and not self.host:
-            errors["host"] = "Webhook environments need a host or a webhook_url."
+        elif self.connection_method == ConnectionMethod.WEBHOOK:
+            if not self.webhook_url and not self.host:
+                errors["host"] = "Webhook environments need a host or a webhook_url."
+            if not self.webhook_secret:
+                # Unsigned, anyone who can reach the agent could make it run the script.
+                errors["webhook_secret"] = "Webhook environments need a webhook_secret to sign deliveries."  # noqa: S105
         if errors:
             raise ValidationError(errors)
 
@@ -163,7 +168,7 @@ class HealthChange(models.Model):
     old_health = models.CharField(max_length=20, choices=Health.choices)
     new_health = models.CharField(max_length=20, choices=Health.choices)
     detail = models.CharField(max_length=500, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-created_at", "-id"]

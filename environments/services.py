@@ -1,10 +1,18 @@
-"""Writes to environments: importing the config file, recording health."""
+"""Writes to environments: importing the config file, checking and recording health."""
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from environments.config import ImportPlan, plan_import
-from environments.models import Health, RemoteEnvironment, SettingsBlock
+from environments.config import ImportPlan, current_defaults, plan_import
+from environments.connectors import ConnectorError, DeploymentContext, connector_for
+from environments.health import check_health
+from environments.models import Health, HealthChange, RemoteEnvironment, SettingsBlock
+
+CHECK_THREADS = 64
 
 
 def environments_import(*, data: object, prune: bool = False, dry_run: bool = False) -> ImportPlan:
@@ -26,9 +34,92 @@ def environments_import(*, data: object, prune: bool = False, dry_run: bool = Fa
     return plan
 
 
-def environment_record_health(*, environment_pk: int, healthy: bool, detail: str) -> None:
-    RemoteEnvironment.objects.filter(pk=environment_pk).update(
-        last_health=Health.HEALTHY if healthy else Health.UNHEALTHY,
-        last_health_at=timezone.now(),
-        last_health_detail=detail[:500],
+def environment_record_health(
+    *, environment_pk: int, healthy: bool, detail: str, latency_ms: int | None = None
+) -> None:
+    """Keep the last result on the environment; a flip is also kept as a HealthChange."""
+    new = Health.HEALTHY if healthy else Health.UNHEALTHY
+    now = timezone.now()
+    with transaction.atomic():
+        old = RemoteEnvironment.objects.filter(pk=environment_pk).values_list("last_health", flat=True).first()
+        if old is None:
+            return  # deleted meanwhile
+        changes = {
+            "last_health": new,
+            "last_health_at": now,
+            "last_health_detail": detail[:500],
+            "last_health_latency_ms": latency_ms,
+        }
+        if old != new:
+            changes["last_health_changed_at"] = now
+            HealthChange.objects.create(
+                environment_id=environment_pk, old_health=old, new_health=new, detail=detail[:500], created_at=now
+            )
+        RemoteEnvironment.objects.filter(pk=environment_pk).update(**changes)
+
+
+@dataclass
+class CheckReport:
+    """One environment's answer to a health check or a connectivity preflight."""
+
+    environment_id: str
+    ok: bool | None  # None: nothing to check (no health_check_url)
+    detail: str
+    latency_ms: int | None = None
+    data: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {
+            "environment_id": self.environment_id,
+            "ok": self.ok,
+            "detail": self.detail,
+            "latency_ms": self.latency_ms,
+            **({"data": self.data} if self.data else {}),
+        }
+
+
+def _health_report(environment: RemoteEnvironment, defaults) -> CheckReport:
+    if not environment.health_check_url:
+        return CheckReport(environment.environment_id, None, "no health_check_url")
+    result = check_health(
+        environment.health_check_url,
+        timeout=defaults.health_check_timeout,
+        retries=defaults.health_check_retries,
+        retry_delay=defaults.retry_delay,
+        ca_bundle=settings.HTTP_CA_BUNDLE,
     )
+    return CheckReport(environment.environment_id, result.healthy, result.detail, result.latency_ms)
+
+
+def _connectivity_report(environment: RemoteEnvironment, defaults) -> CheckReport:
+    from environments.connectors.base import Target
+
+    spec = Target(**{name: getattr(environment, name) for name in Target.__dataclass_fields__})
+    context = DeploymentContext(
+        coordination_id="preflight",
+        connect_timeout=defaults.connect_timeout,
+        known_hosts_path=settings.SSH_KNOWN_HOSTS,
+        ca_bundle=settings.HTTP_CA_BUNDLE,
+    )
+    try:
+        detail = connector_for(environment.connection_method).check(spec, context)
+    except ConnectorError as exc:
+        return CheckReport(environment.environment_id, False, f"{exc.reason}: {exc.message}", data=exc.data)
+    return CheckReport(environment.environment_id, True, detail)
+
+
+def environments_check(*, environments: list[RemoteEnvironment], connectivity: bool = False) -> list[CheckReport]:
+    """Health-check (or, with `connectivity`, preflight) the environments in parallel.
+    Health results are recorded on each environment; a preflight records nothing and
+    runs nothing on the target."""
+    defaults = current_defaults()
+    check = _connectivity_report if connectivity else _health_report
+    with ThreadPoolExecutor(max_workers=max(1, min(CHECK_THREADS, len(environments)))) as pool:
+        reports = list(pool.map(lambda environment: check(environment, defaults), environments))
+    if not connectivity:
+        for environment, report in zip(environments, reports, strict=True):
+            if report.ok is not None:
+                environment_record_health(
+                    environment_pk=environment.pk, healthy=report.ok, detail=report.detail, latency_ms=report.latency_ms
+                )
+    return reports

@@ -177,6 +177,8 @@ if PLATFORM_BASE_URL and not PLATFORM_BASE_URL.startswith(("http://", "https://"
 HTTP_CA_BUNDLE = env_str("HTTP_CA_BUNDLE")
 if HTTP_CA_BUNDLE and not os.path.isfile(HTTP_CA_BUNDLE):
     raise ImproperlyConfigured(f"HTTP_CA_BUNDLE: no such file {HTTP_CA_BUNDLE!r}")
+# Seconds an agent may take to answer a trigger request (not the run: that is the timeout).
+HTTP_TRIGGER_TIMEOUT = env_int("HTTP_TRIGGER_TIMEOUT", 30, minimum=1)
 # Minutes between scheduled health checks of every enabled environment.
 HEALTH_CHECK_INTERVAL_MINUTES = env_int("HEALTH_CHECK_INTERVAL_MINUTES", 5, minimum=1)
 

@@ -3,9 +3,12 @@
 from django.contrib import admin
 from django.urls import path
 
+from deployments.views import callback
+
 admin.site.site_header = "PowerAutomation deployment coordinator"
 admin.site.site_title = "PowerAutomation"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/deployment/callback/<str:token>/", callback, name="deployment-callback"),
 ]

@@ -11,10 +11,14 @@ from environments.connectors.base import (
     RunResult,
     Target,
 )
+from environments.connectors.http_api import HTTPAPIConnector
 from environments.connectors.ssh import SSHConnector
+from environments.connectors.webhook import WebhookConnector
 
 CONNECTORS: dict[str, type] = {
     "ssh": SSHConnector,
+    "http_api": HTTPAPIConnector,
+    "webhook": WebhookConnector,
 }
 
 

@@ -22,6 +22,7 @@ class Target:
     ssh_key_path: str = ""
     password: str = field(default="", repr=False)
     api_token: str = field(default="", repr=False)
+    webhook_secret: str = field(default="", repr=False)
     api_endpoint: str = ""
     webhook_url: str = ""
     init_script_path: str = "./init_aicore.sh"
@@ -41,6 +42,14 @@ class DeploymentContext:
     deployment_version: str = ""
     connect_timeout: float = 10.0
     known_hosts_path: str = ""
+    # Per delivery (set by the coordinator for each target):
+    callback_url: str = field(default="", repr=False)  # holds a single-use credential
+    deadline: float = 0.0  # time.time() by which an http_api/webhook run must have completed
+    attempt: int = 1
+    ca_bundle: str = ""
+    # How long an agent may take to answer the trigger request itself. A longer synchronous
+    # run times out, is retried with the same idempotency key, and ends through the callback.
+    request_timeout: float = 30.0
 
     def script_environment(self, target: Target) -> dict[str, str]:
         return {
@@ -64,10 +73,15 @@ class Reporter(Protocol):
     def output(self, text: str) -> None:
         """Output received from the script, in order, as it arrives."""
 
+    def wait_for_callback(self, deadline: float) -> dict | None:
+        """Block until the target's agent has called back (its `{"success", "exit_code",
+        "output"}`), `stop` is set, or time.time() passes `deadline` (then None)."""
+
 
 @dataclass(frozen=True)
 class RunResult:
     exit_code: int
+    note: str = ""  # how the outcome is known, when not from the script itself
 
 
 class ConnectorError(Exception):
@@ -89,3 +103,8 @@ class ConnectorError(Exception):
 
 class Connector(Protocol):
     def run(self, target: Target, context: DeploymentContext, reporter: Reporter) -> RunResult: ...
+
+    def check(self, target: Target, context: DeploymentContext) -> str:
+        """Preflight that runs nothing: can we reach and authenticate to the target?
+        Returns a short detail; raises ConnectorError when not."""
+        ...

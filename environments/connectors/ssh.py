@@ -100,6 +100,17 @@ class SSHConnector:
         finally:
             client.close()
 
+    def check(self, target: Target, context: DeploymentContext) -> str:
+        """Connect, verify the host key and authenticate; run nothing."""
+        deadline = time.monotonic() + context.connect_timeout * 3
+        pkey = self._load_client_key(target)
+        client = paramiko.SSHClient()
+        try:
+            self._connect(client, target, context, pkey, deadline)
+        finally:
+            client.close()
+        return f"{target.host}:{target.port}: host key verified, authenticated as {target.username}"
+
     # --- connecting --------------------------------------------------------------------
 
     def _load_client_key(self, target: Target) -> paramiko.PKey | None:

@@ -184,7 +184,7 @@ def test_script_past_its_timeout_fails_with_reason_timeout(sshd, make_ssh_enviro
 
 def test_healthy_check_succeeds_and_records_the_environment_health(sshd, make_ssh_environment, http_server):
     settings_blocks()
-    http_server.responses["/health"] = 200
+    http_server.answer("/health", 200)
     environment = make_ssh_environment(
         "checked", sshd.script("ok.sh", "true\n"), health_check_url=http_server.url("/health")
     )
@@ -192,7 +192,7 @@ def test_healthy_check_succeeds_and_records_the_environment_health(sshd, make_ss
     coordination = start_and_run()
 
     assert coordination.status == C.COMPLETED
-    assert http_server.requests == ["/health"]
+    assert http_server.paths() == ["/health"]
     environment.refresh_from_db()
     assert environment.last_health == Health.HEALTHY
     assert coordination.targets.get().events.filter(stage="verify", message__startswith="healthy").exists()
@@ -200,7 +200,7 @@ def test_healthy_check_succeeds_and_records_the_environment_health(sshd, make_ss
 
 def test_failing_health_check_fails_the_environment_after_its_retries(sshd, make_ssh_environment, http_server):
     settings_blocks(health_check_retries=1)
-    http_server.responses["/health"] = 503
+    http_server.answer("/health", 503)
     environment = make_ssh_environment(
         "sick", sshd.script("ok.sh", "true\n"), health_check_url=http_server.url("/health")
     )
@@ -219,7 +219,7 @@ def test_failing_health_check_fails_the_environment_after_its_retries(sshd, make
 def test_health_checks_can_be_switched_off(sshd, make_ssh_environment, http_server):
     settings_blocks()
     SettingsBlock.objects.create(name="deployment_settings", values={"enable_health_check": False})
-    http_server.responses["/health"] = 503
+    http_server.answer("/health", 503)
     make_ssh_environment("unchecked", sshd.script("ok.sh", "true\n"), health_check_url=http_server.url("/health"))
 
     assert start_and_run().status == C.COMPLETED

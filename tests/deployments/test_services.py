@@ -18,7 +18,7 @@ def field_errors(excinfo) -> dict:
     return excinfo.value.message_dict
 
 
-def test_default_targets_are_the_enabled_environments_with_a_connector(make_ssh_environment):
+def test_default_targets_are_the_enabled_environments(make_ssh_environment):
     make_ssh_environment("enabled_ssh", "./init_aicore.sh")
     make_ssh_environment("disabled_ssh", "./init_aicore.sh", enabled=False)
     RemoteEnvironment.objects.create(
@@ -32,7 +32,7 @@ def test_default_targets_are_the_enabled_environments_with_a_connector(make_ssh_
 
     coordination = start(version="v1.2.3")
 
-    assert [t.environment_id for t in coordination.targets.all()] == ["enabled_ssh"]
+    assert sorted(t.environment_id for t in coordination.targets.all()) == ["api_env", "enabled_ssh"]
     assert coordination.status == C.PENDING
     assert coordination.coordination_id.startswith("deploy_")
     created = StageEvent.objects.get(coordination=coordination)
@@ -61,7 +61,6 @@ def test_the_settings_in_force_are_copied_into_the_coordination(make_ssh_environ
         ({"environment_ids": ["ghost"]}, "environments", "unknown environment(s): ghost"),
         ({"environment_ids": []}, "environments", "at least one"),
         ({"environment_ids": ["disabled_ssh"]}, "environments", "disabled"),
-        ({"environment_ids": ["api_env"]}, "environments", "not supported yet"),
         ({"version": "v1; rm -rf /"}, "version", "letters, digits"),
         ({"ec2_instance_id": "i-xyz"}, "ec2_instance_id", "i-0123456789abcdef0"),
         ({"ec2_public_ip": "300.1.1.1"}, "ec2_public_ip", "not an IP address"),

@@ -16,6 +16,7 @@ from environments.services import environments_import
 # Test values, not credentials.
 PASSWORD = "export-test-password-3f9a"  # noqa: S105
 API_TOKEN = "export-test-token-8c21"  # noqa: S105
+WEBHOOK_SECRET = "whsec_ZXhwb3J0LXRlc3Qtd2ViaG9vay1zZWNyZXQ="  # noqa: S105
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOO6/wqb4OSnbUGEUbiOZCt8iKLfjR5dTYcYuVfr04gB"
 
 pytestmark = pytest.mark.django_db
@@ -52,6 +53,7 @@ def environments():
                     "environment_type": "linux_local",
                     "connection_method": "webhook",
                     "webhook_url": "http://linux-box.internal:8083/webhook/deploy",
+                    "webhook_secret": WEBHOOK_SECRET,
                     "enabled": False,
                 },
             ],
@@ -86,7 +88,7 @@ def export_to(path: Path, *options: str) -> None:
 def test_export_leaves_secrets_out_by_default():
     text = export()
 
-    for secret in (PASSWORD, API_TOKEN, '"password"', '"api_token"'):
+    for secret in (PASSWORD, API_TOKEN, WEBHOOK_SECRET, '"password"', '"api_token"', '"webhook_secret"'):
         assert secret not in text
 
 
@@ -107,6 +109,7 @@ def test_export_with_include_secrets_includes_them_in_plain_text():
 
     assert entries["windows_local_001"]["password"] == PASSWORD
     assert entries["docker_local_001"]["api_token"] == API_TOKEN
+    assert entries["webhook_local_001"]["webhook_secret"] == WEBHOOK_SECRET
 
 
 def test_export_with_secrets_writes_a_file_only_its_owner_can_read(tmp_path):

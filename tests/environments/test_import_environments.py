@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from environments.config import ENVIRONMENT_FIELDS
-from environments.models import RemoteEnvironment, SettingsBlock
+from environments.models import SECRET_FIELDS, RemoteEnvironment, SettingsBlock
 from tests.services import manage, process_environment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,8 +133,8 @@ def test_readme_example_imports_with_every_field_stored_as_written(write_config)
 def test_readme_example_secrets_read_back_decrypted(write_config):
     example = readme_example()
     secrets = [(entry["environment_id"], key, entry[key]) for entry in example["environments"] for key in entry]
-    secrets = [(env_id, key, value) for env_id, key, value in secrets if key in ("password", "api_token")]
-    assert {key for _, key, _ in secrets} == {"password", "api_token"}
+    secrets = [(env_id, key, value) for env_id, key, value in secrets if key in SECRET_FIELDS]
+    assert {key for _, key, _ in secrets} == set(SECRET_FIELDS)
 
     run_import(write_config(example))
 
@@ -355,6 +355,10 @@ def test_invalid_settings_block_value_is_an_error_naming_the_setting(write_confi
         (ssh_entry("env", environment_type="solaris_local"), "environment_type"),
         (ssh_entry("env", connection_method="telnet"), "connection_method"),
         (ssh_entry("has space"), "environment_id"),
+        (
+            {"environment_id": "env", "environment_type": "linux_local", "connection_method": "webhook", "host": "box"},
+            "webhook_secret",
+        ),
     ],
     ids=[
         "ssh-without-username",
@@ -369,6 +373,7 @@ def test_invalid_settings_block_value_is_an_error_naming_the_setting(write_confi
         "unknown-environment-type",
         "unknown-connection-method",
         "environment-id-with-a-space",
+        "webhook-without-secret",
     ],
 )
 def test_entry_breaking_a_rule_is_an_error_naming_the_field(write_config, entry, field):
@@ -386,7 +391,13 @@ def test_entry_breaking_a_rule_is_an_error_naming_the_field(write_config, entry,
         ssh_entry("env", port=1, timeout=1),
         ssh_entry("env", port=65535),
         http_api_entry("env"),
-        {"environment_id": "env", "environment_type": "linux_local", "connection_method": "webhook", "host": "box"},
+        {
+            "environment_id": "env",
+            "environment_type": "linux_local",
+            "connection_method": "webhook",
+            "host": "box",
+            "webhook_secret": "s",
+        },
     ],
     ids=["ssh-with-password-only", "port-1-timeout-1", "port-65535", "http-api-with-token", "webhook-with-host"],
 )

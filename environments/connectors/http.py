@@ -1,0 +1,191 @@
+"""What the http_api and webhook connectors share: sending the trigger, reading the
+answer, and waiting until the run is known to have finished.
+
+Neither method is fire-and-forget. After the agent accepts, the run ends when the agent
+calls back; without a callback URL, when the health check turns healthy; with neither,
+the environment succeeds as "delivered, not verified" and says so.
+"""
+
+import json
+import re
+import time
+from datetime import UTC, datetime
+
+import requests
+
+from environments.connectors.base import ConnectorError, DeploymentContext, Reporter, RunResult, Target
+
+HEALTH_POLL_SECONDS = 5.0
+EXCERPT_CHARS = 200
+NOT_VERIFIED = "delivered, not verified"
+
+
+def utc_timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def excerpt(text: str, *secrets: str) -> str:
+    """A short, single-line piece of a response body for an error message, with any
+    secret we sent blanked out in case the server echoes it."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = re.sub(r"\s+", " ", text).strip()
+    return text[:EXCERPT_CHARS] + ("..." if len(text) > EXCERPT_CHARS else "")
+
+
+def post_trigger(
+    url: str, *, body: bytes, headers: dict, context: DeploymentContext, secrets: tuple[str, ...]
+) -> requests.Response:
+    """POST the trigger; map transport failures to ConnectorError (retryable or not)."""
+    remaining = context.deadline - time.time() if context.deadline else context.request_timeout
+    if remaining <= 0:
+        raise ConnectorError(
+            "the environment's timeout passed before the trigger was sent", reason="timeout", permanent=True
+        )
+    try:
+        return requests.post(
+            url,
+            data=body,
+            headers={"Content-Type": "application/json", **headers},
+            timeout=(context.connect_timeout, min(context.request_timeout, max(remaining, 1.0))),
+            allow_redirects=False,
+            verify=context.ca_bundle or True,
+        )
+    except requests.exceptions.SSLError as exc:
+        raise ConnectorError(
+            f"TLS certificate of {url} not trusted: {excerpt(str(exc), *secrets)}", reason="tls_error", permanent=True
+        ) from None
+    except requests.exceptions.Timeout:
+        raise ConnectorError(f"{url} did not answer in time", reason="request_timeout", permanent=False) from None
+    except requests.exceptions.ConnectionError as exc:
+        detail = _connection_detail(exc)
+        raise ConnectorError(
+            f"cannot connect to {url}: {detail}", reason="connection_failed", permanent=False
+        ) from None
+    except requests.RequestException as exc:
+        raise ConnectorError(
+            f"request to {url} failed: {type(exc).__name__}", reason="connection_failed", permanent=False
+        ) from None
+
+
+def _connection_detail(exc: Exception) -> str:
+    text = str(exc)
+    for known in ("Connection refused", "Name or service not known", "No route to host", "timed out"):
+        if known in text:
+            return known
+    return type(exc).__name__
+
+
+def raise_for_answer(response: requests.Response, url: str, context: DeploymentContext, secrets: tuple) -> None:
+    """Errors for the answers that are not an acceptance or a finished run."""
+    status = response.status_code
+    body = excerpt(response.text, *secrets)
+    if status == 409:
+        if context.attempt > 1:
+            return  # an earlier attempt got through; its run is the one to wait for
+        raise ConnectorError(f"HTTP 409 from {url}: the agent is busy: {body}", reason="busy", permanent=True)
+    if status in (401, 403):
+        raise ConnectorError(
+            f"HTTP {status} from {url}: credentials refused: {body}", reason="auth_failed", permanent=True
+        )
+    if status >= 500:
+        raise ConnectorError(f"HTTP {status} from {url}: {body}", reason="server_error", permanent=False)
+    if status >= 300:
+        raise ConnectorError(f"HTTP {status} from {url}: {body}", reason="rejected", permanent=True)
+
+
+def parse_finished_run(response: requests.Response, url: str) -> RunResult:
+    """A `200` from an http_api agent: `{"success": bool, "exit_code": int, "output": str}`."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("success"), bool):
+        raise ConnectorError(
+            f'HTTP 200 from {url} without a run result ({{"success", "exit_code", "output"}})',
+            reason="bad_response",
+            permanent=True,
+        )
+    exit_code = data.get("exit_code")
+    if isinstance(exit_code, bool) or not isinstance(exit_code, int):
+        exit_code = 0 if data["success"] else 1
+    return RunResult(exit_code=exit_code)
+
+
+def finished_output(data: dict) -> str:
+    output = data.get("output")
+    return output if isinstance(output, str) else ""
+
+
+def await_completion(target: Target, context: DeploymentContext, reporter: Reporter, how: str) -> RunResult:
+    """The trigger was accepted: wait for the run's end within the environment's timeout."""
+    reporter.script_started(f"{how}; waiting for the agent to report")
+    if context.callback_url:
+        result = reporter.wait_for_callback(context.deadline)
+        if reporter.stop.is_set():
+            raise ConnectorError("stopped: the coordination was cancelled", reason="cancelled", permanent=True)
+        if result is None:
+            raise ConnectorError(
+                f"no callback from the agent within the environment's timeout of {target.timeout} s",
+                reason="timeout",
+                permanent=True,
+            )
+        output = finished_output(result)
+        if output:
+            reporter.output(output if output.endswith("\n") else output + "\n")
+        return RunResult(exit_code=result["exit_code"], note="reported by the agent's callback")
+    if target.health_check_url:
+        return _await_healthy(target, context, reporter)
+    return RunResult(exit_code=0, note=NOT_VERIFIED)
+
+
+def _await_healthy(target: Target, context: DeploymentContext, reporter: Reporter) -> RunResult:
+    while True:
+        try:
+            response = requests.get(
+                target.health_check_url,
+                timeout=context.connect_timeout,
+                allow_redirects=False,
+                verify=context.ca_bundle or True,
+            )
+            if 200 <= response.status_code < 300:
+                return RunResult(exit_code=0, note="health check turned healthy (no callback configured)")
+        except requests.RequestException:
+            pass
+        wait = min(HEALTH_POLL_SECONDS, context.deadline - time.time())
+        if wait <= 0:
+            raise ConnectorError(
+                f"{target.health_check_url} did not turn healthy within the environment's timeout of "
+                f"{target.timeout} s (no callback configured)",
+                reason="timeout",
+                permanent=True,
+            )
+        if reporter.stop.wait(wait):
+            raise ConnectorError("stopped: the coordination was cancelled", reason="cancelled", permanent=True)
+
+
+def check_answers(url: str, context: DeploymentContext, headers: dict | None = None) -> str:
+    """Connectivity preflight: any HTTP answer below 500 means the endpoint is there. A GET
+    triggers nothing (the agents only act on POST)."""
+    try:
+        response = requests.get(
+            url,
+            headers=headers or {},
+            timeout=(context.connect_timeout, context.connect_timeout),
+            allow_redirects=False,
+            verify=context.ca_bundle or True,
+        )
+    except requests.exceptions.SSLError:
+        raise ConnectorError(f"TLS certificate of {url} not trusted", reason="tls_error", permanent=True) from None
+    except requests.RequestException as exc:
+        raise ConnectorError(
+            f"cannot reach {url}: {_connection_detail(exc)}", reason="connection_failed", permanent=False
+        ) from None
+    if response.status_code >= 500:
+        raise ConnectorError(f"{url} answered HTTP {response.status_code}", reason="server_error", permanent=False)
+    return f"{url} answers (HTTP {response.status_code})"
+
+
+def json_body(payload: dict) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

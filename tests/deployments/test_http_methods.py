@@ -1,0 +1,122 @@
+"""http_api and webhook targets inside a coordination: the callback reaches the target
+through the platform's own callback endpoint."""
+
+import threading
+import time
+from urllib.parse import urlparse
+
+import pytest
+from django.test import Client
+
+from deployments.models import CallbackToken, Coordination, CoordinationStatus as C, TargetStatus as T, TriggerSource
+from deployments.services import coordination_run, coordination_start
+from environments.models import RemoteEnvironment, SettingsBlock
+from tests.services import Answer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def quick_settings():
+    SettingsBlock.objects.create(
+        name="default_settings", values={"retry_count": 0, "retry_delay": 0, "health_check_retries": 0}
+    )
+
+
+def http_api_environment(server, environment_id="docker_local_001", **fields):
+    return RemoteEnvironment.objects.create(
+        environment_id=environment_id,
+        environment_type="docker",
+        connection_method="http_api",
+        host="127.0.0.1",
+        port=server.port,
+        api_token="agent-token",
+        timeout=fields.pop("timeout", 20),
+        **fields,
+    )
+
+
+def run_in_background(coordination: Coordination) -> threading.Thread:
+    runner = threading.Thread(target=coordination_run, kwargs={"coordination_pk": coordination.pk})
+    runner.start()
+    return runner
+
+
+def wait_for_request(server, path, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for request in server.requests:
+            if request.path == path:
+                return request
+        time.sleep(0.05)
+    raise AssertionError(f"no request to {path}")
+
+
+def test_an_accepted_trigger_ends_when_the_agent_calls_back(http_server, settings):
+    settings.PLATFORM_BASE_URL = "http://127.0.0.1:8000"
+    http_server.answer("/api/deploy/init", Answer(202, '{"accepted": true}'))
+    http_api_environment(http_server)
+    coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
+    runner = run_in_background(coordination)
+
+    request = wait_for_request(http_server, "/api/deploy/init")
+    callback_url = request.json()["callback_url"]
+    assert callback_url.startswith("http://127.0.0.1:8000/api/deployment/callback/")
+    response = Client().post(
+        urlparse(callback_url).path,
+        data={"success": True, "exit_code": 0, "output": "agent says hi"},
+        content_type="application/json",
+    )
+    runner.join(timeout=30)
+
+    assert response.status_code == 200
+    coordination.refresh_from_db()
+    target = coordination.targets.get()
+    assert coordination.status == C.COMPLETED
+    assert (target.status, target.exit_code) == (T.SUCCEEDED, 0)
+    assert "agent says hi" in target.output_tail
+    assert CallbackToken.objects.get(target=target).used_at is not None
+
+
+def test_a_failing_callback_fails_the_environment_with_its_exit_code(http_server, settings):
+    settings.PLATFORM_BASE_URL = "http://127.0.0.1:8000"
+    http_server.answer("/api/deploy/init", Answer(202, "{}"))
+    http_api_environment(http_server)
+    coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
+    runner = run_in_background(coordination)
+
+    callback_url = wait_for_request(http_server, "/api/deploy/init").json()["callback_url"]
+    Client().post(
+        urlparse(callback_url).path,
+        data={"success": False, "exit_code": 12, "output": "disk full"},
+        content_type="application/json",
+    )
+    runner.join(timeout=30)
+
+    target = Coordination.objects.get().targets.get()
+    assert (target.status, target.reason, target.exit_code) == (T.FAILED, "exit_code", 12)
+    assert "disk full" in target.output_tail
+
+
+def test_a_webhook_without_callback_or_health_url_is_delivered_not_verified(http_server, settings):
+    settings.PLATFORM_BASE_URL = ""
+    http_server.answer("/webhook/deploy", Answer(200))
+    RemoteEnvironment.objects.create(
+        environment_id="webhook_local_001",
+        environment_type="linux_local",
+        connection_method="webhook",
+        host="127.0.0.1",
+        port=http_server.port,
+        webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    )
+    coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
+
+    coordination_run(coordination_pk=coordination.pk)
+
+    coordination.refresh_from_db()
+    target = coordination.targets.get()
+    assert coordination.status == C.COMPLETED
+    assert (target.status, target.reason) == (T.SUCCEEDED, "delivered_not_verified")
+    assert target.events.get(new_status=T.SUCCEEDED).message == "delivered, not verified"
+    assert not CallbackToken.objects.exists()
+    assert http_server.requests[0].json()["callback_url"] == ""

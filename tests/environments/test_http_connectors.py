@@ -1,0 +1,346 @@
+"""http_api and webhook connectors against real HTTP servers on loopback. The retry
+policy is the coordinator's `deliver()`, which runs here without a database."""
+
+import json
+import threading
+import time
+
+import pytest
+from standardwebhooks import Webhook
+
+from deployments.coordinator import deliver
+from deployments.models import TargetStatus as T
+from environments.config import DeploymentDefaults
+from environments.connectors import ConnectorError, DeploymentContext, Target
+from environments.connectors.http_api import HTTPAPIConnector
+from environments.connectors.webhook import WebhookConnector, sign, signing_key
+from tests.services import Answer, silent_server
+
+TOKEN = "agent-token-5d1e-never-in-messages"
+CALLBACK = "http://127.0.0.1:9/api/deployment/callback/tok-abc/"
+
+
+class Reporter:
+    def __init__(self, callback: dict | None = None, callback_after: float = 0.0):
+        self.stop = threading.Event()
+        self.started: list[str] = []
+        self.text = ""
+        self.callback = callback
+        self.callback_after = callback_after
+        self.waited = False
+
+    def script_started(self, detail):
+        self.started.append(detail)
+
+    def output(self, text):
+        self.text += text
+
+    def wait_for_callback(self, deadline):
+        self.waited = True
+        if self.callback is None:
+            time.sleep(max(0.0, min(deadline - time.time(), 5)))
+            return None
+        time.sleep(self.callback_after)
+        return self.callback
+
+    def retrying(self, attempt, error, delay):
+        pass
+
+    def health_checked(self, healthy, detail, latency_ms=None):
+        pass
+
+
+def api_target(server, **overrides) -> Target:
+    values = {
+        "environment_id": "docker_local_001",
+        "connection_method": "http_api",
+        "host": "127.0.0.1",
+        "port": server.port,
+        "api_token": TOKEN,
+        "init_script_path": "./init_aicore.sh",
+        "working_directory": "/app",
+        "timeout": 20,
+    }
+    values.update(overrides)
+    return Target(**values)
+
+
+def webhook_target(server, **overrides) -> Target:
+    values = {
+        "environment_id": "webhook_local_001",
+        "connection_method": "webhook",
+        "host": "127.0.0.1",
+        "port": server.port,
+        "webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "timeout": 20,
+    }
+    values.update(overrides)
+    return Target(**values)
+
+
+def context(**overrides) -> DeploymentContext:
+    values = {
+        "coordination_id": "deploy_20261123_120000_ab12",
+        "ec2_instance_id": "i-0123456789abcdef0",
+        "ec2_public_ip": "127.0.0.9",
+        "deployment_version": "v1.0.0",
+        "connect_timeout": 2,
+        "callback_url": CALLBACK,
+        "deadline": time.time() + 20,
+        "request_timeout": 2,
+    }
+    values.update(overrides)
+    return DeploymentContext(**values)
+
+
+def defaults(**overrides) -> DeploymentDefaults:
+    values = {"retry_count": 2, "retry_delay": 0, "health_check_retries": 0, "health_check_timeout": 2}
+    values.update(overrides)
+    return DeploymentDefaults(**values)
+
+
+FINISHED_OK = Answer(200, json.dumps({"success": True, "exit_code": 0, "output": "aicore up\n"}))
+
+
+# --- http_api ----------------------------------------------------------------------------
+
+
+def test_http_api_posts_the_documented_body_and_headers(http_server):
+    http_server.answer("/api/deploy/init", FINISHED_OK)
+
+    result = HTTPAPIConnector().run(api_target(http_server), context(), Reporter())
+
+    assert result.exit_code == 0
+    (request,) = http_server.requests
+    assert request.method == "POST"
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["Idempotency-Key"] == "deploy_20261123_120000_ab12:docker_local_001"
+    body = request.json()
+    assert {k: v for k, v in body.items() if k != "timestamp"} == {
+        "action": "init_local_environment",
+        "script_path": "./init_aicore.sh",
+        "working_directory": "/app",
+        "environment_id": "docker_local_001",
+        "coordination_id": "deploy_20261123_120000_ab12",
+        "ec2_instance_id": "i-0123456789abcdef0",
+        "ec2_public_ip": "127.0.0.9",
+        "deployment_version": "v1.0.0",
+        "timeout": 20,
+        "callback_url": CALLBACK,
+    }
+    assert body["timestamp"].endswith("Z")
+
+
+def test_http_api_uses_api_endpoint_when_set(http_server):
+    http_server.answer("/custom/deploy", FINISHED_OK)
+    target = api_target(http_server, api_endpoint=http_server.url("/custom/deploy"), port=1)
+
+    HTTPAPIConnector().run(target, context(), Reporter())
+
+    assert http_server.paths() == ["/custom/deploy"]
+
+
+def test_http_api_200_is_a_finished_run_with_its_exit_code_and_output(http_server):
+    http_server.answer("/api/deploy/init", Answer(200, json.dumps({"success": False, "exit_code": 3, "output": "x"})))
+    reporter = Reporter()
+
+    outcome = deliver(api_target(http_server), context(), defaults(), reporter)
+
+    assert (outcome.status, outcome.reason, outcome.exit_code) == (T.FAILED, "exit_code", 3)
+    assert reporter.text == "x\n"
+    assert not reporter.waited
+
+
+def test_http_api_500_then_200_is_retried_with_the_same_idempotency_key(http_server):
+    http_server.answer("/api/deploy/init", Answer(500, "boom"), FINISHED_OK)
+
+    outcome = deliver(api_target(http_server), context(), defaults(), Reporter())
+
+    assert outcome.status == T.SUCCEEDED
+    keys = [request.headers["Idempotency-Key"] for request in http_server.requests]
+    assert len(keys) == 2 and keys[0] == keys[1]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_http_api_refused_credentials_fail_at_once_without_showing_the_token(http_server, status):
+    # A careless agent echoing the request back must not leak the token into our records.
+    http_server.answer("/api/deploy/init", Answer(status, f'{{"error": "bad token {TOKEN}"}}'))
+
+    outcome = deliver(api_target(http_server), context(), defaults(retry_count=3), Reporter())
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "auth_failed")
+    assert f"HTTP {status}" in outcome.message
+    assert "bad token ***" in outcome.message
+    assert TOKEN not in outcome.message
+    assert len(http_server.requests) == 1
+
+
+def test_http_api_other_4xx_fails_at_once_with_a_body_excerpt(http_server):
+    http_server.answer("/api/deploy/init", Answer(422, '{"error": "action must be init_local_environment"}'))
+
+    outcome = deliver(api_target(http_server), context(), defaults(), Reporter())
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "rejected")
+    assert "HTTP 422" in outcome.message and "action must be" in outcome.message
+    assert len(http_server.requests) == 1
+
+
+def test_a_server_that_never_answers_is_retried_then_fails():
+    sock, port = silent_server()
+    try:
+        target = Target(environment_id="e", connection_method="http_api", host="127.0.0.1", port=port, api_token=TOKEN)
+        outcome = deliver(target, context(request_timeout=1), defaults(retry_count=1), Reporter())
+    finally:
+        sock.close()
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "request_timeout")
+    assert "did not answer in time" in outcome.message
+
+
+def test_connection_refused_is_a_retryable_connection_failure():
+    from tests.services import free_port
+
+    target = Target(environment_id="e", connection_method="http_api", host="127.0.0.1", port=free_port(), api_token="t")
+    with pytest.raises(ConnectorError) as caught:
+        HTTPAPIConnector().run(target, context(), Reporter())
+    assert (caught.value.reason, caught.value.permanent) == ("connection_failed", False)
+    assert "Connection refused" in caught.value.message
+
+
+def test_202_waits_for_the_callback_and_takes_its_result(http_server):
+    http_server.answer("/api/deploy/init", Answer(202, '{"accepted": true}'))
+    reporter = Reporter(callback={"success": True, "exit_code": 0, "output": "from the agent"})
+
+    outcome = deliver(api_target(http_server), context(), defaults(), reporter)
+
+    assert outcome.status == T.SUCCEEDED
+    assert "callback" in outcome.message
+    assert reporter.started and reporter.waited
+    assert reporter.text == "from the agent\n"
+
+
+def test_202_without_a_callback_before_the_timeout_fails_with_reason_timeout(http_server):
+    http_server.answer("/api/deploy/init", Answer(202, "{}"))
+
+    outcome = deliver(api_target(http_server, timeout=1), context(deadline=time.time() + 1), defaults(), Reporter())
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "timeout")
+    assert "no callback" in outcome.message
+
+
+def test_409_on_a_first_attempt_means_the_agent_is_busy(http_server):
+    http_server.answer("/api/deploy/init", Answer(409, '{"error": "busy", "running_coordination_id": "deploy_x"}'))
+
+    outcome = deliver(api_target(http_server), context(), defaults(), Reporter())
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "busy")
+    assert "deploy_x" in outcome.message
+
+
+def test_409_on_a_retry_means_the_first_attempt_got_through(http_server):
+    http_server.answer("/api/deploy/init", Answer(502, "bad gateway"), Answer(409, '{"error": "duplicate"}'))
+    reporter = Reporter(callback={"success": True, "exit_code": 0, "output": ""})
+
+    outcome = deliver(api_target(http_server), context(), defaults(), reporter)
+
+    assert outcome.status == T.SUCCEEDED
+    assert reporter.waited
+
+
+def test_without_a_callback_url_the_run_ends_when_the_health_check_turns_healthy(http_server, monkeypatch):
+    monkeypatch.setattr("environments.connectors.http.HEALTH_POLL_SECONDS", 0.2)
+    http_server.answer("/api/deploy/init", Answer(202, "{}"))
+    http_server.answer("/health", 503, 503, 200)
+    target = api_target(http_server, health_check_url=http_server.url("/health"))
+
+    outcome = deliver(target, context(callback_url=""), defaults(), Reporter())
+
+    assert outcome.status == T.SUCCEEDED
+    assert "turned healthy" in outcome.message
+    assert http_server.paths().count("/health") >= 3
+
+
+def test_a_slow_health_url_counts_as_unhealthy(http_server):
+    http_server.answer("/api/deploy/init", FINISHED_OK)
+    http_server.answer("/health", Answer(200, "{}", delay=3))
+    target = api_target(http_server, health_check_url=http_server.url("/health"))
+
+    outcome = deliver(target, context(), defaults(health_check_timeout=0.5), Reporter())
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "health_check_failed")
+    assert "ReadTimeout" in outcome.message
+
+
+# --- webhook -------------------------------------------------------------------------------
+
+
+def test_webhook_signature_verifies_with_an_independent_implementation(http_server):
+    http_server.answer("/webhook/deploy", Answer(200, "{}"))
+    target = webhook_target(http_server)
+    reporter = Reporter(callback={"success": True, "exit_code": 0, "output": ""})
+
+    WebhookConnector().run(target, context(), reporter)
+
+    (request,) = http_server.requests
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    payload = Webhook(target.webhook_secret).verify(request.body, headers)
+    assert payload["event"] == "ec2_deployment_completed"
+    assert payload["action"] == "init_local_environment"
+    assert payload["callback_url"] == CALLBACK
+    assert headers["webhook-signature"].startswith("v1,")
+    with pytest.raises(Exception, match="signature"):
+        Webhook("whsec_" + "QUJD" * 8).verify(request.body, headers)
+
+
+def test_a_plain_secret_is_used_as_its_utf8_bytes(http_server):
+    http_server.answer("/webhook/deploy", Answer(204))
+    target = webhook_target(http_server, webhook_secret="not-base64 secret")
+
+    WebhookConnector().run(target, context(), Reporter(callback={"success": True, "exit_code": 0}))
+
+    (request,) = http_server.requests
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    Webhook(b"not-base64 secret").verify(request.body, headers)  # raises if it does not verify
+
+
+def test_webhook_retries_keep_the_webhook_id_and_renew_the_signature(http_server):
+    http_server.answer("/webhook/deploy", Answer(503), Answer(200))
+    target = webhook_target(http_server)
+
+    outcome = deliver(target, context(), defaults(), Reporter(callback={"success": True, "exit_code": 0}))
+
+    assert outcome.status == T.SUCCEEDED
+    first, second = http_server.requests
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    for request in (first, second):
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        Webhook(target.webhook_secret).verify(request.body, headers)
+
+
+def test_webhook_with_neither_callback_nor_health_url_is_delivered_not_verified(http_server):
+    http_server.answer("/webhook/deploy", Answer(202))
+
+    outcome = deliver(webhook_target(http_server), context(callback_url=""), defaults(), Reporter())
+
+    assert (outcome.status, outcome.reason, outcome.message) == (
+        T.SUCCEEDED,
+        "delivered_not_verified",
+        "delivered, not verified",
+    )
+
+
+def test_webhook_never_shows_its_secret_or_signature_in_errors(http_server):
+    target = webhook_target(http_server)
+    http_server.answer("/webhook/deploy", Answer(400, f"echo {target.webhook_secret}"))
+
+    outcome = deliver(target, context(), defaults(), Reporter())
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "rejected")
+    assert target.webhook_secret not in outcome.message
+
+
+def test_signing_matches_the_spec_example_shape():
+    signature = sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_1", 1700000000, b'{"a":1}')
+    assert signature.startswith("v1,")
+    assert len(signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")) == 24
+    assert signing_key("plain") == b"plain"
