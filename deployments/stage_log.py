@@ -1,9 +1,7 @@
 """The human-readable stage log: one line per StageEvent, as `trigger_local --wait`
 prints it while a coordination runs."""
 
-from deployments.models import Coordination, Stage, StageEvent
-from deployments.models import CoordinationStatus as C
-from deployments.models import TargetStatus as T
+from deployments.models import Coordination, CoordinationStatus as C, Stage, StageEvent, TargetStatus as T
 
 _TARGET_ICONS = {
     T.TRIGGERING: "🔗",

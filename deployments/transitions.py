@@ -12,14 +12,10 @@ from deployments.models import (
     COORDINATION_TERMINAL,
     TARGET_TERMINAL,
     Coordination,
+    CoordinationStatus as C,
     CoordinationTarget,
     Stage,
     StageEvent,
-)
-from deployments.models import (
-    CoordinationStatus as C,
-)
-from deployments.models import (
     TargetStatus as T,
 )
 

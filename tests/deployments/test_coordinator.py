@@ -9,15 +9,11 @@ import pytest
 
 from deployments.models import (
     Coordination,
+    CoordinationStatus as C,
     CoordinationTarget,
     StageEvent,
-    TriggerSource,
-)
-from deployments.models import (
-    CoordinationStatus as C,
-)
-from deployments.models import (
     TargetStatus as T,
+    TriggerSource,
 )
 from deployments.services import coordination_run, coordination_start
 from deployments.transitions import transition

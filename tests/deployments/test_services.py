@@ -1,8 +1,7 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from deployments.models import Coordination, StageEvent, TriggerSource
-from deployments.models import CoordinationStatus as C
+from deployments.models import Coordination, CoordinationStatus as C, StageEvent, TriggerSource
 from deployments.services import coordination_start
 from environments.models import RemoteEnvironment
 

@@ -3,9 +3,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from deployments.models import CoordinationStatus as C
-from deployments.models import TargetStatus as T
-from deployments.models import TriggerSource
+from deployments.models import CoordinationStatus as C, TargetStatus as T, TriggerSource
 from deployments.services import coordination_start
 from deployments.transitions import transition
 

@@ -1,8 +1,6 @@
 import pytest
 
-from deployments.models import CoordinationStatus as C
-from deployments.models import StageEvent, TriggerSource
-from deployments.models import TargetStatus as T
+from deployments.models import CoordinationStatus as C, StageEvent, TargetStatus as T, TriggerSource
 from deployments.services import coordination_start
 from deployments.transitions import (
     COORDINATION_TRANSITIONS,

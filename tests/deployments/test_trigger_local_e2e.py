@@ -5,9 +5,7 @@ import json
 
 import pytest
 
-from deployments.models import Coordination
-from deployments.models import CoordinationStatus as C
-from deployments.models import TargetStatus as T
+from deployments.models import Coordination, CoordinationStatus as C, TargetStatus as T
 from environments.models import SettingsBlock
 from tests.services import manage
 
