@@ -82,10 +82,62 @@ def no_retry_delay():
 
 
 @pytest.fixture
-def qcluster(transactional_db, tmp_path, settings):
+def start_qcluster(transactional_db, tmp_path, settings):
+    """Start a real django-q2 cluster process on the test database; extra environment
+    variables configure it (e.g. PLATFORM_BASE_URL)."""
+    clusters = []
+
+    def start(**extra_env: str) -> QCluster:
+        env = process_environment(settings.DATABASES["default"]["NAME"], **extra_env)
+        cluster = QCluster(env, tmp_path / f"qcluster-{len(clusters)}.log")
+        cluster.env = env
+        clusters.append(cluster)
+        return cluster
+
+    yield start
+    for cluster in clusters:
+        cluster.stop()
+
+
+@pytest.fixture
+def qcluster(start_qcluster):
     """A real django-q2 cluster process working on the test database."""
+    return start_qcluster()
+
+
+@pytest.fixture
+def web_server(transactional_db, settings, tmp_path):
+    """The platform's web process (gunicorn, as `make run` starts it) on the test database."""
+    import subprocess
+    import sys
+
+    from tests.services import free_port, wait_for_port
+
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, check=True
+    )
+    port = free_port()
     env = process_environment(settings.DATABASES["default"]["NAME"])
-    cluster = QCluster(env, tmp_path / "qcluster.log")
-    cluster.env = env
-    yield cluster
-    cluster.stop()
+    with open(tmp_path / "gunicorn.log", "wb") as log:
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "powerautomation.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "--threads",
+                "8",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(port, timeout=30)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=20)

@@ -286,3 +286,38 @@ class QCluster:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class Agent:
+    """The local agent (agent/powerautomation_agent.py) as a real process on loopback."""
+
+    def __init__(self, folder: Path, script_body: str, *, token: str = "", webhook_secret: str = ""):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.script = folder / "init_aicore.sh"
+        self.script.write_text("#!/bin/sh\n" + script_body)
+        self.script.chmod(0o755)
+        self.port = free_port()
+        args = [sys.executable, str(ROOT / "agent" / "powerautomation_agent.py"), "--port", str(self.port)]
+        args += ["--bind", "127.0.0.1", "--script", str(self.script)]
+        token_file = folder / "token.txt"
+        token_file.write_text(token or "unused-token")
+        args += ["--token-file", str(token_file)]
+        if webhook_secret:
+            (folder / "secret.txt").write_text(webhook_secret)
+            args += ["--webhook-secret-file", str(folder / "secret.txt")]
+        self.log_path = folder / "agent.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")

@@ -57,5 +57,7 @@ def _detail(record: dict) -> str:
         line = f"  {env['environment_id']:<24} {env['status']:<12} exit {exit_code!s:<4} attempts {env['attempts']}"
         if env["error"]:
             line += f"  {env['reason']}: {env['error']}"
+        elif env["reason"]:
+            line += f"  ({env['reason'].replace('_', ' ')})"
         lines.append(line)
     return "\n".join(lines)
