@@ -1,0 +1,174 @@
+"""The local agent over webhook (Standard Webhooks v1), signed here by a signer written from the
+spec text, independent of the agent's own code."""
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+
+from tests.agent.conftest import BLOCKING_SCRIPT, wait_until
+
+WHSEC = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+PLAIN_SECRET = "a plain shared secret"
+
+
+def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """A `v1,<base64>` signature: HMAC-SHA256 over `id.timestamp.body` with the secret's key."""
+    key = base64.b64decode(secret[len("whsec_") :]) if secret.startswith("whsec_") else secret.encode("utf-8")
+    content = webhook_id.encode() + b"." + str(timestamp).encode() + b"." + body
+    return "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
+
+
+@pytest.fixture
+def webhook_body(trigger_body):
+    def make(**overrides) -> bytes:
+        body = trigger_body(event="ec2_deployment_completed", timeout=..., **overrides)
+        return json.dumps(body).encode()
+
+    return make
+
+
+def deliver(
+    agent,
+    body: bytes,
+    *,
+    secret: str,
+    webhook_id: str = "msg_2Kx9",
+    timestamp: int | None = None,
+    signature: str | None = None,
+):
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature or sign(secret, webhook_id, timestamp, body),
+    }
+    return agent.post("/webhook/deploy", body, headers)
+
+
+@pytest.mark.parametrize("secret", [WHSEC, PLAIN_SECRET], ids=["whsec", "plain"])
+def test_signed_delivery_is_accepted_and_the_result_is_called_back(
+    start_agent, webhook_body, callback_receiver, secret
+):
+    agent = start_agent(webhook_secret=secret)
+
+    response = deliver(agent, webhook_body(), secret=secret)
+
+    assert response.status == 202
+    assert response.json == {"accepted": True, "coordination_id": "coord-42"}
+    [callback] = callback_receiver.wait_for_calls(1)
+    assert callback.json["success"] is True
+    assert "init output for coord-42" in callback.json["output"]
+    assert agent.script_environment()["EC2_INSTANCE_ID"] == "i-0abc123"
+
+
+def test_delivery_with_a_wrong_signature_is_refused_and_nothing_runs(start_agent, webhook_body):
+    agent = start_agent(webhook_secret=WHSEC)
+    body = webhook_body()
+
+    response = deliver(
+        agent, body, secret=WHSEC, signature=sign("whsec_" + "A" * 44, "msg_2Kx9", int(time.time()), body)
+    )
+
+    assert response.status == 401
+    assert "signature" in response.json["error"]
+    assert agent.health()["last"] is None
+    assert agent.runs() == 0
+
+
+def test_delivery_whose_body_was_changed_after_signing_is_refused(start_agent, webhook_body):
+    agent = start_agent(webhook_secret=WHSEC)
+    timestamp = int(time.time())
+    signature = sign(WHSEC, "msg_2Kx9", timestamp, webhook_body())
+
+    response = deliver(
+        agent, webhook_body(deployment_version="v6.6.6"), secret=WHSEC, timestamp=timestamp, signature=signature
+    )
+
+    assert response.status == 401
+    assert agent.runs() == 0
+
+
+def test_delivery_without_signature_headers_is_refused(start_agent, webhook_body):
+    agent = start_agent(webhook_secret=WHSEC)
+
+    response = agent.post("/webhook/deploy", webhook_body(), {"Content-Type": "application/json"})
+
+    assert response.status == 401
+    assert agent.runs() == 0
+
+
+def test_delivery_signed_ten_minutes_ago_is_refused_as_too_old(start_agent, webhook_body):
+    agent = start_agent(webhook_secret=WHSEC)
+
+    response = deliver(agent, webhook_body(), secret=WHSEC, timestamp=int(time.time()) - 600)
+
+    assert response.status == 401
+    assert "too old" in response.json["error"]
+    assert agent.runs() == 0
+
+
+def test_delivery_signed_ten_minutes_ahead_is_refused_as_from_the_future(start_agent, webhook_body):
+    agent = start_agent(webhook_secret=WHSEC)
+
+    response = deliver(agent, webhook_body(), secret=WHSEC, timestamp=int(time.time()) + 600)
+
+    assert response.status == 401
+    assert "future" in response.json["error"]
+
+
+def test_replayed_webhook_id_is_refused_and_runs_once(start_agent, webhook_body, callback_receiver):
+    agent = start_agent(webhook_secret=WHSEC)
+    assert deliver(agent, webhook_body(), secret=WHSEC, webhook_id="msg_once").status == 202
+    callback_receiver.wait_for_calls(1)
+    agent.wait_idle()
+
+    response = deliver(agent, webhook_body(), secret=WHSEC, webhook_id="msg_once")
+
+    assert response.status == 409
+    assert response.json == {"error": "duplicate delivery", "webhook_id": "msg_once"}
+    assert agent.runs() == 1
+
+
+def test_several_signatures_are_accepted_when_any_one_is_valid(start_agent, webhook_body, callback_receiver):
+    agent = start_agent(webhook_secret=WHSEC)
+    body = webhook_body()
+    timestamp = int(time.time())
+    old_key_signature = sign("whsec_" + base64.b64encode(b"k" * 32).decode(), "msg_rot", timestamp, body)
+    signatures = f"{old_key_signature} {sign(WHSEC, 'msg_rot', timestamp, body)}"
+
+    response = deliver(agent, body, secret=WHSEC, webhook_id="msg_rot", timestamp=timestamp, signature=signatures)
+
+    assert response.status == 202
+    callback_receiver.wait_for_calls(1)
+
+
+def test_delivery_with_a_wrong_action_is_refused_naming_the_field(start_agent, webhook_body):
+    agent = start_agent(webhook_secret=WHSEC)
+
+    response = deliver(agent, webhook_body(action="format_disk"), secret=WHSEC)
+
+    assert response.status == 400
+    assert response.json["error"].startswith("action:")
+
+
+def test_delivery_refused_as_busy_can_be_redelivered_with_the_same_id(start_agent, webhook_body, callback_receiver):
+    agent = start_agent(BLOCKING_SCRIPT, webhook_secret=WHSEC)
+    assert deliver(agent, webhook_body(coordination_id="first"), secret=WHSEC, webhook_id="msg_a").status == 202
+    wait_until(lambda: agent.runs() == 1, message="first run started")
+
+    busy = deliver(agent, webhook_body(coordination_id="second"), secret=WHSEC, webhook_id="msg_b")
+    (agent.home / "release").touch()
+    callback_receiver.wait_for_calls(1)
+    agent.wait_idle()
+    redelivered = deliver(agent, webhook_body(coordination_id="second"), secret=WHSEC, webhook_id="msg_b")
+
+    assert busy.status == 409
+    assert busy.json == {"error": "busy", "running_coordination_id": "first"}
+    assert redelivered.status == 202
+    callback_receiver.wait_for_calls(2)
+    assert agent.runs() == 2
