@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint install install-dev test-deps clean
+.PHONY: run test lint install install-dev test-deps clean bench
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,7 @@ install-dev: $(VENV)/.installed-dev
 # Web (gunicorn) and worker (qcluster) together; Ctrl-C stops both.
 run: install
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py createcachetable
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	@echo "PowerAutomation on http://$(HOST):$(PORT)/admin/ (Ctrl-C stops web and worker)"
 	@trap 'kill -TERM $$web $$worker 2>/dev/null; wait' INT TERM EXIT; \
@@ -32,19 +33,39 @@ run: install
 	$(PY) manage.py qcluster & worker=$$!; \
 	wait -n $$web $$worker
 
-# System packages the tests start for real (OpenSSH server). Installed when missing.
+# System packages the tests start for real: OpenSSH server, PostgreSQL, Redis (Debian
+# packages; installed when missing, with sudo when not root).
 test-deps:
-	@command -v sshd >/dev/null || test -x /usr/sbin/sshd || { \
-		echo "installing openssh-server for the tests"; \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null; \
-		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null; fi; }
+	@missing=""; \
+	{ command -v sshd >/dev/null || test -x /usr/sbin/sshd; } || missing="$$missing openssh-server openssh-client"; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing for the tests"; \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(PY) manage.py makemigrations --check --dry-run
 
+# The SQLite suite (the embedded default), then the same suite on PostgreSQL + Redis
+# (throwaway servers on free loopback ports, removed afterwards).
 test: install-dev test-deps lint
 	$(VENV)/bin/pytest
+	$(PY) -m tests.scaleout --ignore=tests/agent
+
+# Fan-out speed against the raw-SSH limit, trigger latency, API cost, memory (issue 7). Not
+# part of `make test`: prints each figure against its target and writes docs/benchmarks.md.
+# Installs sshd (test-deps), PostgreSQL and Redis (Debian packages) when missing; runs them
+# all as throwaway servers on 127.0.0.1. BENCH_ARGS passes options (python -m bench.run -h).
+$(VENV)/.installed-bench: requirements-bench.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	touch $@
+
+bench: install test-deps $(VENV)/.installed-bench
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache

@@ -1,6 +1,34 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+REAPER_SCHEDULE_NAME = "coordination reaper"
+
+
+def ensure_reaper_schedule(sender, **kwargs) -> None:
+    """The reaper runs every minute on whichever cluster is alive (and at worker start)."""
+    from django.utils import timezone
+    from django_q.models import Schedule
+
+    Schedule.objects.get_or_create(
+        name=REAPER_SCHEDULE_NAME,
+        defaults={
+            "func": "deployments.tasks.reap_coordinations",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+            "next_run": timezone.now(),
+        },
+    )
 
 
 class DeploymentsConfig(AppConfig):
     name = "deployments"
     verbose_name = "Deployments"
+
+    def ready(self) -> None:
+        from django_q.signals import post_spawn
+
+        from deployments.leases import reap_on_worker_start
+
+        post_migrate.connect(ensure_reaper_schedule, sender=self)
+        post_spawn.connect(reap_on_worker_start, dispatch_uid="deployments.reap_on_worker_start")

@@ -10,18 +10,22 @@ the main thread claim, schedule and cancel in one place.
 import dataclasses
 import hashlib
 import logging
+import math
+import os
 import queue
 import secrets
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from deployments.delivery import Outcome, TargetReporter, deliver_and_report, target_spec
+from deployments.leases import LeaseLost, interrupt, lease_acquire, lease_reap, lease_release, lease_renew
 from deployments.models import (
     COORDINATION_TERMINAL,
     TARGET_TERMINAL,
@@ -29,149 +33,44 @@ from deployments.models import (
     Coordination,
     CoordinationStatus as C,
     CoordinationTarget,
+    RunLease,
     Stage,
     TargetStatus as T,
 )
 from deployments.transitions import note, transition
 from environments.config import DeploymentDefaults
-from environments.connectors import ConnectorError, DeploymentContext, Target, connector_for
-from environments.connectors.http import NOT_VERIFIED
-from environments.health import check_health
+from environments.connectors import DeploymentContext
 from environments.services import environment_record_health
 
 logger = logging.getLogger(__name__)
 
 BATCH_WAIT_SECONDS = 0.1
-OUTPUT_FLUSH_SECONDS = 0.5
 CANCEL_CHECK_SECONDS = 1.0
+CLUSTER_CHECK_SECONDS = 2.0
 CALLBACK_POLL_SECONDS = 0.5
+WAIT_FOR_SHARDS_SECONDS = 1.0
 # The coordinator ends its own run this long before django-q2 would kill the task.
 DEADLINE_MARGIN_SECONDS = 60
-# Connection retries wait retry_delay, then twice that, and so on, up to this.
-MAX_RETRY_DELAY_SECONDS = 300
 # Methods whose agent reports the run's end by calling back.
 CALLBACK_METHODS = frozenset({"http_api", "webhook"})
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """How one target's delivery ended."""
+class StopKind:
+    """Why a run stopped early; decides how the targets it was running end."""
 
-    status: str
-    reason: str = ""
-    message: str = ""
-    exit_code: int | None = None
-    data: dict = field(default_factory=dict)
-
-
-class _TargetReporter:
-    """What a delivery thread has to tell the main thread; see connectors.base.Reporter."""
-
-    def __init__(self, target_pk: int, inbox: queue.SimpleQueue, stop: threading.Event):
-        self.target_pk = target_pk
-        self.inbox = inbox
-        self.stop = stop
-        self.started = False
-        self.callback_arrived = threading.Event()
-        self.callback_result: dict | None = None
-
-    def _send(self, kind: str, payload=None) -> None:
-        self.inbox.put((kind, self.target_pk, payload))
-
-    def script_started(self, detail: str) -> None:
-        self.started = True
-        self._send("started", detail)
-
-    def output(self, text: str) -> None:
-        self._send("output", text)
-
-    def wait_for_callback(self, deadline: float) -> dict | None:
-        self._send("awaiting_callback")
-        while not self.stop.is_set():
-            remaining = deadline - time.time()
-            if remaining <= 0:
-                return None
-            if self.callback_arrived.wait(min(remaining, 1.0)):
-                return self.callback_result
-        return None
-
-    def hand_over_callback(self, result: dict) -> None:
-        """Called by the main thread when the agent's callback is in the database."""
-        self.callback_result = result
-        self.callback_arrived.set()
-
-    def retrying(self, attempt: int, error: ConnectorError, delay: float) -> None:
-        self._send("retrying", (attempt, error, delay))
-
-    def health_checked(self, healthy: bool, detail: str, latency_ms: int | None = None) -> None:
-        self._send("health", (healthy, detail, latency_ms))
-
-    def finished(self, outcome: Outcome) -> None:
-        self._send("finished", outcome)
-
-
-def target_spec(environment) -> Target:
-    return Target(**{name: getattr(environment, name) for name in Target.__dataclass_fields__})
-
-
-def deliver(spec: Target, context: DeploymentContext, defaults: DeploymentDefaults, reporter) -> Outcome:
-    """Trigger one environment, wait for its script, verify its health. Runs in a thread.
-
-    Only connection failures before the script started are retried: once it runs, a second
-    start could do its work twice, and a script that exited non-zero is an answer.
-    """
-    connector = connector_for(spec.connection_method)
-    for attempt in range(1, defaults.retry_count + 2):
-        try:
-            result = connector.run(spec, dataclasses.replace(context, attempt=attempt), reporter)
-            break
-        except ConnectorError as exc:
-            if exc.reason == "cancelled":
-                return Outcome(T.CANCELLED, reason="cancelled", message=exc.message)
-            if exc.permanent or reporter.started or attempt > defaults.retry_count:
-                return Outcome(T.FAILED, reason=exc.reason, message=exc.message, data=exc.data)
-            delay = min(defaults.retry_delay * 2 ** (attempt - 1), MAX_RETRY_DELAY_SECONDS)
-            reporter.retrying(attempt, exc, delay)
-            if reporter.stop.wait(delay):
-                return Outcome(T.CANCELLED, reason="cancelled", message=f"stopped before retrying: {exc.message}")
-    if result.exit_code != 0:
-        return Outcome(
-            T.FAILED, reason="exit_code", message=f"script exited with {result.exit_code}", exit_code=result.exit_code
-        )
-    if spec.health_check_url and defaults.enable_health_check:
-        health = check_health(
-            spec.health_check_url,
-            timeout=defaults.health_check_timeout,
-            retries=defaults.health_check_retries,
-            retry_delay=defaults.retry_delay,
-            stop=reporter.stop,
-            ca_bundle=context.ca_bundle,
-        )
-        reporter.health_checked(health.healthy, health.detail, health.latency_ms)
-        if not health.healthy:
-            return Outcome(T.FAILED, reason="health_check_failed", message=health.detail, exit_code=0)
-    if result.note == NOT_VERIFIED:
-        return Outcome(T.SUCCEEDED, reason="delivered_not_verified", message=NOT_VERIFIED, exit_code=None)
-    message = "script exited with 0" + (f" ({result.note})" if result.note else "")
-    return Outcome(T.SUCCEEDED, message=message, exit_code=0)
-
-
-def _deliver_and_report(spec, context, defaults, reporter) -> None:
-    try:
-        outcome = deliver(spec, context, defaults, reporter)
-    except ConnectorError as exc:
-        outcome = Outcome(T.FAILED, reason=exc.reason, message=exc.message, data=exc.data)
-    except Exception as exc:  # a bug must fail this target, not the whole coordination
-        logger.exception("delivery to %s failed unexpectedly", spec.environment_id)
-        outcome = Outcome(T.FAILED, reason="internal_error", message=f"internal error: {type(exc).__name__}: {exc}")
-    reporter.finished(outcome)
+    CANCEL = "cancel"  # the operator cancelled: cancelled
+    SHUTDOWN = "shutdown"  # the worker is shutting down: interrupted, the rest requeued
+    DEADLINE = "deadline"  # the task ran out of time: failed (timeout)
+    ERROR = "error"
 
 
 class CoordinationRun:
-    """The main thread of one coordination run."""
+    """The main thread of one coordinator task: the lead (stages, then delivery) or a
+    shard (delivery only) of a coordination."""
 
-    def __init__(self, coordination: Coordination):
+    def __init__(self, coordination: Coordination, *, lead: bool = True):
         self.coordination = coordination
+        self.lead = lead
         self.defaults = DeploymentDefaults.from_json(coordination.settings)
         self.context = DeploymentContext(
             coordination_id=coordination.coordination_id,
@@ -185,49 +84,81 @@ class CoordinationRun:
         )
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.stop = threading.Event()
+        self.stop_kind = ""
+        self.stop_reason = ""
+        self.lease: RunLease | None = None
         self.targets: dict[int, CoordinationTarget] = {}
         self.output: dict[int, list[str]] = {}
-        self.reporters: dict[int, _TargetReporter] = {}
+        self.reporters: dict[int, TargetReporter] = {}
         self.awaiting_callback: set[int] = set()
         self.callback_urls: dict[int, str] = {}
         self.deadline = time.monotonic() + settings.Q_TIMEOUT - DEADLINE_MARGIN_SECONDS
-        self.stop_reason = ""
+        self.shutdown_requested_at: float | None = None
+        self.terminated_by_signal = False
+        self.last_heartbeat = time.monotonic()
 
-    # --- stages ------------------------------------------------------------------------
+    # --- the lead: stages ------------------------------------------------------------------
 
     def run(self) -> None:
-        """1. Claim the coordination (a second delivery of the same task finds it taken).
+        """1. Take the lead lease (a second task for the same coordination finds it held).
         2. EC2 stage, "reported" mode: record what the deploy script passed.
-        3. Trigger every pending target, at most `parallel_limit` at once.
-        4. When all have ended, complete or fail the coordination with their reasons."""
+        3. Queue shard tasks, then deliver to pending targets, `parallel_limit` at a time
+           across all tasks; wait for the shards' targets to end too.
+        4. Complete or fail the coordination with each environment's reason.
+        A resumed run (the previous lead died) interrupts targets no live lease holds and
+        runs those that never started."""
         coordination = self.coordination
         if coordination.status in COORDINATION_TERMINAL:
             return
-        if coordination.status == C.PENDING:
-            if not transition(
-                coordination,
-                C.EC2_DEPLOYING,
-                stage=Stage.EC2,
-                message=self._ec2_summary(),
-                data={"mode": "reported"},
-            ):
+        self.lease = lease_acquire(coordination=coordination, lead=True)
+        if self.lease is None:
+            return  # a live lead has it
+        try:
+            coordination.refresh_from_db()
+            if coordination.status in COORDINATION_TERMINAL:
                 return
-        else:
-            self._close_out_unknown_targets()
-        if coordination.status == C.EC2_DEPLOYING:
-            transition(coordination, C.EC2_COMPLETED, stage=Stage.EC2, message="EC2 platform stage done")
-        targets = list(coordination.targets.select_related("remote_environment").order_by("environment_id"))
-        self.targets = {target.pk: target for target in targets}
-        if coordination.status == C.EC2_COMPLETED:
-            transition(
-                coordination,
-                C.LOCAL_TRIGGERING,
-                stage=Stage.TRIGGER,
-                message=f"triggering {len(targets)} environments",
-                data={"targets": len(targets), "parallel_limit": self.defaults.parallel_limit},
-            )
-        self._fan_out([target for target in targets if target.status == T.PENDING])
-        self._finish()
+            if coordination.status == C.PENDING:
+                transition(
+                    coordination,
+                    C.EC2_DEPLOYING,
+                    stage=Stage.EC2,
+                    message=self._ec2_summary(),
+                    data={"mode": "reported"},
+                )
+            else:
+                self._interrupt_unheld_targets()
+            if coordination.status == C.EC2_DEPLOYING:
+                transition(coordination, C.EC2_COMPLETED, stage=Stage.EC2, message="EC2 platform stage done")
+            if coordination.status == C.EC2_COMPLETED:
+                count = coordination.targets.count()
+                transition(
+                    coordination,
+                    C.LOCAL_TRIGGERING,
+                    stage=Stage.TRIGGER,
+                    message=f"triggering {count} environments",
+                    data={"targets": count, "parallel_limit": self.defaults.parallel_limit},
+                )
+            self._queue_shards()
+            self._deliver()
+            if not self.shutdown_requested_at:
+                self._wait_for_shards()
+            if self.shutdown_requested_at:
+                self._hand_back("the worker running it shut down")
+                return
+            self._finish()
+        finally:
+            if self.lease is not None:
+                lease_release(lease=self.lease)
+
+    def run_shard(self) -> None:
+        """Deliver to pending targets of a coordination whose lead is at work, then leave."""
+        if self.coordination.status not in (C.LOCAL_TRIGGERING, C.LOCAL_DEPLOYING):
+            return
+        self.lease = lease_acquire(coordination=self.coordination, lead=False)
+        try:
+            self._deliver()
+        finally:
+            lease_release(lease=self.lease)
 
     def _ec2_summary(self) -> str:
         c = self.coordination
@@ -235,17 +166,51 @@ class CoordinationRun:
         parts.append(f"version {c.version or '-'}")
         return "EC2 platform deployed by the deploy script (reported): " + ", ".join(parts)
 
-    def _close_out_unknown_targets(self) -> None:
-        """This task was delivered again after the worker running it died. Targets it had
-        started have an unknown outcome: they are not started a second time."""
-        for target in self.coordination.targets.filter(status__in=[T.TRIGGERING, T.RUNNING]):
-            transition(
-                target,
-                T.INTERRUPTED,
-                stage=Stage.RUN,
-                message="the worker running this environment stopped; its outcome is unknown",
-                fields={"reason": "interrupted", "error": "worker stopped while the script ran; outcome unknown"},
-            )
+    def _tasks(self) -> int:
+        return max(1, settings.DEPLOYMENT_TASKS_PER_COORDINATION)
+
+    def _queue_shards(self) -> None:
+        from deployments.services import enqueue_shard
+
+        pending = self.coordination.targets.filter(status=T.PENDING).count()
+        for _ in range(min(self._tasks() - 1, max(0, pending - 1))):
+            enqueue_shard(self.coordination)
+
+    def _interrupt_unheld_targets(self) -> None:
+        """Targets started by a task whose lease is gone have an unknown outcome."""
+        for target in self.coordination.targets.filter(status__in=[T.TRIGGERING, T.RUNNING]).select_related("lease"):
+            if target.lease is None or target.lease.expires_at < timezone.now():
+                interrupt(target, why="the worker running it stopped")
+
+    def _wait_for_shards(self) -> None:
+        """Other tasks may still be delivering; the lead closes the coordination only when
+        every target has ended, reaping shards that die meanwhile."""
+        while True:
+            if not self.coordination.targets.exclude(status__in=TARGET_TERMINAL).exists():
+                return
+            for lease in RunLease.objects.filter(
+                coordination=self.coordination, is_lead=False, expires_at__lt=timezone.now()
+            ):
+                lease_reap(lease=lease)
+            self._heartbeat(force=True)
+            self._check_stop()
+            if self.shutdown_requested_at:
+                return  # nothing of ours runs; another worker takes over the waiting
+            if self.stop_kind:
+                self._cancel_pending(list(self.coordination.targets.filter(status=T.PENDING)))
+            time.sleep(WAIT_FOR_SHARDS_SECONDS)
+
+    def _hand_back(self, why: str) -> None:
+        """Shutting down: release the lead and queue the coordination for another worker
+        (which runs what never started and closes it)."""
+        from deployments.leases import coordination_requeue
+
+        lease_release(lease=self.lease)
+        self.lease = None
+        if self.coordination.targets.exclude(status__in=TARGET_TERMINAL).exists():
+            coordination_requeue(coordination=self.coordination, why=why)
+        else:
+            self._finish()
 
     def _finish(self) -> None:
         coordination = self.coordination
@@ -276,52 +241,59 @@ class CoordinationRun:
             fields={"error": summary},
         )
 
-    # --- fan-out -----------------------------------------------------------------------
+    # --- delivery (lead and shards) ---------------------------------------------------------
 
-    def _fan_out(self, pending: list[CoordinationTarget]) -> None:
-        if not pending:
+    def _deliver(self) -> None:
+        targets = list(
+            self.coordination.targets.filter(status=T.PENDING)
+            .select_related("remote_environment")
+            .order_by("environment_id")
+        )
+        if not self.lead:
+            targets.reverse()  # meet the lead in the middle instead of racing it for each claim
+        self.targets = {target.pk: target for target in targets}
+        if not targets:
             return
-        limit = max(1, self.defaults.parallel_limit)
-        with ThreadPoolExecutor(max_workers=min(limit, len(pending)), thread_name_prefix="deliver") as pool:
+        limit = max(1, math.ceil(self.defaults.parallel_limit / self._tasks()))
+        with ThreadPoolExecutor(max_workers=min(limit, len(targets)), thread_name_prefix="deliver") as pool:
             try:
-                self._schedule(pool, pending, limit)
+                self._schedule(pool, targets, limit)
             except BaseException:
                 # Let running deliveries end at once instead of holding the pool's shutdown.
-                self.stop_reason = self.stop_reason or "the coordinator stopped on an error"
-                self.stop.set()
+                self._request_stop(StopKind.ERROR, "the coordinator stopped on an error")
                 raise
         self._flush_output()
 
     def _schedule(self, pool: ThreadPoolExecutor, pending: list[CoordinationTarget], limit: int) -> None:
-        """Start targets as room frees up, apply the threads' reports, flush output, and
-        watch for a cancel, until every started target has reported its end."""
+        """Claim targets as room frees up, apply the threads' reports, flush output, renew
+        the lease, and watch for cancel and shutdown, until every claimed target ended."""
         in_flight: set[int] = set()
-        last_flush = last_cancel_check = last_callback_poll = time.monotonic()
+        last_cancel_check = last_callback_poll = time.monotonic()
         while pending or in_flight:
-            if pending and len(in_flight) < limit and not self.stop.is_set():
+            if pending and len(in_flight) < limit and not self.stop.is_set() and not self.shutdown_requested_at:
                 room = limit - len(in_flight)
                 batch, pending = pending[:room], pending[room:]
                 for target in self._claim(batch):
                     in_flight.add(target.pk)
-                    pool.submit(_deliver_and_report, *self._delivery_arguments(target))
-            if self.stop.is_set() and pending:
+                    pool.submit(deliver_and_report, *self._delivery_arguments(target))
+            if pending and (self.stop_kind in (StopKind.CANCEL, StopKind.DEADLINE, StopKind.ERROR)):
                 self._cancel_pending(pending)
                 pending = []
+            if pending and self.shutdown_requested_at:
+                pending = []  # left pending for the worker that takes over
             self._apply_reports(in_flight)
             now = time.monotonic()
-            if now - last_flush >= OUTPUT_FLUSH_SECONDS:
-                self._flush_output()
-                last_flush = now
             if now - last_cancel_check >= CANCEL_CHECK_SECONDS:
                 self._check_stop()
                 last_cancel_check = now
             if self.awaiting_callback and now - last_callback_poll >= CALLBACK_POLL_SECONDS:
                 self._collect_callbacks()
                 last_callback_poll = now
-            self._advance_to_deploying(pending)
+            self._heartbeat()
+            self._advance_to_deploying()
 
     def _delivery_arguments(self, target: CoordinationTarget) -> tuple:
-        reporter = _TargetReporter(target.pk, self.inbox, self.stop)
+        reporter = TargetReporter(target.pk, self.inbox, self.stop)
         self.reporters[target.pk] = reporter
         spec = target_spec(target.remote_environment)
         context = dataclasses.replace(
@@ -330,6 +302,34 @@ class CoordinationRun:
             deadline=time.time() + spec.timeout,
         )
         return (spec, context, self.defaults, reporter)
+
+    def _claim(self, batch: list[CoordinationTarget]) -> list[CoordinationTarget]:
+        """Conditional updates: of two tasks claiming the same target, one wins."""
+        claimed = []
+        with transaction.atomic():
+            for target in batch:
+                environment = target.remote_environment
+                if environment is None:
+                    transition(
+                        target,
+                        T.FAILED,
+                        stage=Stage.TRIGGER,
+                        message="the environment was deleted before it was triggered",
+                        fields={"reason": "environment_deleted", "error": "environment deleted"},
+                    )
+                    continue
+                if transition(
+                    target,
+                    T.TRIGGERING,
+                    stage=Stage.TRIGGER,
+                    message=f"connecting over {environment.connection_method} to {_where(environment)}",
+                    data={"attempt": 1, "worker": self.lease.owner},
+                    fields={"attempts": 1, "lease": self.lease},
+                ):
+                    if environment.connection_method in CALLBACK_METHODS:
+                        self._issue_callback_token(target, environment.timeout)
+                    claimed.append(target)
+        return claimed
 
     def _issue_callback_token(self, target: CoordinationTarget, timeout: int) -> None:
         """A single-use, unguessable token bound to this target, expiring with its timeout."""
@@ -355,33 +355,6 @@ class CoordinationRun:
             self.awaiting_callback.discard(target_pk)
             self.reporters[target_pk].hand_over_callback(result)
 
-    def _claim(self, batch: list[CoordinationTarget]) -> list[CoordinationTarget]:
-        claimed = []
-        with transaction.atomic():
-            for target in batch:
-                environment = target.remote_environment
-                if environment is None:
-                    transition(
-                        target,
-                        T.FAILED,
-                        stage=Stage.TRIGGER,
-                        message="the environment was deleted before it was triggered",
-                        fields={"reason": "environment_deleted", "error": "environment deleted"},
-                    )
-                    continue
-                if transition(
-                    target,
-                    T.TRIGGERING,
-                    stage=Stage.TRIGGER,
-                    message=f"connecting over {environment.connection_method} to {_where(environment)}",
-                    data={"attempt": 1},
-                    fields={"attempts": 1},
-                ):
-                    if environment.connection_method in CALLBACK_METHODS:
-                        self._issue_callback_token(target, environment.timeout)
-                    claimed.append(target)
-        return claimed
-
     def _cancel_pending(self, pending: list[CoordinationTarget]) -> None:
         with transaction.atomic():
             for target in pending:
@@ -393,23 +366,57 @@ class CoordinationRun:
                     fields={"reason": "cancelled", "error": self.stop_reason},
                 )
 
-    def _advance_to_deploying(self, pending: list) -> None:
-        if self.coordination.status != C.LOCAL_TRIGGERING or pending:
+    def _advance_to_deploying(self) -> None:
+        if not self.lead or self.coordination.status != C.LOCAL_TRIGGERING:
             return
-        if any(target.status in (T.PENDING, T.TRIGGERING) for target in self.targets.values()):
+        if self.coordination.targets.filter(status__in=[T.PENDING, T.TRIGGERING]).exists():
             return
         transition(self.coordination, C.LOCAL_DEPLOYING, stage=Stage.RUN, message="every environment has started")
+
+    # --- stopping --------------------------------------------------------------------------
+
+    def _request_stop(self, kind: str, reason: str) -> None:
+        if not self.stop.is_set():
+            self.stop_kind, self.stop_reason = kind, reason
+            self.stop.set()
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
             return
         status = Coordination.objects.filter(pk=self.coordination.pk).values_list("status", flat=True).first()
         if status == C.CANCELLED:
-            self.stop_reason = "the coordination was cancelled"
-            self.stop.set()
+            self._request_stop(StopKind.CANCEL, "the coordination was cancelled")
         elif time.monotonic() > self.deadline:
-            self.stop_reason = "the coordination ran out of time (Q_TIMEOUT)"
-            self.stop.set()
+            self._request_stop(StopKind.DEADLINE, "the coordination ran out of time (Q_TIMEOUT)")
+        elif self.shutdown_requested_at is None and _cluster_stopping():
+            self.shutdown_requested_at = time.monotonic()
+            logger.warning("the cluster is stopping: %s s grace for running sessions", self._grace())
+        elif self.shutdown_requested_at and time.monotonic() - self.shutdown_requested_at >= self._grace():
+            self._request_stop(StopKind.SHUTDOWN, f"the worker shut down ({self._grace():g} s grace period passed)")
+
+    def _grace(self) -> float:
+        return settings.DEPLOYMENT_SHUTDOWN_GRACE_SECONDS
+
+    def catch_sigterm(self):
+        """In a worker's main thread: on SIGTERM, stop claiming, give running sessions the
+        grace period, then hang them up as interrupted; the rest goes to another worker.
+        Returns the previous handler (None when not in the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_sigterm(signum, frame):
+            self.terminated_by_signal = True
+            if self.shutdown_requested_at is None:
+                self.shutdown_requested_at = time.monotonic()
+                logger.warning("SIGTERM: %s s grace for running sessions", self._grace())
+
+        return signal.signal(signal.SIGTERM, on_sigterm)
+
+    def _heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last_heartbeat >= max(1.0, settings.DEPLOYMENT_LEASE_SECONDS / 3):
+            self.last_heartbeat = now
+            lease_renew(lease=self.lease)
 
     # --- reports from delivery threads ---------------------------------------------------
 
@@ -441,8 +448,10 @@ class CoordinationRun:
                     in_flight.discard(target_pk)
                     self.awaiting_callback.discard(target_pk)
                     self.reporters.pop(target_pk, None)
+            # Output is written in the same batch it arrived in: a crash loses none of it.
+            self._flush_output()
 
-    def _record_retry(self, target: CoordinationTarget, attempt: int, error: ConnectorError, delay: float) -> None:
+    def _record_retry(self, target: CoordinationTarget, attempt: int, error, delay: float) -> None:
         CoordinationTarget.objects.filter(pk=target.pk).update(attempts=attempt + 1)
         target.attempts = attempt + 1
         note(
@@ -467,6 +476,7 @@ class CoordinationRun:
         )
 
     def _record_outcome(self, target: CoordinationTarget, outcome: Outcome) -> None:
+        outcome = self._as_stopped(outcome)
         fields = {"reason": outcome.reason, "exit_code": outcome.exit_code}
         if outcome.status != T.SUCCEEDED:
             fields["error"] = outcome.message
@@ -482,6 +492,18 @@ class CoordinationRun:
         if not moved:
             logger.warning("%s: outcome %s not recorded, status moved on", target.environment_id, outcome.status)
 
+    def _as_stopped(self, outcome: Outcome) -> Outcome:
+        """A delivery cut short ends as the stop's kind says."""
+        if outcome.reason != "cancelled" or self.stop_kind in ("", StopKind.CANCEL):
+            return outcome
+        if self.stop_kind == StopKind.SHUTDOWN:
+            return Outcome(T.INTERRUPTED, reason="worker_shutdown", message=f"stopped: {self.stop_reason}")
+        return Outcome(
+            T.FAILED,
+            reason="timeout" if self.stop_kind == StopKind.DEADLINE else "internal_error",
+            message=f"stopped: {self.stop_reason}",
+        )
+
     # --- output ------------------------------------------------------------------------
 
     def _output_fields(self, target: CoordinationTarget) -> dict:
@@ -496,12 +518,34 @@ class CoordinationRun:
         return {"output_tail": tail, "output_bytes": target.output_bytes}
 
     def _flush_output(self) -> None:
-        if not self.output:
-            return
-        with transaction.atomic():
-            for target_pk in list(self.output):
-                target = self.targets[target_pk]
-                CoordinationTarget.objects.filter(pk=target_pk).update(**self._output_fields(target))
+        for target_pk in list(self.output):
+            target = self.targets[target_pk]
+            CoordinationTarget.objects.filter(pk=target_pk).update(**self._output_fields(target))
+
+
+_last_cluster_check = 0.0
+
+
+def _cluster_stopping() -> bool:
+    """Is the django-q2 cluster this worker belongs to shutting down (SIGTERM or Ctrl-C to
+    `qcluster`)? Its sentinel publishes its status and worker pids in the shared cache;
+    the worker itself gets no signal then, only a STOP after its task."""
+    global _last_cluster_check
+    now = time.monotonic()
+    if now - _last_cluster_check < CLUSTER_CHECK_SECONDS:
+        return False
+    _last_cluster_check = now
+    from django_q.conf import Conf
+    from django_q.status import Stat
+
+    try:
+        stats = Stat.get_all()
+    except Exception:  # the cache is down: keep working; the lease protects the run
+        return False
+    for stat in stats:
+        if os.getpid() in (stat.workers or []):
+            return stat.status in (Conf.STOPPING, Conf.STOPPED)
+    return False
 
 
 def _where(environment) -> str:
@@ -528,19 +572,35 @@ def fail_unfinished(coordination: Coordination, reason: str) -> None:
         transition(coordination, C.FAILED, message=reason, fields={"error": reason})
 
 
-def run_coordination(coordination: Coordination) -> None:
+def _run(coordination: Coordination, *, lead: bool) -> None:
     started = time.monotonic()
-    logger.info("coordination %s: run starts", coordination.coordination_id)
+    role = "lead" if lead else "shard"
+    logger.info("coordination %s: %s run starts", coordination.coordination_id, role)
+    run = CoordinationRun(coordination, lead=lead)
+    previous_handler = run.catch_sigterm()
     try:
-        CoordinationRun(coordination).run()
+        run.run() if lead else run.run_shard()
+    except LeaseLost:
+        # Another worker took over (we were presumed dead): write nothing more.
+        logger.warning("coordination %s: lease lost; leaving it to its new owner", coordination.coordination_id)
     except Exception as exc:
         logger.exception("coordination %s: run broke off", coordination.coordination_id)
         fail_unfinished(coordination, f"the coordinator stopped on an error: {type(exc).__name__}: {exc}")
-    coordination.refresh_from_db(fields=["status"])
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     logger.info(
-        "coordination %s: run ends %s after %.2f s",
-        coordination.coordination_id,
-        coordination.status,
-        time.monotonic() - started,
+        "coordination %s: %s run ends after %.2f s", coordination.coordination_id, role, time.monotonic() - started
     )
+    if run.terminated_by_signal:
+        # This process was asked to terminate; now that the run is closed out, do so.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
 
+
+def run_coordination(coordination: Coordination) -> None:
+    _run(coordination, lead=True)
+
+
+def run_coordination_shard(coordination: Coordination) -> None:
+    _run(coordination, lead=False)

@@ -70,11 +70,36 @@ class Coordination(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    requeued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the reaper last handed this coordination to a live worker."
+    )
+    retry_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="retries",
+        help_text="The coordination whose failed environments this one runs again.",
+    )
+    # The API's Idempotency-Key header: a replayed trigger returns this coordination
+    # instead of starting another. The unique constraint, not a check, settles a race.
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    idempotency_fingerprint = models.CharField(
+        max_length=64, blank=True, help_text="SHA-256 of the request the idempotency key was first sent with."
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["status", "-created_at"], name="coordination_status_created"),
+            models.Index(fields=["-created_at", "-id"], name="coordination_recent"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="%(app_label)s_%(class)s_unique_idempotency_key",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -113,6 +138,14 @@ class CoordinationTarget(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     output_tail = models.TextField(blank=True, help_text="The last part of the script's output.")
     output_bytes = models.BigIntegerField(default=0, help_text="Bytes of output received in all.")
+    lease = models.ForeignKey(
+        "RunLease",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="targets",
+        help_text="The coordinator task that claimed this target, while it holds it.",
+    )
 
     class Meta:
         ordering = ["coordination_id", "environment_id"]
@@ -121,6 +154,8 @@ class CoordinationTarget(models.Model):
                 fields=["coordination", "environment_id"], name="%(app_label)s_%(class)s_unique_environment"
             ),
         ]
+        # An environment's most recent outcome (the API's status overview).
+        indexes = [models.Index(fields=["remote_environment", "-id"], name="target_environment_recent")]
 
     def __str__(self) -> str:
         return f"{self.environment_id} ({self.status})"
@@ -170,10 +205,35 @@ class CallbackToken(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(
-                fields=["target"], name="callback_answered", condition=models.Q(used_at__isnull=False)
-            ),
+            models.Index(fields=["target"], name="callback_answered", condition=models.Q(used_at__isnull=False)),
         ]
 
     def __str__(self) -> str:
         return f"callback for target {self.target_id}"
+
+
+class RunLease(models.Model):
+    """A coordinator task at work on a coordination, kept alive by its heartbeat.
+
+    The lead lease (one per coordination) runs the stages; other leases only deliver to
+    targets they claim. A lease that expires means its worker died: the reaper marks its
+    started targets interrupted and hands the coordination to a live worker."""
+
+    coordination = models.ForeignKey(Coordination, on_delete=models.CASCADE, related_name="leases")
+    owner = models.CharField(max_length=200, help_text="host:pid of the worker process.")
+    is_lead = models.BooleanField(default=False)
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["coordination"],
+                condition=models.Q(is_lead=True),
+                name="%(app_label)s_%(class)s_one_lead",
+            ),
+        ]
+        indexes = [models.Index(fields=["expires_at"], name="runlease_expiry")]
+
+    def __str__(self) -> str:
+        return f"{'lead' if self.is_lead else 'shard'} lease of {self.owner}"

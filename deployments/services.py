@@ -1,16 +1,27 @@
-"""Writes to deployments: starting and running coordinations."""
+"""Writes to deployments: starting, running, cancelling and retrying coordinations."""
 
+import hashlib
 import ipaddress
+import json
 import re
 import secrets
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from deployments.coordinator import run_coordination
-from deployments.models import Coordination, CoordinationTarget, Stage, StageEvent, TriggerSource
+from deployments.coordinator import run_coordination, run_coordination_shard
+from deployments.models import (
+    Coordination,
+    CoordinationStatus as C,
+    CoordinationTarget,
+    Stage,
+    StageEvent,
+    TargetStatus,
+    TriggerSource,
+)
+from deployments.transitions import note, transition
 from environments.config import current_defaults
 from environments.connectors import CONNECTORS
 from environments.models import RemoteEnvironment
@@ -118,11 +129,13 @@ def coordination_start(
             message=f"created by {triggered_by} for {len(environments)} environments",
             data={"environments": [env.environment_id for env in environments], "triggered_by": triggered_by},
         )
-        transaction.on_commit(lambda: _enqueue(coordination))
+        transaction.on_commit(lambda: enqueue_coordination(coordination))
     return coordination
 
 
-def _enqueue(coordination: Coordination) -> None:
+def enqueue_coordination(coordination: Coordination) -> None:
+    """Queue the lead task of a coordination (a second one for the same coordination finds
+    the lead taken and returns)."""
     from django.conf import settings
 
     async_task(
@@ -136,10 +149,192 @@ def _enqueue(coordination: Coordination) -> None:
     )
 
 
+def enqueue_shard(coordination: Coordination) -> None:
+    """Queue one more task to share a coordination's deliveries (another worker or cluster)."""
+    from django.conf import settings
+
+    async_task(
+        "deployments.tasks.run_coordination_shard",
+        coordination.pk,
+        q_options={
+            "task_name": f"coordination {coordination.coordination_id} (shard)",
+            "group": "coordinations",
+            "timeout": settings.Q_TIMEOUT,
+        },
+    )
+
+
 def coordination_run(*, coordination_pk: int) -> None:
     """Run a coordination to its end in this process (called by the worker task). Safe
-    to call twice: a finished coordination is left alone, a claimed one is not re-run."""
+    to call twice: a finished coordination is left alone, one with a live lead too."""
     coordination = Coordination.objects.filter(pk=coordination_pk).first()
     if coordination is None:
         return
     run_coordination(coordination)
+
+
+def coordination_run_shard(*, coordination_pk: int) -> None:
+    coordination = Coordination.objects.filter(pk=coordination_pk).first()
+    if coordination is not None:
+        run_coordination_shard(coordination)
+
+
+# --- Cancel, retry, idempotent start (the API's actions) ------------------------------------
+
+
+class CoordinationConflict(Exception):
+    """The coordination's status does not allow the action: it has already ended (cancel),
+    or it has not ended yet (retry). `status` is the status it has."""
+
+    def __init__(self, message: str, *, status: str):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class IdempotencyKeyReused(Exception):
+    """An idempotency key came back with a different request, or from another user."""
+
+
+RETRYABLE_TARGET_STATUSES = (TargetStatus.FAILED, TargetStatus.CANCELLED, TargetStatus.INTERRUPTED)
+# How often cancel re-reads a status the coordinator moved on between the read and the
+# conditional update, before it gives up.
+CANCEL_ATTEMPTS = 10
+
+
+def coordination_cancel(*, coordination: Coordination, user=None) -> Coordination:
+    """Cancel a coordination that has not ended.
+
+    1. Move it to `cancelled` (a conditional update: if the coordinator moved it on
+       meanwhile, re-read and try again).
+    2. In the same transaction, cancel every target that has not started.
+    3. The coordinator running it re-reads its status every second and hangs up the
+       targets still running; they end `cancelled`.
+
+    Raises CoordinationConflict, changing nothing, when it has already ended.
+    """
+    who = user.get_username() if user is not None and user.is_authenticated else "an unknown user"
+    reason = f"cancelled by {who}"
+    for _ in range(CANCEL_ATTEMPTS):
+        coordination.refresh_from_db(fields=["status"])
+        if coordination.is_terminal:
+            raise CoordinationConflict(
+                f"coordination {coordination.coordination_id} has already ended: it is {coordination.status}",
+                status=coordination.status,
+            )
+        with transaction.atomic():
+            if not transition(
+                coordination, C.CANCELLED, message=reason, data={"cancelled_by": who}, fields={"error": reason}
+            ):
+                continue
+            for target in coordination.targets.filter(status=TargetStatus.PENDING):
+                transition(
+                    target,
+                    TargetStatus.CANCELLED,
+                    stage=Stage.TRIGGER,
+                    message=f"not started: {reason}",
+                    fields={"reason": "cancelled", "error": reason},
+                )
+        return coordination
+    raise CoordinationConflict(
+        f"coordination {coordination.coordination_id} kept changing status; try again", status=coordination.status
+    )
+
+
+def coordination_retry(*, coordination: Coordination, user=None, triggered_by: str = TriggerSource.API) -> Coordination:
+    """Start a new coordination over the environments of an ended one that failed, were
+    cancelled or were interrupted and still exist, with the same version and EC2 details,
+    linked to it by `retry_of`.
+
+    Raises CoordinationConflict while it is still running, and ValidationError (field
+    `environments`) when there is nothing to retry or a target can no longer be triggered.
+    """
+    coordination.refresh_from_db(fields=["status"])
+    if not coordination.is_terminal:
+        raise CoordinationConflict(
+            f"coordination {coordination.coordination_id} is still {coordination.status}: "
+            "retry it once it has ended, or cancel it first",
+            status=coordination.status,
+        )
+    candidates = list(
+        coordination.targets.filter(status__in=RETRYABLE_TARGET_STATUSES)
+        .order_by("environment_id")
+        .values_list("environment_id", flat=True)
+    )
+    existing = set(
+        RemoteEnvironment.objects.filter(environment_id__in=candidates).values_list("environment_id", flat=True)
+    )
+    environment_ids = [environment_id for environment_id in candidates if environment_id in existing]
+    if not environment_ids:
+        raise _invalid(
+            "environments",
+            f"nothing to retry: no environment of {coordination.coordination_id} that failed, "
+            "was cancelled or was interrupted still exists",
+        )
+    with transaction.atomic():
+        retry = coordination_start(
+            triggered_by=triggered_by,
+            environment_ids=environment_ids,
+            version=coordination.version,
+            ec2_instance_id=coordination.ec2_instance_id,
+            ec2_public_ip=coordination.ec2_public_ip,
+            ec2_deployment_config=coordination.ec2_deployment_config,
+            user=user,
+        )
+        Coordination.objects.filter(pk=retry.pk).update(retry_of=coordination)
+        retry.retry_of = coordination
+        note(
+            retry,
+            f"retry of {coordination.coordination_id} for {len(environment_ids)} environments",
+            stage=Stage.COORDINATION,
+            data={"retry_of": coordination.coordination_id, "environments": environment_ids},
+        )
+    return retry
+
+
+def _request_fingerprint(arguments: dict) -> str:
+    return hashlib.sha256(json.dumps(arguments, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _idempotent_replay(idempotency_key: str, user, fingerprint: str) -> Coordination | None:
+    original = Coordination.objects.filter(idempotency_key=idempotency_key).first()
+    if original is None:
+        return None
+    if original.triggered_by_user_id != getattr(user, "pk", None):
+        raise IdempotencyKeyReused("this Idempotency-Key was already used by another user")
+    if original.idempotency_fingerprint != fingerprint:
+        raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request")
+    return original
+
+
+def coordination_start_once(*, idempotency_key: str, user=None, **arguments) -> tuple[Coordination, bool]:
+    """`coordination_start` at most once per idempotency key. Returns (coordination, created).
+
+    1. A key already stored for the same user and request returns its coordination.
+    2. Otherwise start one and store the key with it, in one transaction.
+    3. A concurrent request with the same key that committed first makes step 2 fail on
+       the unique constraint (or on its coordination_id): its coordination is returned.
+
+    Raises IdempotencyKeyReused when the key was used by another user or for a different
+    request, and ValidationError on bad input, as coordination_start does.
+    """
+    if not idempotency_key:
+        return coordination_start(user=user, **arguments), True
+    fingerprint = _request_fingerprint(arguments)
+    original = _idempotent_replay(idempotency_key, user, fingerprint)
+    if original is not None:
+        return original, False
+    try:
+        with transaction.atomic():
+            coordination = coordination_start(user=user, **arguments)
+            Coordination.objects.filter(pk=coordination.pk).update(
+                idempotency_key=idempotency_key, idempotency_fingerprint=fingerprint
+            )
+    except (IntegrityError, ValidationError):
+        original = _idempotent_replay(idempotency_key, user, fingerprint)
+        if original is None:
+            raise
+        return original, False
+    coordination.idempotency_key = idempotency_key
+    coordination.idempotency_fingerprint = fingerprint
+    return coordination, True

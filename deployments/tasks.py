@@ -1,7 +1,17 @@
-"""django-q2 tasks: take ids, load rows, call one service."""
+"""django-q2 tasks: take ids, load rows, call one service. Each is safe to run twice."""
 
-from deployments.services import coordination_run
+from deployments.leases import coordinations_reap
+from deployments.services import coordination_run, coordination_run_shard
 
 
 def run_coordination(coordination_pk: int) -> None:
     coordination_run(coordination_pk=coordination_pk)
+
+
+def run_coordination_shard(coordination_pk: int) -> None:
+    coordination_run_shard(coordination_pk=coordination_pk)
+
+
+def reap_coordinations() -> str:
+    report = coordinations_reap()
+    return f"{report.leases} expired leases reaped, {report.requeued} coordinations queued again"

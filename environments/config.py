@@ -232,7 +232,7 @@ def _check_types(entry: dict, label: str, errors: list[str]) -> bool:
     return ok
 
 
-def _apply_entry(environment: RemoteEnvironment, entry: dict, defaults: DeploymentDefaults, creating: bool) -> None:
+def apply_entry(environment: RemoteEnvironment, entry: dict, defaults: DeploymentDefaults, creating: bool) -> None:
     for name in ENVIRONMENT_FIELDS:
         if name in entry:
             setattr(environment, name, entry[name])
@@ -301,7 +301,7 @@ def plan_import(data: Any, *, prune: bool = False) -> ImportPlan:
         current = existing.get(environment_id)
         environment = RemoteEnvironment() if current is None else RemoteEnvironment.objects.get(pk=current.pk)
         before = None if current is None else _field_values(current)
-        _apply_entry(environment, entry, defaults, creating=current is None)
+        apply_entry(environment, entry, defaults, creating=current is None)
         try:
             environment.full_clean(validate_unique=False, validate_constraints=False)
         except ValidationError as exc:

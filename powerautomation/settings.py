@@ -7,7 +7,9 @@ switch to PostgreSQL and Redis; nothing else changes.
 """
 
 import os
+import re
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -187,6 +189,18 @@ HEALTH_CHECK_INTERVAL_MINUTES = env_int("HEALTH_CHECK_INTERVAL_MINUTES", 5, mini
 # deployment_settings.parallel_limit does not say. Threads inside one task, so the
 # django-q2 worker count never caps it.
 DEPLOYMENT_PARALLEL_LIMIT = env_int("DEPLOYMENT_PARALLEL_LIMIT", 256, minimum=1)
+# Crash safety. Each coordinator task renews a lease every third of this; when a worker
+# dies its lease expires and the reaper (every minute, and at every worker start) marks
+# its started environments interrupted and hands the coordination to a live worker.
+DEPLOYMENT_LEASE_SECONDS = env_int("DEPLOYMENT_LEASE_SECONDS", 30, minimum=2)
+# How long the reaper waits before queueing a coordination nobody picked up again.
+DEPLOYMENT_REQUEUE_SECONDS = env_int("DEPLOYMENT_REQUEUE_SECONDS", 60, minimum=1)
+# SIGTERM to a worker: running sessions get this long to finish, then are hung up and
+# marked interrupted; environments not started yet go to another worker.
+DEPLOYMENT_SHUTDOWN_GRACE_SECONDS = env_int("DEPLOYMENT_SHUTDOWN_GRACE_SECONDS", 30, minimum=0)
+# Tasks sharing one coordination's deliveries (more spread a large fan-out over several
+# worker processes or clusters; each claims targets with a conditional update).
+DEPLOYMENT_TASKS_PER_COORDINATION = env_int("DEPLOYMENT_TASKS_PER_COORDINATION", 1, minimum=1)
 # Bytes of each environment's output kept in its record (the tail).
 DEPLOYMENT_OUTPUT_TAIL_BYTES = env_int("DEPLOYMENT_OUTPUT_TAIL_BYTES", 65536, minimum=1024)
 
@@ -221,6 +235,78 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+
+# --- REST API --------------------------------------------------------------------------
+# Token (django-rest-knox: only a hash stored, expiry, revocable) or session authentication;
+# roles ADMIN/VIEWER (groups); throttling per token; OpenAPI at /api/schema/, /api/docs/.
+INSTALLED_APPS += ["knox", "django_filters", "drf_spectacular", "drf_spectacular_sidecar"]
+
+
+def _env_throttle_rate(name: str, default: str) -> str:
+    raw = env_str(name, default).strip()
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", raw):
+        raise ImproperlyConfigured(f"{name} must be a rate such as 600/minute (per s, m, h or d), not {raw!r}")
+    return raw
+
+
+# Days a token made by `create_api_token` lives unless it says otherwise; 0: no expiry.
+API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 365)
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(days=API_TOKEN_TTL_DAYS) if API_TOKEN_TTL_DAYS else None,
+    "AUTH_HEADER_PREFIX": "Token",
+    "AUTO_REFRESH": False,
+}
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "knox.auth.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["deployments.api.permissions.HasRole"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "deployments.api.throttling.TokenRateThrottle",
+        "deployments.api.throttling.AnonymousRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "token": _env_throttle_rate("API_THROTTLE_RATE", "600/minute"),
+        "anon": _env_throttle_rate("API_ANON_THROTTLE_RATE", "60/minute"),
+    },
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Behind a reverse proxy, the number of proxies whose X-Forwarded-For to trust for
+    # the anonymous limit's client address (default: none, the connection's address).
+    "NUM_PROXIES": env_int("API_NUM_PROXIES", 0) or None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "PowerAutomation deployment coordinator API",
+    "DESCRIPTION": (
+        "Deployment management over HTTP: trigger local deployments, follow, cancel and retry them, manage "
+        "environments. Authenticate with `Authorization: Token <key>` (`manage.py create_api_token`). "
+        "Role ADMIN may do everything, VIEWER may read."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SCHEMA_PATH_PREFIX": r"/api/",
+    # Separate request and response shapes, so write-only secrets and read-only flags show.
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI from the installed sidecar package, not a CDN: the page works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "CoordinationStatusEnum": "deployments.models.CoordinationStatus",
+        "CoordinationOutcomeEnum": "deployments.api.filters.COORDINATION_OUTCOME_CHOICES",
+        "TargetStatusEnum": "deployments.models.TargetStatus",
+    },
+}
+# Throttle counts and django-q2's cluster stats (the health endpoint's "worker seen") must
+# be shared by every process: the database by default (`manage.py createcachetable`), Redis
+# when REDIS_URL is set.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "django_cache"}}
 
 # --- Logging ---------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

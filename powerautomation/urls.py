@@ -1,7 +1,7 @@
 """Root URLs."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from deployments.views import callback
 
@@ -11,4 +11,5 @@ admin.site.site_title = "PowerAutomation"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/deployment/callback/<str:token>/", callback, name="deployment-callback"),
+    path("api/", include("deployments.api.urls")),  # REST API, health, OpenAPI schema and docs
 ]

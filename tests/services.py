@@ -20,6 +20,23 @@ ROOT = Path(__file__).resolve().parent.parent
 SSH_TEST_USER = "pa-ssh-test"
 
 
+def in_thread(function, **kwargs) -> threading.Thread:
+    """Run `function(**kwargs)` in a started thread that closes its database connection
+    when done (a connection left open keeps PostgreSQL from dropping the test database)."""
+
+    def run():
+        from django.db import connections
+
+        try:
+            function(**kwargs)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -227,15 +244,31 @@ def silent_server() -> tuple[socket.socket, int]:
     return sock, sock.getsockname()[1]
 
 
-def process_environment(database_name: str, **extra: str) -> dict[str, str]:
-    """The environment for a manage.py process that shares the test database."""
+def test_database_url() -> str:
+    """The URL of the database the tests run on (the test database, once created)."""
     from django.conf import settings
 
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{database['NAME']}"
+    credentials = database["USER"] + (f":{database['PASSWORD']}" if database.get("PASSWORD") else "")
+    return f"postgres://{credentials}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+
+
+def process_environment(database_name: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a manage.py process that shares the test database (and the
+    test run's Redis, when the scale-out suite set REDIS_URL). `database_name` names
+    another SQLite file instead."""
+    from django.conf import settings
+
+    url = test_database_url()
+    if database_name and url.startswith("sqlite:"):
+        url = f"sqlite:///{database_name}"
     env = dict(os.environ)
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "powerautomation.settings",
-            "DATABASE_URL": f"sqlite:///{database_name}",
+            "DATABASE_URL": url,
             "DJANGO_SECRET_KEY": settings.SECRET_KEY,
             "SSH_KNOWN_HOSTS": settings.SSH_KNOWN_HOSTS,
             "PYTHONUNBUFFERED": "1",
@@ -321,3 +354,80 @@ class Agent:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+# --- PostgreSQL and Redis, as throwaway servers (the scale-out suite and the benchmark) ----
+
+POSTGRES_BIN = Path("/usr/lib/postgresql")
+
+
+def postgres_bin() -> Path | None:
+    versions = sorted(POSTGRES_BIN.glob("*/bin/pg_ctl"), key=lambda path: int(path.parent.parent.name))
+    return versions[-1].parent if versions else None
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster on a free loopback port, in a temp dir. As root it runs
+    as the `postgres` user (it refuses to run as root)."""
+
+    def __init__(self, base: Path, *, max_connections: int = 300):
+        self.bin = postgres_bin()
+        if self.bin is None:
+            raise RuntimeError("PostgreSQL is not installed (Debian package postgresql)")
+        self.base = base
+        self.data = base / "data"
+        self.port = free_port()
+        self.as_postgres = os.geteuid() == 0
+        base.mkdir(parents=True, exist_ok=True)
+        if self.as_postgres:
+            shutil.chown(base, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
+        options = (
+            f"-p {self.port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-c synchronous_commit=off -c max_connections={max_connections}"
+        )
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(base / "log"), "-w", "start")
+        self.started = True
+
+    def _run(self, program: str, *args: str) -> None:
+        command = [str(self.bin / program), *args]
+        if self.as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=self.base)
+        if result.returncode != 0:
+            raise RuntimeError(f"{program} failed: {result.stdout}{result.stderr}")
+
+    def url(self, database: str = "powerautomation") -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.started:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+            self.started = False
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+class Redis:
+    """A throwaway Redis server on a free loopback port, persisting nothing."""
+
+    def __init__(self, base: Path):
+        base.mkdir(parents=True, exist_ok=True)
+        self.base = base
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        shutil.rmtree(self.base, ignore_errors=True)

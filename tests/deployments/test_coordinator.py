@@ -2,7 +2,6 @@
 real loopback HTTP servers. The end-to-end path through a qcluster process is in
 test_trigger_local_e2e.py."""
 
-import threading
 import time
 
 import pytest
@@ -19,6 +18,7 @@ from deployments.services import coordination_run, coordination_start
 from deployments.transitions import transition
 from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import Health, SettingsBlock
+from tests.services import in_thread
 
 pytestmark = pytest.mark.django_db
 
@@ -296,8 +296,7 @@ def test_output_is_in_the_record_before_the_script_ends(sshd, make_ssh_environme
     settings_blocks()
     make_ssh_environment("chatty", sshd.script("chatty.sh", "echo phase one\nsleep 3\necho phase two\n"))
     coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
-    runner = threading.Thread(target=coordination_run, kwargs={"coordination_pk": coordination.pk})
-    runner.start()
+    runner = in_thread(coordination_run, coordination_pk=coordination.pk)
     seen_while_running = None
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and seen_while_running is None:

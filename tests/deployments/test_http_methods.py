@@ -11,7 +11,7 @@ from django.test import Client
 from deployments.models import CallbackToken, Coordination, CoordinationStatus as C, TargetStatus as T, TriggerSource
 from deployments.services import coordination_run, coordination_start
 from environments.models import RemoteEnvironment, SettingsBlock
-from tests.services import Answer
+from tests.services import Answer, in_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,9 +37,7 @@ def http_api_environment(server, environment_id="docker_local_001", **fields):
 
 
 def run_in_background(coordination: Coordination) -> threading.Thread:
-    runner = threading.Thread(target=coordination_run, kwargs={"coordination_pk": coordination.pk})
-    runner.start()
-    return runner
+    return in_thread(coordination_run, coordination_pk=coordination.pk)
 
 
 def wait_for_request(server, path, timeout=10.0):

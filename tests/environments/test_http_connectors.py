@@ -8,7 +8,7 @@ import time
 import pytest
 from standardwebhooks import Webhook
 
-from deployments.coordinator import deliver
+from deployments.delivery import deliver
 from deployments.models import TargetStatus as T
 from environments.config import DeploymentDefaults
 from environments.connectors import ConnectorError, DeploymentContext, Target

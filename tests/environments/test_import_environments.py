@@ -208,7 +208,7 @@ def test_invalid_file_writes_nothing(write_config):
 def test_command_process_exits_with_status_2_on_an_invalid_file(write_config, settings):
     path = write_config(invalid_file())
 
-    result = manage(["import_environments", str(path)], process_environment(settings.DATABASES["default"]["NAME"]))
+    result = manage(["import_environments", str(path)], process_environment())
 
     assert result.returncode == 2, result.stderr
     assert "environments[1] (bad_port).port" in result.stderr

@@ -97,18 +97,29 @@ def test_non_zero_exit_status_is_reported(sshd):
     assert "about to fail" in reporter.text
 
 
+def remote_process_ends(pid_file, timeout=15.0) -> bool:
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_script_past_its_timeout_is_stopped(sshd):
-    marker = sshd.scripts / "slow-finished"
-    script = sshd.script("slow.sh", f"echo started\nsleep 30\ntouch '{marker}'\n")
+    pid_file = sshd.scripts / "slow.pid"
+    script = sshd.script("slow.sh", f"echo $$ > '{pid_file}'\necho started\nsleep 30\n")
     started = time.monotonic()
     with pytest.raises(ConnectorError) as caught:
         run(sshd, script, timeout=2)
     assert caught.value.reason == "timeout"
     assert caught.value.permanent
     assert time.monotonic() - started < 15
-    # The pseudo-terminal hang-up ended the remote script: it never reaches its last line.
-    time.sleep(1)
-    assert not marker.exists()
+    # Closing the channel hung up the pseudo-terminal: the remote script is gone.
+    assert remote_process_ends(pid_file)
 
 
 def test_output_is_streamed_while_the_script_runs(sshd):
@@ -213,15 +224,14 @@ def test_hostile_context_values_reach_the_script_verbatim(sshd):
 
 
 def test_cancel_closes_the_running_session(sshd):
-    marker = sshd.scripts / "cancelled-finished"
-    script = sshd.script("cancellable.sh", f"echo running\nsleep 30\ntouch '{marker}'\n")
+    pid_file = sshd.scripts / "cancellable.pid"
+    script = sshd.script("cancellable.sh", f"echo $$ > '{pid_file}'\necho running\nsleep 30\n")
     reporter = RecordingReporter()
     threading.Timer(1.0, reporter.stop.set).start()
     with pytest.raises(ConnectorError) as caught:
         run(sshd, script, reporter=reporter)
     assert caught.value.reason == "cancelled"
-    time.sleep(1)
-    assert not marker.exists()
+    assert remote_process_ends(pid_file)
 
 
 def test_command_quotes_paths_and_keeps_home_relative_paths():

@@ -15,9 +15,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, coordination_id, as_json: bool, **options):
         if coordination_id:
-            coordination = Coordination.objects.select_related("triggered_by_user").filter(
-                coordination_id=coordination_id
-            ).first()
+            coordination = (
+                Coordination.objects.select_related("triggered_by_user").filter(coordination_id=coordination_id).first()
+            )
             if coordination is None:
                 raise CommandError(f"coordination_id: no coordination {coordination_id!r}", returncode=2)
             record = coordination_as_json(coordination)

@@ -1,0 +1,301 @@
+"""Request and response shapes of the deployment endpoints.
+
+Responses are read-only ModelSerializers over rows the selectors loaded with everything
+they show (a constant number of queries per list). Secrets never appear here: they live on
+environments, and coordinations, targets and events hold none.
+"""
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from deployments.models import Coordination, CoordinationStatus, CoordinationTarget, StageEvent
+from deployments.selectors import target_progress
+
+# --- Requests ----------------------------------------------------------------------------
+
+
+class EC2Serializer(serializers.Serializer):
+    instance_id = serializers.CharField(
+        required=False, allow_blank=True, max_length=64, help_text="EC2 instance id, e.g. i-0123456789abcdef0."
+    )
+    public_ip = serializers.CharField(
+        required=False, allow_blank=True, max_length=64, help_text="The new platform's public IP address."
+    )
+
+
+class TriggerLocalSerializer(serializers.Serializer):
+    """What `trigger_local` takes on its command line, as JSON."""
+
+    environments = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        allow_null=True,
+        max_length=10000,
+        help_text="Environment ids to deploy to. Left out or null: every enabled environment.",
+    )
+    coordination_id = serializers.CharField(
+        required=False, allow_blank=True, max_length=100, help_text="Id for the new coordination (default: generated)."
+    )
+    version = serializers.CharField(required=False, allow_blank=True, max_length=100, help_text="Deployment version.")
+    ec2 = EC2Serializer(required=False, help_text="The EC2 platform deploy this run follows.")
+    ec2_deployment_config = serializers.DictField(
+        required=False, help_text="Free-form details of the EC2 deploy, recorded with the coordination."
+    )
+
+    def service_arguments(self) -> dict:
+        """The validated body as `coordination_start` keyword arguments."""
+        data = self.validated_data
+        ec2 = data.get("ec2") or {}
+        return {
+            "environment_ids": data.get("environments"),
+            "coordination_id": data.get("coordination_id", ""),
+            "version": data.get("version", ""),
+            "ec2_instance_id": ec2.get("instance_id", ""),
+            "ec2_public_ip": ec2.get("public_ip", ""),
+            "ec2_deployment_config": data.get("ec2_deployment_config"),
+        }
+
+
+# Service field names → API field paths, for validation errors.
+SERVICE_FIELD_PATHS = {
+    "ec2_instance_id": ("ec2", "instance_id"),
+    "ec2_public_ip": ("ec2", "public_ip"),
+}
+
+
+def api_errors(message_dict: dict[str, list[str]]) -> dict:
+    """A django ValidationError's message_dict with the API's field names (nested for
+    `ec2`); errors not tied to a field go under `non_field_errors`."""
+    errors: dict = {}
+    for field, messages in message_dict.items():
+        if field == "__all__":
+            errors.setdefault("non_field_errors", []).extend(messages)
+            continue
+        path = SERVICE_FIELD_PATHS.get(field)
+        if path is None:
+            errors.setdefault(field, []).extend(messages)
+        else:
+            errors.setdefault(path[0], {}).setdefault(path[1], []).extend(messages)
+    return errors
+
+
+# --- Responses ---------------------------------------------------------------------------
+
+
+class ProgressSerializer(serializers.Serializer):
+    total = serializers.IntegerField(help_text="Target environments in all.")
+    done = serializers.IntegerField(help_text="Targets that have ended, whatever their outcome.")
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField(help_text="Failed or interrupted.")
+    cancelled = serializers.IntegerField()
+    running = serializers.IntegerField(help_text="Triggering or running.")
+    pending = serializers.IntegerField(help_text="Not started yet.")
+
+
+class EC2DetailsSerializer(serializers.Serializer):
+    instance_id = serializers.CharField()
+    public_ip = serializers.CharField()
+
+
+class TargetSummarySerializer(serializers.ModelSerializer):
+    """One environment's part in a coordination, as lists show it."""
+
+    class Meta:
+        model = CoordinationTarget
+        fields = ("environment_id", "status", "reason", "exit_code", "finished_at")
+        read_only_fields = fields
+
+
+class TargetSerializer(serializers.ModelSerializer):
+    """One environment's part in a coordination, in full."""
+
+    class Meta:
+        model = CoordinationTarget
+        fields = (
+            "environment_id",
+            "status",
+            "reason",
+            "error",
+            "exit_code",
+            "attempts",
+            "started_at",
+            "finished_at",
+            "output_tail",
+            "output_bytes",
+        )
+        read_only_fields = fields
+
+
+class CoordinationSummarySerializer(serializers.ModelSerializer):
+    """A coordination as lists show it: no script output."""
+
+    triggered_by_user = serializers.SerializerMethodField(help_text="Username of who started it, if a user did.")
+    ec2 = serializers.SerializerMethodField()
+    retry_of = serializers.SlugRelatedField(
+        slug_field="coordination_id",
+        read_only=True,
+        allow_null=True,
+        help_text="The coordination this one retries, if any.",
+    )
+    progress = serializers.SerializerMethodField()
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    environments = TargetSummarySerializer(source="targets", many=True, read_only=True)
+    url = serializers.SerializerMethodField(help_text="This coordination's record.")
+
+    class Meta:
+        model = Coordination
+        fields = (
+            "coordination_id",
+            "status",
+            "triggered_by",
+            "triggered_by_user",
+            "version",
+            "ec2",
+            "error",
+            "retry_of",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_seconds",
+            "progress",
+            "environments",
+            "url",
+        )
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_triggered_by_user(self, coordination: Coordination) -> str | None:
+        user = coordination.triggered_by_user
+        return user.get_username() if user is not None else None
+
+    @extend_schema_field(EC2DetailsSerializer)
+    def get_ec2(self, coordination: Coordination) -> dict:
+        return {"instance_id": coordination.ec2_instance_id, "public_ip": coordination.ec2_public_ip}
+
+    @extend_schema_field(ProgressSerializer)
+    def get_progress(self, coordination: Coordination) -> dict:
+        return target_progress(coordination.targets.all())
+
+    def get_url(self, coordination: Coordination) -> str:
+        return absolute_url(self.context, "api:coordination-detail", coordination.coordination_id)
+
+
+class CoordinationDetailSerializer(CoordinationSummarySerializer):
+    """A coordination in full: every environment's outcome and output tail."""
+
+    environments = TargetSerializer(source="targets", many=True, read_only=True)
+    events_url = serializers.SerializerMethodField(help_text="Its events, to follow progress.")
+
+    class Meta(CoordinationSummarySerializer.Meta):
+        fields = (*CoordinationSummarySerializer.Meta.fields, "ec2_deployment_config", "events_url")
+        read_only_fields = fields
+
+    def get_events_url(self, coordination: Coordination) -> str:
+        return absolute_url(self.context, "api:coordination-events", coordination.coordination_id)
+
+
+class TriggerAcceptedSerializer(serializers.Serializer):
+    """A coordination was queued (or an Idempotency-Key replay found the one that was)."""
+
+    coordination_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=CoordinationStatus.choices)
+    status_url = serializers.CharField(help_text="GET it to see the coordination in full.")
+    events_url = serializers.CharField(help_text="GET it with ?after=<last event id> to follow progress.")
+    environments = serializers.ListField(child=serializers.CharField(), help_text="The target environment ids.")
+    retry_of = serializers.CharField(allow_null=True, help_text="The coordination this one retries, if any.")
+
+    @classmethod
+    def for_coordination(cls, coordination: Coordination, *, context: dict) -> dict:
+        status_url = absolute_url(context, "api:status") + f"?coordination_id={coordination.coordination_id}"
+        return {
+            "coordination_id": coordination.coordination_id,
+            "status": coordination.status,
+            "status_url": status_url,
+            "events_url": absolute_url(context, "api:coordination-events", coordination.coordination_id),
+            "environments": list(
+                coordination.targets.order_by("environment_id").values_list("environment_id", flat=True)
+            ),
+            "retry_of": coordination.retry_of.coordination_id if coordination.retry_of_id else None,
+        }
+
+
+class StageEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StageEvent
+        fields = ("id", "created_at", "environment_id", "stage", "old_status", "new_status", "message", "data")
+        read_only_fields = fields
+
+
+class EventsPageSerializer(serializers.Serializer):
+    """New events since a cursor. Poll with `after=next_after` until `finished` is true
+    and `has_more` is false."""
+
+    coordination_id = serializers.CharField()
+    coordination_status = serializers.ChoiceField(choices=CoordinationStatus.choices)
+    finished = serializers.BooleanField(
+        help_text="The coordination and every environment in it have ended: no event will follow these."
+    )
+    events = StageEventSerializer(many=True)
+    next_after = serializers.IntegerField(help_text="Pass as ?after= to get the events after these.")
+    has_more = serializers.BooleanField(help_text="More events are there already: ask again at once.")
+
+
+class LastDeploymentSerializer(serializers.Serializer):
+    coordination_id = serializers.CharField()
+    coordination_status = serializers.ChoiceField(choices=CoordinationStatus.choices)
+    status = serializers.CharField(help_text="This environment's outcome in it.")
+    reason = serializers.CharField()
+    exit_code = serializers.IntegerField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class EnvironmentStatusSerializer(serializers.Serializer):
+    """An environment's last health check and last deployment outcome."""
+
+    environment_id = serializers.CharField()
+    environment_type = serializers.CharField()
+    connection_method = serializers.CharField()
+    enabled = serializers.BooleanField()
+    last_health = serializers.CharField()
+    last_health_at = serializers.DateTimeField(allow_null=True)
+    last_health_detail = serializers.CharField()
+    last_deployment = serializers.SerializerMethodField()
+
+    @extend_schema_field(LastDeploymentSerializer(allow_null=True))
+    def get_last_deployment(self, environment) -> dict | None:
+        target = environment.last_target
+        if target is None:
+            return None
+        return {
+            "coordination_id": target.coordination.coordination_id,
+            "coordination_status": target.coordination.status,
+            "status": target.status,
+            "reason": target.reason,
+            "exit_code": target.exit_code,
+            "finished_at": serializers.DateTimeField().to_representation(target.finished_at)
+            if target.finished_at
+            else None,
+        }
+
+
+class StatusOverviewSerializer(serializers.Serializer):
+    """The active coordinations with their progress, and every environment's state."""
+
+    active = CoordinationSummarySerializer(many=True, help_text="Coordinations that have not ended, oldest first.")
+    environments = EnvironmentStatusSerializer(many=True)
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class ConflictSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    status = serializers.ChoiceField(choices=CoordinationStatus.choices, help_text="The coordination's status.")
+
+
+def absolute_url(context: dict, name: str, *args) -> str:
+    path = reverse(name, args=args)
+    request = context.get("request")
+    return request.build_absolute_uri(path) if request is not None else path

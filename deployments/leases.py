@@ -1,0 +1,153 @@
+"""Leases, the reaper and requeueing: how a coordination survives the death of the worker
+running it.
+
+Every coordinator task holds a RunLease renewed by its heartbeat. Targets it claims point
+at its lease. When a lease expires (worker killed, machine gone) the reaper:
+1. marks that lease's started targets `interrupted` (their outcome is unknown; they are
+   not started again), keeping the output already recorded;
+2. hands a coordination that lost its lead to a live worker, which runs what never
+   started and closes the coordination.
+Coordinations nobody picked up (a task lost with a Redis broker) are queued again.
+"""
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from deployments.models import (
+    COORDINATION_ACTIVE,
+    Coordination,
+    CoordinationStatus as C,
+    CoordinationTarget,
+    RunLease,
+    Stage,
+    TargetStatus as T,
+)
+from deployments.transitions import transition
+
+logger = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """Our lease expired and was reaped: another worker owns this coordination now."""
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def lease_seconds() -> int:
+    return settings.DEPLOYMENT_LEASE_SECONDS
+
+
+def _expiry():
+    return timezone.now() + timedelta(seconds=lease_seconds())
+
+
+def lease_acquire(*, coordination: Coordination, lead: bool) -> RunLease | None:
+    """Take a lease on the coordination. A lead lease is unique: None when a live lead
+    holds it (an expired one is reaped first)."""
+    if lead:
+        for stale in RunLease.objects.filter(coordination=coordination, is_lead=True, expires_at__lt=timezone.now()):
+            lease_reap(lease=stale)
+    try:
+        with transaction.atomic():
+            return RunLease.objects.create(
+                coordination=coordination, owner=worker_identity(), is_lead=lead, expires_at=_expiry()
+            )
+    except IntegrityError:
+        return None
+
+
+def lease_renew(*, lease: RunLease) -> None:
+    if not RunLease.objects.filter(pk=lease.pk).update(expires_at=_expiry()):
+        raise LeaseLost(f"lease {lease.pk} of {lease.owner} was reaped")
+
+
+def lease_release(*, lease: RunLease) -> None:
+    RunLease.objects.filter(pk=lease.pk).delete()
+
+
+def lease_reap(*, lease: RunLease) -> bool:
+    """Close out an expired lease: its started targets become interrupted. Returns False
+    when the lease was renewed or reaped meanwhile (nothing done)."""
+    with transaction.atomic():
+        # Deleting first is the claim: of two reapers, only one deletes the row.
+        if not RunLease.objects.filter(pk=lease.pk, expires_at__lt=timezone.now()).delete()[0]:
+            return False
+    for target in CoordinationTarget.objects.filter(
+        coordination_id=lease.coordination_id, status__in=[T.TRIGGERING, T.RUNNING], lease__isnull=True
+    ):
+        interrupt(target, why=f"the worker running it ({lease.owner}) stopped answering")
+    logger.warning("reaped the expired %s of coordination %s", lease, lease.coordination_id)
+    return True
+
+
+def interrupt(target: CoordinationTarget, *, why: str) -> bool:
+    """An environment whose script may have started but whose end we will never see."""
+    started = target.status == T.RUNNING
+    detail = "the script was running; its outcome is unknown" if started else "it was connecting"
+    return transition(
+        target,
+        T.INTERRUPTED,
+        stage=Stage.RUN,
+        message=f"{why}: {detail}; not started again",
+        fields={"reason": "interrupted", "error": f"{why}; {detail}"},
+    )
+
+
+def coordination_requeue(*, coordination: Coordination, why: str) -> None:
+    """Queue the coordination for a live worker (after commit)."""
+    from deployments.services import enqueue_coordination
+
+    Coordination.objects.filter(pk=coordination.pk).update(requeued_at=timezone.now())
+    logger.warning("coordination %s queued again: %s", coordination.coordination_id, why)
+    transaction.on_commit(lambda: enqueue_coordination(coordination))
+
+
+@dataclass
+class ReapReport:
+    leases: int = 0
+    requeued: int = 0
+
+
+def coordinations_reap() -> ReapReport:
+    """Resolve what dead workers left behind. Safe to run anywhere, any number of times at
+    once: every step is a conditional update or delete."""
+    report = ReapReport()
+    now = timezone.now()
+    for lease in RunLease.objects.filter(expires_at__lt=now).select_related("coordination"):
+        if lease_reap(lease=lease):
+            report.leases += 1
+    quiet_since = now - timedelta(seconds=max(lease_seconds() * 2, settings.DEPLOYMENT_REQUEUE_SECONDS))
+    orphans = (
+        Coordination.objects.filter(status__in=COORDINATION_ACTIVE)
+        .exclude(leases__is_lead=True)
+        .exclude(requeued_at__gt=quiet_since)
+    )
+    for coordination in orphans:
+        if coordination.status == C.PENDING and coordination.created_at > quiet_since:
+            continue  # just created; its task is on its way
+        coordination_requeue(coordination=coordination, why="no live worker holds it")
+        report.requeued += 1
+    return report
+
+
+def reap_on_worker_start(**kwargs) -> None:
+    """django-q2 `post_spawn`: a worker that starts adopts what dead ones left at once,
+    instead of waiting for the next scheduled reap."""
+    from django.db import close_old_connections
+
+    try:
+        async_task("deployments.tasks.reap_coordinations", q_options={"task_name": "reap on worker start"})
+    except Exception:  # a broker hiccup at start-up must not kill the worker
+        logger.exception("could not queue the reaper at worker start")
+    finally:
+        close_old_connections()

@@ -1,0 +1,1 @@
+"""The REST API for environments: /api/deployment/environments[/<environment_id>/]."""

@@ -1,0 +1,109 @@
+"""An environment over the API: the config file's field names and rules.
+
+Writes are validated by the model's own `full_clean()` (its `clean()` holds the
+cross-field rules), exactly as `import_environments` validates a file entry, and a new or
+replaced environment gets the same defaults an entry of the file gets. Secrets are
+write-only: a response says `<name>_set: true|false`, never a value. Left out of a PATCH
+or a PUT, a secret keeps its stored value; an empty string clears it.
+"""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from environments.config import ENVIRONMENT_FIELDS, apply_entry, current_defaults
+from environments.models import SECRET_FIELDS, RemoteEnvironment
+
+HEALTH_FIELDS = ("last_health", "last_health_at", "last_health_detail", "last_health_latency_ms")
+READ_ONLY_FIELDS = (*HEALTH_FIELDS, "created_at", "updated_at")
+
+
+def _secret_set(environment: RemoteEnvironment, name: str) -> bool:
+    # Lists annotate `<name>_set` and never load (or decrypt) the secret itself.
+    flag = environment.__dict__.get(f"{name}_set")
+    return bool(flag) if flag is not None else bool(getattr(environment, name))
+
+
+def field_errors(exc: DjangoValidationError) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for field, messages in exc.message_dict.items():
+        errors.setdefault("non_field_errors" if field == "__all__" else field, []).extend(messages)
+    return errors
+
+
+class RemoteEnvironmentSerializer(serializers.ModelSerializer):
+    password_set = serializers.SerializerMethodField(help_text="A password is stored.")
+    api_token_set = serializers.SerializerMethodField(help_text="An api_token is stored.")
+    webhook_secret_set = serializers.SerializerMethodField(help_text="A webhook_secret is stored.")
+
+    class Meta:
+        model = RemoteEnvironment
+        fields = (*ENVIRONMENT_FIELDS, *(f"{name}_set" for name in SECRET_FIELDS), *READ_ONLY_FIELDS)
+        read_only_fields = READ_ONLY_FIELDS
+        extra_kwargs = {
+            name: {
+                "write_only": True,
+                "required": False,
+                "allow_blank": True,
+                "trim_whitespace": False,
+                "style": {"input_type": "password"},
+                "help_text": "Write-only. Left out: the stored value is kept. Empty string: cleared.",
+            }
+            for name in SECRET_FIELDS
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance is not None and "environment_id" in self.fields:
+            # The URL names the environment; the body may repeat it, not change it.
+            self.fields["environment_id"].required = False
+
+    @extend_schema_field(bool)
+    def get_password_set(self, environment) -> bool:
+        return _secret_set(environment, "password")
+
+    @extend_schema_field(bool)
+    def get_api_token_set(self, environment) -> bool:
+        return _secret_set(environment, "api_token")
+
+    @extend_schema_field(bool)
+    def get_webhook_secret_set(self, environment) -> bool:
+        return _secret_set(environment, "webhook_secret")
+
+    def validate(self, attrs: dict) -> dict:
+        """Build the environment as it would be saved and run the model's validation.
+
+        POST: fields left out take the config file's defaults. PUT: like an entry of an
+        imported file, fields left out take their defaults, except the secrets, `enabled`
+        and `host_key`, which keep their values. PATCH: only the fields sent change."""
+        if self.instance is None:
+            environment = RemoteEnvironment()
+            apply_entry(environment, attrs, current_defaults(), creating=True)
+        else:
+            current_id = self.instance.environment_id
+            if attrs.get("environment_id", current_id) != current_id:
+                raise serializers.ValidationError(
+                    {"environment_id": ["cannot be changed: create a new environment and delete this one"]}
+                )
+            environment = RemoteEnvironment.objects.get(pk=self.instance.pk)
+            if self.partial:
+                for name, value in attrs.items():
+                    setattr(environment, name, value)
+            else:
+                entry = {**attrs, "environment_id": current_id}
+                apply_entry(environment, entry, current_defaults(), creating=False)
+        try:
+            # Uniqueness was checked by the field's validator, the rest by the model.
+            environment.full_clean(validate_unique=False, validate_constraints=False)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(field_errors(exc)) from None
+        self._environment = environment
+        return attrs
+
+    def create(self, validated_data: dict) -> RemoteEnvironment:
+        self._environment.save()
+        return self._environment
+
+    def update(self, instance: RemoteEnvironment, validated_data: dict) -> RemoteEnvironment:
+        self._environment.save()
+        return self._environment

@@ -1,0 +1,176 @@
+"""Environment endpoints: list, create, read, replace, change, delete. Authentication,
+roles (VIEWER reads, ADMIN writes) and throttling come from REST_FRAMEWORK in settings."""
+
+from django.db.models import BooleanField, Case, Q, Value, When
+from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import serializers, status, viewsets
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import SAFE_METHODS
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from environments.api.serializers import RemoteEnvironmentSerializer
+from environments.config import ConfigError, export_config
+from environments.models import SECRET_FIELDS, RemoteEnvironment
+from environments.services import environments_import
+
+_ERROR = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
+_ERRORS = {
+    401: OpenApiResponse(_ERROR, description="No valid token or session."),
+    403: OpenApiResponse(_ERROR, description="The account's role does not allow this."),
+    429: OpenApiResponse(_ERROR, description="Over the request limit; see Retry-After."),
+}
+_NOT_FOUND = {404: OpenApiResponse(_ERROR, description="No such environment.")}
+_INVALID = {
+    400: OpenApiResponse(OpenApiTypes.OBJECT, description="Invalid input: each field's problems, by field name.")
+}
+
+
+def environments_for_reading():
+    """Environments with `<secret>_set` flags computed by the database: reads never load
+    or decrypt a secret."""
+    flags = {
+        f"{name}_set": Case(When(Q(**{name: ""}), then=Value(False)), default=Value(True), output_field=BooleanField())
+        for name in SECRET_FIELDS
+    }
+    return RemoteEnvironment.objects.defer(*SECRET_FIELDS).annotate(**flags)
+
+
+class EnvironmentFilter(filters.FilterSet):
+    class Meta:
+        model = RemoteEnvironment
+        fields = ("enabled", "connection_method", "environment_type")
+
+
+@extend_schema_view(
+    list=extend_schema(
+        operation_id="environments_list",
+        summary="Every environment",
+        responses={200: RemoteEnvironmentSerializer(many=True), 400: _INVALID[400], **_ERRORS},
+    ),
+    create=extend_schema(
+        operation_id="environments_create",
+        summary="Register an environment",
+        responses={201: RemoteEnvironmentSerializer, **_INVALID, **_ERRORS},
+    ),
+    retrieve=extend_schema(
+        operation_id="environments_retrieve",
+        summary="One environment",
+        responses={200: RemoteEnvironmentSerializer, **_NOT_FOUND, **_ERRORS},
+    ),
+    update=extend_schema(
+        operation_id="environments_update",
+        summary="Replace an environment",
+        description="As an entry of an imported config file: fields left out take their defaults, except the "
+        "secrets, `enabled` and `host_key`, which keep their stored values.",
+        responses={200: RemoteEnvironmentSerializer, **_INVALID, **_NOT_FOUND, **_ERRORS},
+    ),
+    partial_update=extend_schema(
+        operation_id="environments_partial_update",
+        summary="Change some fields of an environment",
+        responses={200: RemoteEnvironmentSerializer, **_INVALID, **_NOT_FOUND, **_ERRORS},
+    ),
+    destroy=extend_schema(
+        operation_id="environments_destroy",
+        summary="Delete an environment",
+        description="Past coordinations keep its outcomes; a run in which it has not started yet fails it.",
+        responses={204: None, **_NOT_FOUND, **_ERRORS},
+    ),
+)
+@extend_schema(tags=["environments"])
+class RemoteEnvironmentViewSet(viewsets.ModelViewSet):
+    serializer_class = RemoteEnvironmentSerializer
+    lookup_field = "environment_id"
+    pagination_class = None
+    filter_backends = [filters.DjangoFilterBackend]
+    filterset_class = EnvironmentFilter
+
+    def get_queryset(self):
+        if self.request is not None and self.request.method in SAFE_METHODS:
+            return environments_for_reading()
+        return RemoteEnvironment.objects.all()
+
+
+def _flag(request, name: str) -> bool:
+    raw = request.query_params.get(name, "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise ValidationError({name: ["must be true or false"]})
+    return raw in ("true", "1")
+
+
+_IDS = serializers.ListField(child=serializers.CharField())
+_IMPORT_RESULT = inline_serializer(
+    "ConfigImportResult",
+    {
+        "dry_run": serializers.BooleanField(),
+        "created": _IDS,
+        "updated": _IDS,
+        "unchanged": _IDS,
+        "deleted": _IDS,
+        "warnings": serializers.ListField(child=serializers.CharField()),
+    },
+)
+
+
+class ConfigView(APIView):
+    """The config file (`remote_environments.json`) as a whole, as `export_environments`
+    and `import_environments` handle it."""
+
+    @extend_schema(
+        operation_id="config_export",
+        summary="The environments and settings blocks as a config file",
+        description="As `export_environments`: never with secrets.",
+        responses={200: OpenApiTypes.OBJECT, **_ERRORS},
+        tags=["environments"],
+    )
+    def get(self, request):
+        return Response(export_config(include_secrets=False))
+
+    @extend_schema(
+        operation_id="config_import",
+        summary="Import a config file",
+        description=(
+            "As `import_environments`: upsert by environment_id, all or nothing. Left out of an entry, the secrets, "
+            "`enabled` and `host_key` keep their stored values. An invalid file is 400 listing every problem, and "
+            "changes nothing."
+        ),
+        request=OpenApiTypes.OBJECT,
+        parameters=[
+            OpenApiParameter("dry_run", bool, description="Validate and show what would change; write nothing."),
+            OpenApiParameter("prune", bool, description="Delete environments the file does not list."),
+        ],
+        responses={
+            200: _IMPORT_RESULT,
+            400: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description='An invalid file: {"errors": [every problem, each naming its place]}; '
+                'a bad flag: {"prune": ["must be true or false"]}.',
+            ),
+            **_ERRORS,
+        },
+        tags=["environments"],
+    )
+    def post(self, request):
+        dry_run, prune = _flag(request, "dry_run"), _flag(request, "prune")
+        try:
+            plan = environments_import(data=request.data, prune=prune, dry_run=dry_run)
+        except ConfigError as exc:
+            return Response({"errors": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
+        body = {
+            outcome: [environment.environment_id for environment in environments]
+            for outcome, environments in (
+                ("created", plan.create),
+                ("updated", plan.update),
+                ("unchanged", plan.unchanged),
+                ("deleted", plan.delete),
+            )
+        }
+        return Response({"dry_run": dry_run, **body, "warnings": plan.warnings})

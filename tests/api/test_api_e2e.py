@@ -1,0 +1,153 @@
+"""End to end as a script drives it: an API token, HTTP requests to a live server, a real
+`qcluster` process doing the work, a real sshd on loopback."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from deployments.models import Coordination
+from environments.models import SettingsBlock
+from tests.api.conftest import make_user, token_client
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def api(live_server):
+    """A requests session with an ADMIN token, as a deploy script has."""
+    key = token_client(make_user("deploy-script", "ADMIN")).key
+    session = requests.Session()
+    session.headers["Authorization"] = f"Token {key}"
+    session.base = f"{live_server.url}/api/deployment"
+    yield session
+    session.close()
+
+
+def follow(api, coordination_id: str, *, timeout: float = 60) -> tuple[str, list[dict]]:
+    """Poll the events endpoint from cursor to cursor until the coordination has ended."""
+    events, after = [], 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        page = api.get(f"{api.base}/coordinations/{coordination_id}/events/", params={"after": after}, timeout=10)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        events.extend(body["events"])
+        after = body["next_after"]
+        if body["finished"] and not body["has_more"]:
+            return body["coordination_status"], events
+        if not body["has_more"]:
+            time.sleep(0.2)
+    raise AssertionError(f"{coordination_id} still running after {timeout} s: {events}")
+
+
+@pytest.fixture
+def marks(sshd, tmp_path):
+    """A directory of this test's own in the sshd's scripts folder (other tests use it too),
+    writable by the login user: for the scripts and what they leave behind."""
+    directory = Path(sshd.scripts) / f"api-{tmp_path.name}"
+    directory.mkdir()
+    directory.chmod(0o777)
+    return directory
+
+
+def script(sshd, marks: Path, name: str, body: str) -> Path:
+    return sshd.script(f"{marks.name}/{name}", body)
+
+
+@pytest.fixture
+def quick_retries(transactional_db):
+    SettingsBlock.objects.create(
+        name="default_settings", values={"retry_count": 0, "retry_delay": 0, "health_check_retries": 0}
+    )
+
+
+def test_a_token_triggers_a_deployment_and_follows_it_to_completed(
+    api, sshd, marks, make_ssh_environment, qcluster, quick_retries
+):
+    init = script(sshd, marks, "init_aicore.sh", f'echo "$ENVIRONMENT_ID $DEPLOYMENT_VERSION" >> "{marks}/seen"\n')
+    make_ssh_environment("mac_local_001", init)
+    make_ssh_environment("linux_local_001", init)
+
+    response = api.post(
+        f"{api.base}/trigger-local",
+        json={"version": "v4.0.0", "ec2": {"instance_id": "i-0123456789abcdef0", "public_ip": "127.0.0.9"}},
+        headers={"Idempotency-Key": "pipeline-run-1"},
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    coordination_id = response.json()["coordination_id"]
+
+    status, events = follow(api, coordination_id)
+
+    assert status == "completed", events
+    ended = {(e["environment_id"], e["new_status"]) for e in events if e["new_status"] == "succeeded"}
+    assert ended == {("mac_local_001", "succeeded"), ("linux_local_001", "succeeded")}
+    assert [e["id"] for e in events] == sorted({e["id"] for e in events})  # each event once, in order
+    assert sorted((marks / "seen").read_text().splitlines()) == [
+        "linux_local_001 v4.0.0",
+        "mac_local_001 v4.0.0",
+    ]
+    record = api.get(response.json()["status_url"], timeout=10).json()
+    assert (record["status"], record["triggered_by"], record["triggered_by_user"]) == (
+        "completed",
+        "api",
+        "deploy-script",
+    )
+    assert record["progress"]["succeeded"] == 2
+    history = api.get(f"{api.base}/history", params={"limit": 1}, timeout=10).json()
+    assert history["results"][0]["coordination_id"] == coordination_id
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_cancel_hangs_up_running_environments_and_never_starts_pending_ones(
+    api, sshd, marks, make_ssh_environment, qcluster, quick_retries
+):
+    SettingsBlock.objects.create(name="deployment_settings", values={"parallel_limit": 1})
+    slow = script(sshd, marks, "slow.sh", f'echo $$ > "{marks}/slow.pid"\nexec sleep 60\n')
+    never = script(sshd, marks, "never.sh", f'touch "{marks}/never-started"\n')
+    make_ssh_environment("a_slow_env", slow)
+    make_ssh_environment("b_waiting_env", never)
+
+    coordination_id = api.post(f"{api.base}/trigger-local", json={}, timeout=10).json()["coordination_id"]
+    pid_file = marks / "slow.pid"
+    _wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, "the slow script to start")
+    pid = int(pid_file.read_text())
+    assert _alive(pid)
+
+    response = api.post(f"{api.base}/coordinations/{coordination_id}/cancel/", timeout=10)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+    status, events = follow(api, coordination_id)
+    assert status == "cancelled"
+    # `finished` waited for the hung-up environment's own end.
+    assert ("a_slow_env", "running", "cancelled") in [
+        (e["environment_id"], e["old_status"], e["new_status"]) for e in events
+    ]
+    targets = {t.environment_id: t for t in Coordination.objects.get(coordination_id=coordination_id).targets.all()}
+    assert (targets["a_slow_env"].status, targets["a_slow_env"].reason) == ("cancelled", "cancelled")
+    assert (targets["b_waiting_env"].status, targets["b_waiting_env"].attempts) == ("cancelled", 0)
+    _wait_for(lambda: not _alive(pid), 15, "the remote script to be hung up")
+    assert not (marks / "never-started").exists()
+    again = api.post(f"{api.base}/coordinations/{coordination_id}/cancel/", timeout=10)
+    assert (again.status_code, again.json()["status"]) == (409, "cancelled")

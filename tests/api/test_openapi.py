@@ -1,0 +1,215 @@
+"""The OpenAPI schema (drf-spectacular): valid, complete, served with an offline Swagger
+UI, and kept honest by schemathesis against a live server."""
+
+import contextlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from django.contrib.staticfiles import finders
+from django.core.management import call_command
+from django_q.models import OrmQ
+from rest_framework.test import APIClient
+
+from deployments.models import CoordinationStatus as C, TargetStatus as T
+from environments.models import RemoteEnvironment
+from tests.api.conftest import make_coordination, make_environment, make_user, token_client
+from tests.services import ROOT, free_port, process_environment, wait_for_port
+
+ENDPOINTS = {
+    ("post", "/api/deployment/trigger-local"),
+    ("get", "/api/deployment/status"),
+    ("get", "/api/deployment/history"),
+    ("get", "/api/deployment/environments"),
+    ("post", "/api/deployment/environments"),
+    ("get", "/api/deployment/environments/{environment_id}/"),
+    ("put", "/api/deployment/environments/{environment_id}/"),
+    ("patch", "/api/deployment/environments/{environment_id}/"),
+    ("delete", "/api/deployment/environments/{environment_id}/"),
+    ("get", "/api/deployment/coordinations/{coordination_id}/"),
+    ("get", "/api/deployment/coordinations/{coordination_id}/events/"),
+    ("post", "/api/deployment/coordinations/{coordination_id}/cancel/"),
+    ("post", "/api/deployment/coordinations/{coordination_id}/retry/"),
+    ("get", "/api/deployment/config"),
+    ("post", "/api/deployment/config"),
+    ("get", "/api/health"),
+}
+
+
+@pytest.fixture(scope="module")
+def schema(tmp_path_factory) -> dict:
+    path = tmp_path_factory.mktemp("schema") / "schema.yml"
+    # --validate checks it against the OpenAPI 3 meta-schema; --fail-on-warn makes any
+    # endpoint spectacular could not describe an error.
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(path))
+    return yaml.safe_load(path.read_text())
+
+
+def test_the_schema_documents_every_endpoint_with_its_error_codes(schema):
+    operations = {
+        (method, path): operation
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        if method in ("get", "post", "put", "patch", "delete")
+    }
+    assert set(operations) == ENDPOINTS
+    for (method, path), operation in operations.items():
+        codes = set(operation["responses"])
+        assert any(code.startswith("2") for code in codes), (method, path)
+        if path != "/api/health":
+            assert {"401", "403", "429"} <= codes, (method, path)
+            assert {"knoxApiToken": []} in operation["security"]
+        if method in ("post", "put", "patch") and "retry" not in path and "cancel" not in path:
+            assert "400" in codes, (method, path)
+        if "{" in path:
+            assert "404" in codes, (method, path)
+    assert (
+        schema["components"]["securitySchemes"]["knoxApiToken"]
+        == {
+            "type": "http",
+            "scheme": "bearer",
+        }
+        or schema["components"]["securitySchemes"]["knoxApiToken"]["in"] == "header"
+    )
+
+
+def test_secrets_are_write_only_in_the_schema(schema):
+    request = schema["components"]["schemas"]["RemoteEnvironmentRequest"]["properties"]
+    response = schema["components"]["schemas"]["RemoteEnvironment"]["properties"]
+    for name in ("password", "api_token", "webhook_secret"):
+        assert request[name]["writeOnly"] is True
+        assert name not in response
+        assert response[f"{name}_set"]["readOnly"] is True
+
+
+@pytest.mark.django_db
+def test_the_schema_and_the_swagger_page_are_served(client, settings):
+    # Without collectstatic's manifest (the gunicorn test below has one).
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    assert APIClient().get("/api/schema/?format=json").json()["info"]["title"].startswith("PowerAutomation")
+    page = client.get("/api/docs/")
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="/static/([^"]+\.(?:js|css))"', page.content.decode())
+    assert any("swagger-ui-bundle" in asset for asset in assets)
+    # Served from the installed sidecar package, not a CDN: the page works offline.
+    assert "cdn" not in page.content.decode().lower()
+    for asset in assets:
+        assert finders.find(asset), asset
+
+
+@contextlib.contextmanager
+def web_process(database: str, log_path: Path, **variables):
+    """The web process as `make run` starts it (gunicorn), on a free loopback port."""
+    port = free_port()
+    env = process_environment(database, **variables)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "powerautomation.wsgi", "--bind", f"127.0.0.1:{port}"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(port, timeout=30)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+@pytest.fixture
+def gunicorn(settings, tmp_path):
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, check=True
+    )
+    with web_process(settings.DATABASES["default"]["NAME"], tmp_path / "gunicorn.log") as url:
+        yield url
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_the_swagger_page_and_its_assets_are_served_by_the_web_process(gunicorn):
+    page = requests.get(f"{gunicorn}/api/docs/", timeout=10)
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+\.(?:js|css))"', page.text)
+    assert len(assets) >= 3
+    for asset in assets:
+        response = requests.get(f"{gunicorn}{asset}", timeout=10)
+        assert response.status_code == 200, asset
+    schema = requests.get(f"{gunicorn}/api/schema/", timeout=10)
+    assert schema.status_code == 200
+    assert "/api/deployment/trigger-local" in schema.text
+
+
+SCHEMATHESIS_CONFIG = """
+[[operations]]
+include-path = "/api/health"
+checks.not_a_server_error.expected-statuses = ["2xx", "4xx", "503"]
+"""
+
+
+def _seed_loopback_data():
+    """Rows for schemathesis' calls to find: every host is loopback."""
+    make_environment("env_a", password="pw-a")
+    make_environment("env_b")
+    make_coordination("deploy_active", C.LOCAL_DEPLOYING, {"env_a": T.RUNNING, "env_b": T.PENDING})
+    make_coordination("deploy_failed", C.FAILED, {"env_a": T.FAILED, "env_b": T.SUCCEEDED})
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(settings, tmp_path):
+    """A bounded schemathesis run with an ADMIN token against the web process on loopback.
+
+    No qcluster runs during it, so the coordinations it starts are never run and nothing
+    connects to the hosts of the environments it creates; they are purged at the end."""
+    _seed_loopback_data()
+    key = token_client(make_user("fuzzer", "ADMIN")).key
+    (tmp_path / "schemathesis.toml").write_text(SCHEMATHESIS_CONFIG)
+    limits = {"API_THROTTLE_RATE": "1000000/minute", "API_ANON_THROTTLE_RATE": "1000000/minute"}
+    database = settings.DATABASES["default"]["NAME"]
+    try:
+        with web_process(database, tmp_path / "gunicorn.log", **limits) as url:
+            command = [
+                str(Path(sys.executable).parent / "schemathesis"),
+                "--config-file",
+                str(tmp_path / "schemathesis.toml"),
+                "run",
+                f"{url}/api/schema/?format=json",
+                "--header",
+                f"Authorization: Token {key}",
+                "--checks",
+                "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--max-examples",
+                "20",
+                "--seed",
+                "20261123",
+                "--workers",
+                "1",
+                "--max-redirects",
+                "0",
+                "--request-timeout",
+                "20",
+                "--generation-database",
+                "none",
+                "--generation-with-security-parameters",
+                "false",
+                "--suppress-health-check",
+                "all",
+            ]
+            result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    finally:
+        OrmQ.objects.all().delete()  # never let a later worker run what the fuzzer started
+        RemoteEnvironment.objects.all().delete()
+    assert result.returncode == 0, result.stdout[-15000:] + result.stderr[-3000:]
+    assert "Server error" not in result.stdout

@@ -1,0 +1,75 @@
+"""List endpoints run the same number of queries for 1 row as for 50."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from deployments.models import CoordinationStatus as C, StageEvent, TargetStatus as T
+from tests.api.conftest import make_coordination, make_environment
+
+
+def queries(client, path) -> int:
+    with CaptureQueriesContext(connection) as context:
+        response = client.get(path)
+    assert response.status_code == 200, response.content
+    return len(context.captured_queries)
+
+
+def grow_to(count: int, status: str, target_status: str, environment_ids: list[str]) -> None:
+    from deployments.models import Coordination
+
+    for index in range(Coordination.objects.filter(status=status).count(), count):
+        make_coordination(f"deploy_{status}_{index}", status, dict.fromkeys(environment_ids, target_status))
+
+
+@pytest.fixture
+def environments(db):
+    return [make_environment(f"env_{index}").environment_id for index in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "target_status"),
+    [
+        ("/api/deployment/history?limit=100", C.FAILED, T.FAILED),
+        ("/api/deployment/status", C.LOCAL_DEPLOYING, T.RUNNING),
+    ],
+)
+def test_coordination_lists_cost_the_same_for_1_and_50_coordinations(
+    viewer_client, environments, path, status, target_status
+):
+    grow_to(1, status, target_status, environments)
+    one = queries(viewer_client, path)
+    grow_to(50, status, target_status, environments)
+    fifty = queries(viewer_client, path)
+    assert len(viewer_client.get(path).json().get("results") or viewer_client.get(path).json()["active"]) == 50
+    assert one == fifty
+
+
+def test_status_costs_the_same_for_1_and_50_environments(viewer_client, db):
+    make_environment("env_first")
+    make_coordination("deploy_a", C.COMPLETED, {"env_first": T.SUCCEEDED})
+    one = queries(viewer_client, "/api/deployment/status")
+    for index in range(49):
+        make_environment(f"env_more_{index}")
+        make_coordination(f"deploy_more_{index}", C.FAILED, {f"env_more_{index}": T.FAILED})
+    fifty = queries(viewer_client, "/api/deployment/status")
+    assert one == fifty
+
+
+def test_the_environment_list_costs_the_same_for_1_and_50(viewer_client, db):
+    make_environment("env_first", password="pw")
+    one = queries(viewer_client, "/api/deployment/environments")
+    for index in range(49):
+        make_environment(f"env_more_{index}", password="pw")
+    assert queries(viewer_client, "/api/deployment/environments") == one
+
+
+def test_events_cost_the_same_for_1_and_50(viewer_client, environments):
+    coordination = make_coordination("deploy_ev", C.LOCAL_DEPLOYING, {environments[0]: T.RUNNING})
+    path = "/api/deployment/coordinations/deploy_ev/events/"
+    one = queries(viewer_client, path)
+    StageEvent.objects.bulk_create(
+        StageEvent(coordination=coordination, stage="run", message=str(i)) for i in range(49)
+    )
+    assert queries(viewer_client, path) == one
+    assert len(viewer_client.get(path).json()["events"]) == 50

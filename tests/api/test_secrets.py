@@ -1,0 +1,153 @@
+"""Secrets are write-only: no response of any endpoint carries a value that was set."""
+
+import pytest
+
+from deployments.models import CoordinationStatus as C, TargetStatus as T
+from tests.api.conftest import make_coordination
+
+SECRETS = {
+    "password": "s3cret-ssh-password-91ab",
+    "api_token": "s3cret-agent-token-5c2d",
+    "webhook_secret": "whsec_c2VjcmV0LXdlYmhvb2stc2VjcmV0LTc3ZWY=",
+}
+LIST = "/api/deployment/environments"
+
+
+@pytest.fixture
+def responses(admin_client_api, viewer_client, db):
+    """Set every secret through the API, then call every endpoint, successes and
+    failures, and keep every response."""
+    seen = []
+
+    def keep(response):
+        seen.append(response)
+        return response
+
+    admin = admin_client_api
+    keep(
+        admin.post(
+            LIST,
+            {
+                "environment_id": "ssh_env",
+                "environment_type": "linux_local",
+                "connection_method": "ssh",
+                "host": "127.0.0.1",
+                "username": "deploy",
+                "password": SECRETS["password"],
+            },
+            format="json",
+        )
+    )
+    keep(
+        admin.post(
+            LIST,
+            {
+                "environment_id": "http_env",
+                "environment_type": "docker",
+                "connection_method": "http_api",
+                "api_endpoint": "http://127.0.0.1:8082/api/deploy/init",
+                "api_token": SECRETS["api_token"],
+            },
+            format="json",
+        )
+    )
+    keep(
+        admin.post(
+            LIST,
+            {
+                "environment_id": "hook_env",
+                "environment_type": "linux_local",
+                "connection_method": "webhook",
+                "webhook_url": "http://127.0.0.1:8083/webhook/deploy",
+                "webhook_secret": SECRETS["webhook_secret"],
+            },
+            format="json",
+        )
+    )
+    # Invalid requests that carry secrets: the errors must not echo them.
+    keep(
+        admin.post(
+            LIST,
+            {
+                "environment_id": "bad env",
+                "environment_type": "linux_local",
+                "connection_method": "ssh",
+                "port": 0,
+                "password": SECRETS["password"],
+                "api_token": SECRETS["api_token"],
+            },
+            format="json",
+        )
+    )
+    keep(admin.patch(f"{LIST}/ssh_env/", {"port": -1, "password": SECRETS["password"]}, format="json"))
+    keep(admin.patch(f"{LIST}/ssh_env/", {"description": "changed"}, format="json"))
+    keep(
+        admin.put(
+            f"{LIST}/http_env/",
+            {
+                "environment_type": "docker",
+                "connection_method": "http_api",
+                "host": "127.0.0.1",
+            },
+            format="json",
+        )
+    )
+    make_coordination("deploy_s", C.FAILED, {"ssh_env": T.FAILED, "http_env": T.SUCCEEDED, "hook_env": T.FAILED})
+    keep(admin.post("/api/deployment/trigger-local", {"environments": ["ssh_env"]}, format="json"))
+    keep(admin.post("/api/deployment/coordinations/deploy_s/retry/"))
+    for client in (admin, viewer_client):
+        for path in (
+            LIST,
+            f"{LIST}/ssh_env/",
+            f"{LIST}/http_env/",
+            f"{LIST}/hook_env/",
+            "/api/deployment/status",
+            "/api/deployment/status?coordination_id=deploy_s",
+            "/api/deployment/history",
+            "/api/deployment/coordinations/deploy_s/",
+            "/api/deployment/coordinations/deploy_s/events/",
+            "/api/deployment/config",
+        ):
+            keep(client.get(path))
+    keep(
+        admin.post(
+            "/api/deployment/config?dry_run=true",
+            {
+                "environments": [
+                    {
+                        "environment_id": "ssh_env",
+                        "environment_type": "linux_local",
+                        "connection_method": "ssh",
+                        "port": "x",
+                        "host": "127.0.0.1",
+                        "username": "deploy",
+                        "password": SECRETS["password"],
+                        "api_token": 1,
+                    },
+                ]
+            },
+            format="json",
+        )
+    )
+    keep(viewer_client.patch(f"{LIST}/ssh_env/", {"password": SECRETS["password"]}, format="json"))
+    keep(admin.delete(f"{LIST}/hook_env/"))
+    return seen
+
+
+def test_no_response_contains_a_secret_value(responses):
+    assert len(responses) > 25
+    for response in responses:
+        body = response.content.decode()
+        for name, value in SECRETS.items():
+            assert value not in body, f"{name} in {response.request['REQUEST_METHOD']} {response.request['PATH_INFO']}"
+
+
+def test_responses_say_which_secrets_are_set(responses, viewer_client):
+    environments = {env["environment_id"]: env for env in viewer_client.get(LIST).json()}
+    assert {name: environments["ssh_env"][f"{name}_set"] for name in SECRETS} == {
+        "password": True,
+        "api_token": False,
+        "webhook_secret": False,
+    }
+    # The PUT left the token out: kept.
+    assert environments["http_env"]["api_token_set"] is True
