@@ -44,6 +44,7 @@ from deployments.selectors import (
     environments_with_last_outcome,
 )
 from deployments.services import (
+    COORDINATION_ID_PATTERN,
     CoordinationConflict,
     IdempotencyKeyReused,
     coordination_cancel,
@@ -170,6 +171,8 @@ class StatusView(APIView):
 
 
 def _coordination_or_404(coordination_id: str) -> Coordination:
+    if not COORDINATION_ID_PATTERN.match(coordination_id):
+        raise Http404("no such coordination")  # no id of this shape can exist
     coordination = coordination_detail(coordination_id)
     if coordination is None:
         raise Http404(f"no coordination {coordination_id!r}")

@@ -213,3 +213,10 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(setti
         RemoteEnvironment.objects.all().delete()
     assert result.returncode == 0, result.stdout[-15000:] + result.stderr[-3000:]
     assert "Server error" not in result.stdout
+
+
+def test_a_nul_character_in_the_url_is_a_400_not_a_server_error(client):
+    """PostgreSQL refuses NUL in strings: found by schemathesis on the scale-out suite."""
+    assert client.get("/api/deployment/status?coordination_id=a%00b").status_code == 400
+    assert client.get("/api/deployment/coordinations/a%00b/").status_code == 400
+    assert client.get("/admin/deployments/coordination/?q=%00").status_code == 400

@@ -65,10 +65,13 @@ class TestCreateApiToken:
         with pytest.raises(CommandError, match="--expires-in"):
             create_token("deploy-bot", "--expires-in", "-1")
 
-    def test_the_command_exits_2_on_bad_input(self):
+    def test_the_command_exits_2_on_bad_input(self, transactional_db):
+        from tests.services import process_environment
+
         result = subprocess.run(
             [sys.executable, str(ROOT / "manage.py"), "create_api_token", "ghost"],
             cwd=ROOT,
+            env=process_environment(),  # the test database, never the project's own
             capture_output=True,
             text=True,
             timeout=60,
@@ -124,7 +127,14 @@ class TestThrottling:
         assert {APIClient().get("/api/health").status_code for _ in range(5)} == {503}
 
     def test_the_counts_live_in_a_cache_every_process_shares(self, settings):
-        assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.db.DatabaseCache"
+        import os
+
+        shared = (
+            "django.core.cache.backends.redis.RedisCache"
+            if os.environ.get("REDIS_URL")
+            else "django.core.cache.backends.db.DatabaseCache"
+        )
+        assert settings.CACHES["default"]["BACKEND"] == shared
 
 
 CHECK = "import django; django.setup(); from django.conf import settings; print(settings.CACHES['default']['BACKEND'])"
