@@ -165,6 +165,10 @@ class CoordinationTarget(models.Model):
         return self.status in TARGET_TERMINAL
 
 
+class AppendOnlyError(Exception):
+    """Something tried to rewrite the record of what happened."""
+
+
 class StageEvent(models.Model):
     """Append-only record of every step of a coordination: each status change of the
     coordination or of one of its targets writes exactly one row, and notes (a retry, a
@@ -189,6 +193,14 @@ class StageEvent(models.Model):
     def __str__(self) -> str:
         who = self.environment_id or "coordination"
         return f"{who}: {self.old_status or '-'} → {self.new_status or '-'} {self.message}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyError("a StageEvent is never changed once written")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("a StageEvent is never deleted on its own (it goes with its coordination)")
 
 
 class CallbackToken(models.Model):

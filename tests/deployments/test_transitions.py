@@ -81,3 +81,17 @@ def test_terminal_moves_stamp_finished_at(coordination):
     assert target.finished_at is not None
     assert target.started_at is not None
     assert target.reason == "connection_failed"
+
+
+def test_stage_events_cannot_be_changed_or_deleted_one_by_one(coordination):
+    from deployments.models import AppendOnlyError
+
+    event = StageEvent.objects.filter(coordination=coordination).first()
+    event.message = "rewritten"
+    with pytest.raises(AppendOnlyError):
+        event.save()
+    with pytest.raises(AppendOnlyError):
+        event.delete()
+    assert StageEvent.objects.get(pk=event.pk).message != "rewritten"
+    coordination.delete()  # deleting the whole coordination takes its events with it
+    assert not StageEvent.objects.filter(pk=event.pk).exists()
