@@ -4,10 +4,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from environments.config import ImportPlan, current_defaults, plan_import
+from environments.config import ImportPlan, apply_entry, current_defaults, plan_import
 from environments.connectors import ConnectorError, DeploymentContext, connector_for
 from environments.health import check_health
 from environments.models import Health, HealthChange, RemoteEnvironment, SettingsBlock
@@ -32,6 +33,37 @@ def environments_import(*, data: object, prune: bool = False, dry_run: bool = Fa
         if plan.delete:
             RemoteEnvironment.objects.filter(pk__in=[env.pk for env in plan.delete]).delete()
     return plan
+
+
+def environment_prepare(
+    *, data: dict, current: RemoteEnvironment | None = None, partial: bool = False
+) -> RemoteEnvironment:
+    """The environment an API write would save, validated by the config file's rules;
+    writes nothing. A new one takes the file's defaults for what `data` leaves out; a full
+    update is like an imported entry (secrets, `enabled` and `host_key` kept when absent);
+    a partial update changes only what it names. Raises ValidationError naming fields."""
+    if current is None:
+        environment = RemoteEnvironment()
+        apply_entry(environment, data, current_defaults(), creating=True)
+    else:
+        if data.get("environment_id", current.environment_id) != current.environment_id:
+            raise ValidationError(
+                {"environment_id": ["cannot be changed: create a new environment and delete this one"]}
+            )
+        environment = RemoteEnvironment.objects.get(pk=current.pk)
+        if partial:
+            for name, value in data.items():
+                setattr(environment, name, value)
+        else:
+            apply_entry(environment, {**data, "environment_id": current.environment_id}, current_defaults(), False)
+    # Uniqueness is the caller's field validation; the rest is the model's.
+    environment.full_clean(validate_unique=False, validate_constraints=False)
+    return environment
+
+
+def environment_save(*, environment: RemoteEnvironment) -> RemoteEnvironment:
+    environment.save()
+    return environment
 
 
 def environment_record_health(

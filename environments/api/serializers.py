@@ -11,8 +11,9 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from environments.config import ENVIRONMENT_FIELDS, apply_entry, current_defaults
+from environments.config import ENVIRONMENT_FIELDS
 from environments.models import SECRET_FIELDS, RemoteEnvironment
+from environments.services import environment_prepare, environment_save
 
 HEALTH_FIELDS = ("last_health", "last_health_at", "last_health_detail", "last_health_latency_ms")
 READ_ONLY_FIELDS = (*HEALTH_FIELDS, "created_at", "updated_at")
@@ -76,34 +77,14 @@ class RemoteEnvironmentSerializer(serializers.ModelSerializer):
         POST: fields left out take the config file's defaults. PUT: like an entry of an
         imported file, fields left out take their defaults, except the secrets, `enabled`
         and `host_key`, which keep their values. PATCH: only the fields sent change."""
-        if self.instance is None:
-            environment = RemoteEnvironment()
-            apply_entry(environment, attrs, current_defaults(), creating=True)
-        else:
-            current_id = self.instance.environment_id
-            if attrs.get("environment_id", current_id) != current_id:
-                raise serializers.ValidationError(
-                    {"environment_id": ["cannot be changed: create a new environment and delete this one"]}
-                )
-            environment = RemoteEnvironment.objects.get(pk=self.instance.pk)
-            if self.partial:
-                for name, value in attrs.items():
-                    setattr(environment, name, value)
-            else:
-                entry = {**attrs, "environment_id": current_id}
-                apply_entry(environment, entry, current_defaults(), creating=False)
         try:
-            # Uniqueness was checked by the field's validator, the rest by the model.
-            environment.full_clean(validate_unique=False, validate_constraints=False)
+            self._environment = environment_prepare(data=attrs, current=self.instance, partial=self.partial)
         except DjangoValidationError as exc:
             raise serializers.ValidationError(field_errors(exc)) from None
-        self._environment = environment
         return attrs
 
     def create(self, validated_data: dict) -> RemoteEnvironment:
-        self._environment.save()
-        return self._environment
+        return environment_save(environment=self._environment)
 
     def update(self, instance: RemoteEnvironment, validated_data: dict) -> RemoteEnvironment:
-        self._environment.save()
-        return self._environment
+        return environment_save(environment=self._environment)
