@@ -22,6 +22,18 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
         database.setdefault("TEST", {})["NAME"] = str(name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _collected_static():
+    """collectstatic once, as `make run` does: the admin's pages (in-process or served by
+    gunicorn) name their assets through the manifest it writes."""
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, check=True
+    )
+
+
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
     server = start_sshd(Path(tempfile.mkdtemp(prefix="pa-sshd-")))
@@ -118,9 +130,6 @@ def web_server(transactional_db, settings, tmp_path):
 
     from tests.services import free_port, wait_for_port
 
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, check=True
-    )
     port = free_port()
     env = process_environment()
     with open(tmp_path / "gunicorn.log", "wb") as log:
