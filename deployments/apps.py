@@ -29,6 +29,8 @@ class DeploymentsConfig(AppConfig):
         from django_q.signals import post_spawn
 
         from deployments.leases import reap_on_worker_start
+        from deployments.startup import on_worker_start
 
         post_migrate.connect(ensure_reaper_schedule, sender=self)
         post_spawn.connect(reap_on_worker_start, dispatch_uid="deployments.reap_on_worker_start")
+        post_spawn.connect(on_worker_start, dispatch_uid="deployments.auto_deploy_on_worker_start")

@@ -25,6 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from deployments.delivery import Outcome, TargetReporter, deliver_and_report, target_spec
+from deployments.ec2 import EC2Stage, EC2StageError, StageStopped, ec2_mode, stage_summary
 from deployments.leases import LeaseLost, interrupt, lease_acquire, lease_reap, lease_release, lease_renew
 from deployments.models import (
     COORDINATION_TERMINAL,
@@ -101,7 +102,9 @@ class CoordinationRun:
 
     def run(self) -> None:
         """1. Take the lead lease (a second task for the same coordination finds it held).
-        2. EC2 stage, "reported" mode: record what the deploy script passed.
+        2. EC2 stage (deployments.ec2): record what the deploy script passed, or wait for
+           or launch the instance through the EC2 API. A failure there fails the
+           coordination and no environment is triggered.
         3. Queue shard tasks, then deliver to pending targets, `parallel_limit` at a time
            across all tasks; wait for the shards' targets to end too.
         4. Complete or fail the coordination with each environment's reason.
@@ -122,13 +125,13 @@ class CoordinationRun:
                     coordination,
                     C.EC2_DEPLOYING,
                     stage=Stage.EC2,
-                    message=self._ec2_summary(),
-                    data={"mode": "reported"},
+                    message=stage_summary(coordination),
+                    data={"mode": ec2_mode(coordination.ec2_deployment_config)},
                 )
             else:
                 self._interrupt_unheld_targets()
-            if coordination.status == C.EC2_DEPLOYING:
-                transition(coordination, C.EC2_COMPLETED, stage=Stage.EC2, message="EC2 platform stage done")
+            if coordination.status == C.EC2_DEPLOYING and not self._ec2_stage():
+                return
             if coordination.status == C.EC2_COMPLETED:
                 count = coordination.targets.count()
                 transition(
@@ -160,11 +163,77 @@ class CoordinationRun:
         finally:
             lease_release(lease=self.lease)
 
-    def _ec2_summary(self) -> str:
-        c = self.coordination
-        parts = [f"instance {c.ec2_instance_id or '-'}", f"public IP {c.ec2_public_ip or '-'}"]
-        parts.append(f"version {c.version or '-'}")
-        return "EC2 platform deployed by the deploy script (reported): " + ", ".join(parts)
+    def _ec2_stage(self) -> bool:
+        """Run the EC2 stage and complete it. False: the run ends here, because the stage
+        failed (the coordination fails, its environments are never triggered), the
+        coordination was cancelled, or the worker is shutting down (handed back)."""
+        coordination = self.coordination
+        stage = EC2Stage(coordination, pause=self._ec2_pause)
+        try:
+            stage.run()
+        except EC2StageError as exc:
+            self._fail_ec2_stage(exc)
+            return False
+        except StageStopped:
+            if self.stop_kind == StopKind.CANCEL:
+                return False  # coordination_cancel already cancelled the environments
+            if self.shutdown_requested_at and self.stop_kind in ("", StopKind.SHUTDOWN):
+                self._hand_back("the worker running it shut down during the EC2 stage")
+                return False
+            code = "CoordinationTimeout" if self.stop_kind == StopKind.DEADLINE else "Stopped"
+            self._fail_ec2_stage(EC2StageError(code, self.stop_reason))
+            return False
+        self.context = dataclasses.replace(
+            self.context, ec2_instance_id=coordination.ec2_instance_id, ec2_public_ip=coordination.ec2_public_ip
+        )
+        transition(
+            coordination,
+            C.EC2_COMPLETED,
+            stage=Stage.EC2,
+            message=stage.completed_message(),
+            data={
+                "mode": ec2_mode(coordination.ec2_deployment_config),
+                "instance_id": coordination.ec2_instance_id,
+                "public_ip": coordination.ec2_public_ip,
+            },
+        )
+        return True
+
+    def _ec2_pause(self, seconds: float) -> bool:
+        """The EC2 stage waits here: the lease stays alive, cancel and shutdown are
+        noticed within a second. False: stop waiting."""
+        end = time.monotonic() + seconds
+        while True:
+            self._heartbeat()
+            self._check_stop()
+            if self.stop.is_set() or self.shutdown_requested_at:
+                return False
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return True
+            time.sleep(min(remaining, CANCEL_CHECK_SECONDS))
+
+    def _fail_ec2_stage(self, error: EC2StageError) -> None:
+        reason = f"EC2 stage failed: {error.code}: {error.message}"
+        coordination = self.coordination
+        with transaction.atomic():
+            for target in coordination.targets.filter(status=T.PENDING):
+                transition(
+                    target,
+                    T.CANCELLED,
+                    stage=Stage.TRIGGER,
+                    message="not started: the EC2 stage failed",
+                    data={"reason": "ec2_failed"},
+                    fields={"reason": "ec2_failed", "error": reason},
+                )
+            transition(
+                coordination,
+                C.FAILED,
+                stage=Stage.EC2,
+                message=reason,
+                data={"error_code": error.code, "error_message": error.message},
+                fields={"error": reason},
+            )
 
     def _tasks(self) -> int:
         return max(1, settings.DEPLOYMENT_TASKS_PER_COORDINATION)

@@ -49,6 +49,7 @@ class Stage(models.TextChoices):
     TRIGGER = "trigger", "Trigger"
     RUN = "run", "Run"
     VERIFY = "verify", "Verify"
+    NOTIFY = "notify", "Notification"
 
 
 class Coordination(models.Model):
@@ -249,3 +250,20 @@ class RunLease(models.Model):
 
     def __str__(self) -> str:
         return f"{'lead' if self.is_lead else 'shard'} lease of {self.owner}"
+
+
+class AutoDeploy(models.Model):
+    """The claim that the platform's start already triggered the deployment of a version
+    (`AUTO_DEPLOY_ON_STARTUP`). Every web and worker process that starts tries to insert
+    it; the unique version lets exactly one of them through, on any number of machines."""
+
+    version = models.CharField(max_length=100, unique=True)
+    coordination = models.ForeignKey(Coordination, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    claimed_by = models.CharField(max_length=200, help_text="host:pid (web or worker) of the process that started it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"auto-deploy of {self.version}"

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from deployments.coordinator import run_coordination, run_coordination_shard
+from deployments.ec2 import validate_ec2_config
 from deployments.models import (
     Coordination,
     CoordinationStatus as C,
@@ -106,6 +107,8 @@ def coordination_start(
     _validate_context(
         coordination_id=coordination_id, version=version, ec2_instance_id=ec2_instance_id, ec2_public_ip=ec2_public_ip
     )
+    if ec2_deployment_config:
+        validate_ec2_config(ec2_deployment_config, ec2_instance_id=ec2_instance_id)
     environments = _select_environments(environment_ids)
     with transaction.atomic():
         coordination = Coordination.objects.create(

@@ -1,6 +1,7 @@
 """The human-readable stage log: one line per StageEvent, as `trigger_local --wait`
 prints it while a coordination runs."""
 
+from deployments.ec2 import REPORTED_DONE
 from deployments.models import Coordination, CoordinationStatus as C, Stage, StageEvent, TargetStatus as T
 
 _TARGET_ICONS = {
@@ -15,12 +16,18 @@ _TARGET_ICONS = {
 
 def _coordination_line(event: StageEvent) -> str:
     status = event.new_status
+    if not status and event.stage == Stage.EC2:
+        return f"☁️  {event.message}"
+    if not status and event.stage == Stage.NOTIFY:
+        return f"📣 {event.message}"
     if not event.old_status:
         return f"🚀 start {event.coordination.coordination_id}: {event.message}"
     if status == C.EC2_DEPLOYING:
         return f"📡 stage 1: EC2 platform: {event.message}"
     if status == C.EC2_COMPLETED:
-        return "✅ EC2 done"
+        if event.message in ("", REPORTED_DONE):
+            return "✅ EC2 done"
+        return f"✅ EC2 done: {event.message}"
     if status == C.LOCAL_TRIGGERING:
         return f"💻 stage 2: triggering {event.data.get('targets', '?')} environments"
     if status == C.LOCAL_DEPLOYING:

@@ -93,7 +93,18 @@ def transition(
         )
     for name, value in changes.items():
         setattr(obj, name, value)
+    if not is_target and new_status in COORDINATION_TERMINAL:
+        _on_coordination_end(obj.pk)
     return True
+
+
+def _on_coordination_end(coordination_pk: int) -> None:
+    """Every end of a coordination (completed, failed, cancelled, closed out by the reaper)
+    passes here once: queue its notification after commit. A failure to queue it is
+    logged and never reaches the coordinator (robust)."""
+    from deployments.notifications import coordination_ended
+
+    transaction.on_commit(lambda: coordination_ended(coordination_pk=coordination_pk), robust=True)
 
 
 def note(

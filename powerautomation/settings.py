@@ -6,6 +6,8 @@ SQLite in the project folder and django-q2's ORM broker. DATABASE_URL and REDIS_
 switch to PostgreSQL and Redis; nothing else changes.
 """
 
+import base64
+import binascii
 import os
 import re
 import secrets
@@ -204,6 +206,45 @@ DEPLOYMENT_SHUTDOWN_GRACE_SECONDS = env_int("DEPLOYMENT_SHUTDOWN_GRACE_SECONDS",
 DEPLOYMENT_TASKS_PER_COORDINATION = env_int("DEPLOYMENT_TASKS_PER_COORDINATION", 1, minimum=1)
 # Bytes of each environment's output kept in its record (the tail).
 DEPLOYMENT_OUTPUT_TAIL_BYTES = env_int("DEPLOYMENT_OUTPUT_TAIL_BYTES", 65536, minimum=1024)
+
+# --- EC2, auto-deploy, notifications ---------------------------------------------------
+# The EC2 stage (a coordination's ec2_deployment_config: wait for an instance or launch
+# one) uses boto3's standard chain for credentials and region (AWS_ACCESS_KEY_ID, AWS_PROFILE,
+# an instance role, AWS_DEFAULT_REGION, ...); AWS_ENDPOINT_URL points it at an emulator.
+# It may take this long, from the coordination's start, before it fails with a timeout.
+EC2_STAGE_TIMEOUT_SECONDS = env_int("EC2_STAGE_TIMEOUT_SECONDS", 900, minimum=1)
+# Seconds between two looks at the instance (and at platform_health_url).
+EC2_POLL_SECONDS = env_int("EC2_POLL_SECONDS", 5, minimum=1)
+# AUTO_DEPLOY_ON_STARTUP=true: the first web or worker process that starts with a
+# DEPLOYMENT_VERSION no coordination has yet triggers one deployment of it to every enabled
+# environment (once per version, whatever the number of processes and machines).
+AUTO_DEPLOY_ON_STARTUP = env_bool("AUTO_DEPLOY_ON_STARTUP", False)
+DEPLOYMENT_VERSION = env_str("DEPLOYMENT_VERSION").strip()
+if AUTO_DEPLOY_ON_STARTUP and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+:-]{0,99}", DEPLOYMENT_VERSION):
+    raise ImproperlyConfigured(
+        "AUTO_DEPLOY_ON_STARTUP=true needs DEPLOYMENT_VERSION: 1-100 letters, digits, '_', '.', '+', ':' or '-' "
+        f"(got {DEPLOYMENT_VERSION!r})"
+    )
+# Where a summary goes when a coordination ends, unless the config file's
+# notification_settings.notification_webhook says (enable_notifications: false turns it off).
+NOTIFICATION_WEBHOOK_URL = env_str("NOTIFICATION_WEBHOOK_URL").strip()
+if NOTIFICATION_WEBHOOK_URL and not NOTIFICATION_WEBHOOK_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured("NOTIFICATION_WEBHOOK_URL must start with http:// or https:// (or be empty)")
+# Set: notifications are signed as Standard Webhooks (whsec_<base64>, or any other string).
+NOTIFICATION_WEBHOOK_SECRET = env_str("NOTIFICATION_WEBHOOK_SECRET")
+if NOTIFICATION_WEBHOOK_SECRET.startswith("whsec_"):
+    _encoded = NOTIFICATION_WEBHOOK_SECRET[len("whsec_") :]
+    try:
+        base64.b64decode(_encoded + "=" * (-len(_encoded) % 4), validate=True)
+    except binascii.Error:
+        raise ImproperlyConfigured(
+            "NOTIFICATION_WEBHOOK_SECRET starts with whsec_ but the rest is not base64"
+        ) from None
+# Failed deliveries (connection errors, timeouts, 408, 429, 5xx) are retried this many
+# times, waiting NOTIFICATION_RETRY_DELAY_SECONDS, then twice that, and so on.
+NOTIFICATION_RETRIES = env_int("NOTIFICATION_RETRIES", 3)
+NOTIFICATION_RETRY_DELAY_SECONDS = env_int("NOTIFICATION_RETRY_DELAY_SECONDS", 2)
+NOTIFICATION_TIMEOUT_SECONDS = env_int("NOTIFICATION_TIMEOUT_SECONDS", 10, minimum=1)
 
 # --- django-q2 -------------------------------------------------------------------------
 # A coordination is one task that fans out with threads. Q_TIMEOUT bounds it (the

@@ -6,3 +6,8 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "powerautomation.settings")
 application = get_wsgi_application()
+
+# AUTO_DEPLOY_ON_STARTUP: a web process that starts may trigger the version's deployment.
+from deployments.startup import on_platform_start  # noqa: E402 (needs the loaded apps)
+
+on_platform_start("web")

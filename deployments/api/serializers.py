@@ -40,7 +40,12 @@ class TriggerLocalSerializer(serializers.Serializer):
     version = serializers.CharField(required=False, allow_blank=True, max_length=100, help_text="Deployment version.")
     ec2 = EC2Serializer(required=False, help_text="The EC2 platform deploy this run follows.")
     ec2_deployment_config = serializers.DictField(
-        required=False, help_text="Free-form details of the EC2 deploy, recorded with the coordination."
+        required=False,
+        help_text=(
+            'The EC2 stage: {"instance_id"} waits for that instance to run and pass its status checks; '
+            '{"image_id", "instance_type", "key_name", "security_group_ids", "subnet_id", "user_data", "tags"} '
+            'launches one first; "platform_health_url" then waits until the platform answers 2xx there.'
+        ),
     )
 
     def service_arguments(self) -> dict:

@@ -50,7 +50,7 @@ def test_trigger_local_takes_named_environments_an_id_and_the_ec2_config(admin_c
         {
             "environments": ["mac_local_001"],
             "coordination_id": "deploy_api_1",
-            "ec2_deployment_config": {"region": "eu-west-1", "ami": "ami-1"},
+            "ec2_deployment_config": {"instance_id": "i-0123456789abcdef0"},
         },
         format="json",
     )
@@ -58,7 +58,7 @@ def test_trigger_local_takes_named_environments_an_id_and_the_ec2_config(admin_c
     assert response.status_code == 202, response.content
     coordination = Coordination.objects.get(coordination_id="deploy_api_1")
     assert list(coordination.targets.values_list("environment_id", flat=True)) == ["mac_local_001"]
-    assert coordination.ec2_deployment_config == {"region": "eu-west-1", "ami": "ami-1"}
+    assert coordination.ec2_deployment_config == {"instance_id": "i-0123456789abcdef0"}
 
 
 @pytest.mark.parametrize(

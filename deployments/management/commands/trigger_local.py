@@ -21,7 +21,15 @@ FIELD_SOURCES = {
     "version": "--version / DEPLOYMENT_VERSION",
     "ec2_instance_id": "--ec2-instance-id / EC2_INSTANCE_ID",
     "ec2_public_ip": "--ec2-public-ip / EC2_PUBLIC_IP",
+    "ec2_deployment_config": "--ec2-config",
 }
+
+
+def _source(field: str) -> str:
+    """`ec2_deployment_config.image_id` is `--ec2-config image_id` on this command line."""
+    name, _, key = field.partition(".")
+    source = FIELD_SOURCES.get(name, name)
+    return f"{source} {key}" if key else source
 
 
 def _positive_seconds(text: str) -> float:
@@ -53,6 +61,14 @@ class Command(BaseCommand):
         parser.add_argument("--version", dest="deployment_version", help="Deployment version (DEPLOYMENT_VERSION).")
         parser.add_argument("--ec2-instance-id", help="EC2 instance id (EC2_INSTANCE_ID).")
         parser.add_argument("--ec2-public-ip", help="EC2 public IP (EC2_PUBLIC_IP).")
+        parser.add_argument(
+            "--ec2-config",
+            metavar="JSON",
+            help=(
+                'EC2 stage as JSON: {"instance_id": ...} waits for that instance, {"image_id", "instance_type", '
+                '...} launches one; "platform_health_url" then waits for the platform (README).'
+            ),
+        )
         parser.add_argument("--wait", action="store_true", help="Follow the run and print the stage log.")
         parser.add_argument("--timeout", type=_positive_seconds, help="With --wait: stop waiting after S seconds.")
         parser.add_argument("--json", action="store_true", help="Print the coordination record as JSON.")
@@ -61,6 +77,12 @@ class Command(BaseCommand):
         environment_ids = None
         if options["environments"] is not None:
             environment_ids = [item.strip() for item in options["environments"].split(",") if item.strip()]
+        ec2_config = None
+        if options["ec2_config"] is not None:
+            try:
+                ec2_config = json.loads(options["ec2_config"])
+            except json.JSONDecodeError as exc:
+                raise CommandError(f"--ec2-config: not valid JSON: {exc}", returncode=EXIT_BAD_INPUT) from None
         try:
             coordination = coordination_start(
                 triggered_by=TriggerSource.COMMAND,
@@ -69,12 +91,11 @@ class Command(BaseCommand):
                 version=_flag_or_env(options["deployment_version"], "DEPLOYMENT_VERSION"),
                 ec2_instance_id=_flag_or_env(options["ec2_instance_id"], "EC2_INSTANCE_ID"),
                 ec2_public_ip=_flag_or_env(options["ec2_public_ip"], "EC2_PUBLIC_IP"),
+                ec2_deployment_config=ec2_config,
             )
         except ValidationError as exc:
             problems = [
-                f"{FIELD_SOURCES.get(field, field)}: {message}"
-                for field, messages in exc.message_dict.items()
-                for message in messages
+                f"{_source(field)}: {message}" for field, messages in exc.message_dict.items() for message in messages
             ]
             raise CommandError("; ".join(problems), returncode=EXIT_BAD_INPUT) from None
 
