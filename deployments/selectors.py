@@ -1,6 +1,9 @@
-"""Reads of deployments, shaped for the commands and the API."""
+"""Reads of deployments, shaped for the commands, the API and the admin."""
 
-from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 
 from deployments.models import (
     COORDINATION_ACTIVE,
@@ -137,3 +140,175 @@ def environments_with_last_outcome() -> list[RemoteEnvironment]:
     for environment in environments:
         environment.last_target = targets.get(environment.last_target_id)
     return environments
+
+
+# --- The admin's reads -----------------------------------------------------------------------
+
+PROGRESS_BUCKETS = {
+    "succeeded": (TargetStatus.SUCCEEDED,),
+    "failed": (TargetStatus.FAILED, TargetStatus.INTERRUPTED),
+    "cancelled": (TargetStatus.CANCELLED,),
+    "running": (TargetStatus.TRIGGERING, TargetStatus.RUNNING),
+    "pending": (TargetStatus.PENDING,),
+}
+
+
+def coordinations_with_progress(queryset: QuerySet[Coordination]) -> QuerySet[Coordination]:
+    """`queryset` with each coordination's progress counted by the database, as
+    `progress_<bucket>` attributes (the buckets of `target_progress`): one query for a
+    whole page, however many targets. `annotated_progress()` reads them back as a dict."""
+    counts = {
+        f"progress_{bucket}": Count("targets", filter=Q(targets__status__in=statuses))
+        for bucket, statuses in PROGRESS_BUCKETS.items()
+    }
+    return queryset.select_related("triggered_by_user").annotate(progress_total=Count("targets"), **counts)
+
+
+def annotated_progress(coordination: Coordination) -> dict[str, int]:
+    """The progress dict (as `target_progress`) of a coordination from
+    `coordinations_with_progress`."""
+    progress = {"total": coordination.progress_total}
+    progress.update({bucket: getattr(coordination, f"progress_{bucket}") for bucket in PROGRESS_BUCKETS})
+    progress["done"] = progress["succeeded"] + progress["failed"] + progress["cancelled"]
+    return progress
+
+
+def environment_recent_targets(*, environment: RemoteEnvironment, limit: int = 10) -> list[CoordinationTarget]:
+    """The environment's most recent parts in coordinations, newest first, without output."""
+    return list(
+        CoordinationTarget.objects.filter(remote_environment=environment)
+        .select_related("coordination")
+        .only(*TARGET_SUMMARY_FIELDS, "attempts", "error", "coordination__coordination_id", "coordination__status")
+        .order_by("-id")[:limit]
+    )
+
+
+def environment_check_results(*, limit: int = 20) -> list[dict]:
+    """The most recent health checks and preflights queued from the admin, newest first,
+    as their django-q2 tasks returned them: `{"task_id", "stopped", "success",
+    "connectivity", "checked_at", "reports": [CheckReport.as_json()]}`. A task that raised
+    has `success` false and no reports."""
+    from django_q.models import Task
+
+    from environments.services import CHECK_TASK_GROUP
+
+    results = []
+    for task in Task.objects.filter(group=CHECK_TASK_GROUP).order_by("-stopped")[:limit]:
+        value = task.result if task.success and isinstance(task.result, dict) else {}
+        results.append(
+            {
+                "task_id": task.id,
+                "name": task.name,
+                "stopped": task.stopped,
+                "success": task.success and bool(value),
+                "connectivity": value.get("connectivity", bool(task.args and task.args[-1])),
+                "reports": value.get("reports", []),
+            }
+        )
+    return results
+
+
+HOST_KEY_REASONS = ("host_key_unknown", "host_key_changed")
+
+
+@dataclass(frozen=True)
+class HostKeyOffer:
+    """An SSH host key an environment offered that was not trusted: what an ADMIN may
+    approve (pin). `source` says where it was seen (a coordination id, or "preflight")."""
+
+    reason: str
+    offered_key: str
+    fingerprint: str
+    expected_fingerprint: str
+    seen_at: datetime
+    source: str
+
+
+def _offer_from(data: dict, reason: str, seen_at, source: str) -> HostKeyOffer | None:
+    if not isinstance(data, dict) or not isinstance(data.get("offered_key"), str) or not data.get("fingerprint"):
+        return None
+    return HostKeyOffer(
+        reason=reason,
+        offered_key=data["offered_key"],
+        fingerprint=str(data["fingerprint"]),
+        expected_fingerprint=str(data.get("expected_fingerprint", "")),
+        seen_at=seen_at,
+        source=source,
+    )
+
+
+def environment_host_key_offer(
+    *, environment: RemoteEnvironment, check_results: list[dict] | None = None
+) -> HostKeyOffer | None:
+    """The host key the environment offered when it last failed on an unknown or changed
+    host key (in a coordination or a preflight), unless something since settled it: a key
+    was pinned after it, or a run or preflight of the environment succeeded after it. None
+    also when the offered key is the one pinned now."""
+    if environment.connection_method != "ssh":
+        return None
+    offers: list[HostKeyOffer] = []
+    settled_at = [environment.host_key_approved_at]
+    failed = (
+        CoordinationTarget.objects.filter(
+            remote_environment=environment, status=TargetStatus.FAILED, reason__in=HOST_KEY_REASONS
+        )
+        .select_related("coordination")
+        .only("id", "reason", "finished_at", "coordination", "coordination__coordination_id")
+        .order_by("-id")
+        .first()
+    )
+    if failed is not None:
+        event = StageEvent.objects.filter(target=failed, new_status=TargetStatus.FAILED).order_by("-id").first()
+        if event is not None:
+            offer = _offer_from(event.data, failed.reason, event.created_at, failed.coordination.coordination_id)
+            if offer:
+                offers.append(offer)
+    succeeded = (
+        CoordinationTarget.objects.filter(remote_environment=environment, status=TargetStatus.SUCCEEDED)
+        .only("id", "finished_at")
+        .order_by("-id")
+        .first()
+    )
+    if succeeded is not None:
+        settled_at.append(succeeded.finished_at)
+    if check_results is None:
+        check_results = environment_check_results()
+    for result in check_results:
+        if not result["connectivity"]:
+            continue
+        for report in result["reports"]:
+            if report.get("environment_id") != environment.environment_id:
+                continue
+            if report.get("ok"):
+                settled_at.append(result["stopped"])
+            else:
+                data = report.get("data") or {}
+                reason = "host_key_changed" if data.get("expected_fingerprint") else "host_key_unknown"
+                offer = _offer_from(data, reason, result["stopped"], "preflight")
+                if offer:
+                    offers.append(offer)
+    if not offers:
+        return None
+    offer = max(offers, key=lambda item: item.seen_at)
+    if any(moment and moment >= offer.seen_at for moment in settled_at):
+        return None
+    pinned = environment.host_key.split()[:2]
+    if pinned and pinned == offer.offered_key.split()[:2]:
+        return None
+    return offer
+
+
+def environments_with_last_outcome_columns(queryset: QuerySet[RemoteEnvironment]) -> QuerySet[RemoteEnvironment]:
+    """`queryset` with each environment's most recent ended target as columns
+    (`last_status`, `last_reason`, `last_exit_code`, `last_coordination_pk`,
+    `last_coordination_id`): one query for a page of a list (index target_environment_recent)."""
+    last = CoordinationTarget.objects.filter(remote_environment=OuterRef("pk"), status__in=TARGET_TERMINAL).order_by(
+        "-id"
+    )
+    return queryset.annotate(
+        last_status=Subquery(last.values("status")[:1]),
+        last_reason=Subquery(last.values("reason")[:1]),
+        last_exit_code=Subquery(last.values("exit_code")[:1]),
+        last_coordination_pk=Subquery(last.values("coordination_id")[:1]),
+        last_coordination_id=Subquery(last.values("coordination__coordination_id")[:1]),
+    )

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator, URLValidator
 from django.db import models
@@ -88,6 +89,11 @@ class RemoteEnvironment(models.Model):
         validators=[validate_host_key],
         help_text="Pinned SSH host public key ('ssh-ed25519 AAAA...'). Empty: verified against SSH_KNOWN_HOSTS.",
     )
+    # Who pinned host_key in the admin (approving an offered key, or entering one), and when.
+    host_key_approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    host_key_approved_at = models.DateTimeField(null=True, blank=True)
 
     last_health = models.CharField(max_length=20, choices=Health.choices, default=Health.UNKNOWN)
     last_health_at = models.DateTimeField(null=True, blank=True)

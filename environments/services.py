@@ -155,3 +155,57 @@ def environments_check(*, environments: list[RemoteEnvironment], connectivity: b
                     environment_pk=environment.pk, healthy=report.ok, detail=report.detail, latency_ms=report.latency_ms
                 )
     return reports
+
+
+# --- The admin's writes -------------------------------------------------------------------
+
+# django-q2 group of the checks the admin queues; their results are read back from it.
+CHECK_TASK_GROUP = "environment checks"
+
+
+def environment_pin_host_key(*, environment: RemoteEnvironment, key: str, user) -> RemoteEnvironment:
+    """Pin `key` ('<type> <base64>', a comment is dropped) as the environment's SSH host
+    key, recording who approved it and when; an empty `key` unpins it (host keys are then
+    verified against SSH_KNOWN_HOSTS again). Raises ValidationError (field `host_key`) on
+    a malformed key, having changed nothing."""
+    from environments.models import validate_host_key
+
+    key = " ".join(key.split()[:2])
+    if key:
+        try:
+            validate_host_key(key)
+        except ValidationError as exc:
+            raise ValidationError({"host_key": exc.messages}) from None
+    environment.host_key = key
+    environment.host_key_approved_by = user if key else None
+    environment.host_key_approved_at = timezone.now() if key else None
+    environment.save(update_fields=["host_key", "host_key_approved_by", "host_key_approved_at", "updated_at"])
+    return environment
+
+
+def environments_delete(*, environments: list[RemoteEnvironment]) -> int:
+    """Delete environments. Past coordinations keep their outcomes (the targets keep the
+    environment's id); their health history goes with them."""
+    deleted, _ = RemoteEnvironment.objects.filter(pk__in=[env.pk for env in environments]).delete()
+    return deleted
+
+
+def environments_check_queue(*, environments: list[RemoteEnvironment], connectivity: bool = False) -> int:
+    """Queue a health check (or a connectivity preflight) of the environments for a
+    worker, after commit: checks never run inside a web request. The task's result (the
+    reports) is kept by django-q2 in group CHECK_TASK_GROUP. Returns how many are queued."""
+    from django_q.tasks import async_task
+
+    pks = [environment.pk for environment in environments]
+    if not pks:
+        return 0
+    what = "connectivity preflight" if connectivity else "health check"
+    transaction.on_commit(
+        lambda: async_task(
+            "environments.tasks.check_environments_now",
+            pks,
+            connectivity,
+            q_options={"group": CHECK_TASK_GROUP, "task_name": f"{what} of {len(pks)} environments"},
+        )
+    )
+    return len(pks)

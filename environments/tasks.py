@@ -9,3 +9,17 @@ def check_environments_health() -> int:
     environments = list(RemoteEnvironment.objects.filter(enabled=True).exclude(health_check_url=""))
     environments_check(environments=environments)
     return len(environments)
+
+
+def check_environments_now(environment_pks: list[int], connectivity: bool) -> dict:
+    """Queued from the admin: health-check (or preflight) these environments now. The
+    returned reports are the task's result, which the admin shows."""
+    from django.utils import timezone
+
+    environments = list(RemoteEnvironment.objects.filter(pk__in=environment_pks).order_by("environment_id"))
+    reports = environments_check(environments=environments, connectivity=connectivity)
+    return {
+        "connectivity": connectivity,
+        "checked_at": timezone.now().isoformat(),
+        "reports": [report.as_json() for report in reports],
+    }

@@ -1,0 +1,266 @@
+"""The admin in a real browser: headless Chromium (selenium) against the platform's web
+process (gunicorn, as `make run` starts it), a real `qcluster` worker and a real sshd on
+loopback. Each test leaves screenshots in test-artifacts/admin/."""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from deployments.api.permissions import ADMIN, VIEWER
+from deployments.models import Coordination, CoordinationStatus as C, TargetStatus as T
+from environments.connectors.ssh import fingerprint, parse_host_key
+from environments.models import RemoteEnvironment, SettingsBlock
+from tests.admin.conftest import PASSWORD, make_staff
+from tests.api.conftest import make_coordination
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "admin"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+# Generous: a loaded 2-core machine; a wait ends as soon as its condition holds.
+WAIT_SECONDS = 60
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@pytest.fixture
+def browser(request):
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.fail("chromium and chromium-driver are not installed (Debian packages; `make test-deps` installs them)")
+    profile = tempfile.mkdtemp(prefix="pa-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--window-size=1440,1000",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.implicitly_wait(0)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob(f"{request.node.name}--*.png"):
+        old.unlink()
+    driver.shots = []
+
+    def shot(name: str) -> Path:
+        path = ARTIFACTS / f"{request.node.name}--{len(driver.shots) + 1:02d}-{name}.png"
+        driver.save_screenshot(str(path))
+        driver.shots.append(path)
+        return path
+
+    driver.shot = shot
+    yield driver
+    try:
+        shot("end")
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_for(driver, condition, message: str, timeout: float = WAIT_SECONDS):
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message)
+
+
+def sign_in(driver, base_url: str, username: str) -> None:
+    driver.get(f"{base_url}/admin/login/?next=/admin/")
+    driver.find_element(By.NAME, "username").send_keys(username)
+    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-pa-dashboard]"), "the dashboard after login")
+
+
+def mark_page(driver) -> None:
+    """A value only this page load has: still there later means the page never reloaded."""
+    driver.execute_script("window.paPageMark = 'unreloaded';")
+
+
+def page_was_not_reloaded(driver) -> bool:
+    return driver.execute_script("return window.paPageMark;") == "unreloaded"
+
+
+@pytest.fixture
+def quick_retries(transactional_db):
+    SettingsBlock.objects.create(
+        name="default_settings", values={"retry_count": 0, "retry_delay": 0, "health_check_retries": 0}
+    )
+
+
+def test_an_admin_deploys_from_the_dashboard_and_watches_it_complete_live(
+    browser, web_server, qcluster, sshd, make_ssh_environment, quick_retries
+):
+    script = sshd.script(
+        "init_aicore.sh", 'echo "connecting $ENVIRONMENT_ID to $DEPLOYMENT_VERSION"\nsleep 3\necho done\n'
+    )
+    make_ssh_environment("mac_local_001", script)
+    make_ssh_environment("linux_local_001", script)
+    make_ssh_environment("docker_local_001", script)  # registered, not chosen
+    make_staff("operator", ADMIN)
+
+    sign_in(browser, web_server, "operator")
+    form = browser.find_element(By.CSS_SELECTOR, "[data-pa-deploy-form]")
+    for environment_id in ("mac_local_001", "linux_local_001"):
+        form.find_element(By.CSS_SELECTOR, f'input[name="environments"][value="{environment_id}"]').click()
+    assert not form.find_element(By.NAME, "all_environments").is_selected()  # ticking one unticks "all"
+    form.find_element(By.NAME, "version").send_keys("v1.0.0")
+    browser.shot("deploy-form")
+    form.find_element(By.CSS_SELECTOR, "[data-pa-deploy]").click()
+
+    # Back on the dashboard: the run is listed as running, then finishes, with no reload.
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".messagelist .success"), "the started message")
+    coordination = Coordination.objects.get()
+    assert coordination.triggered_by_user.username == "operator"
+    mark_page(browser)
+    running = f'[data-pa-fragment="active"] tr[data-coordination="{coordination.coordination_id}"]'
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, running), "the coordination listed as running")
+    browser.shot("running")
+    finished = f'[data-pa-fragment="recent"] tr[data-coordination="{coordination.coordination_id}"]'
+    wait_for(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, f'{finished}[data-status="completed"]'),
+        "the coordination completed on the dashboard",
+    )
+    assert page_was_not_reloaded(browser)
+    assert "2 of 2 done" in browser.find_element(By.CSS_SELECTOR, finished).text
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-pa-fragment="active"] tr[data-coordination]')
+    browser.shot("completed")
+
+    # Its page: each environment's outcome, exit code and output, and the timeline.
+    browser.find_element(By.CSS_SELECTOR, f"{finished} a").click()
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-pa-coordination]"), "the coordination page")
+    rows = browser.find_elements(By.CSS_SELECTOR, "[data-pa-targets] tr[data-environment]")
+    assert sorted((r.get_attribute("data-environment"), r.get_attribute("data-status")) for r in rows) == [
+        ("linux_local_001", "succeeded"),
+        ("mac_local_001", "succeeded"),
+    ]
+    assert "connecting mac_local_001 to v1.0.0" in browser.page_source
+    assert "all 2 succeeded" in browser.find_element(By.CSS_SELECTOR, "[data-pa-events]").text
+    assert coordination.targets.filter(status=T.SUCCEEDED).count() == 2
+
+
+def test_a_coordination_page_follows_a_run_live_and_ends_it_failed(
+    browser, web_server, qcluster, sshd, make_ssh_environment, quick_retries
+):
+    good = sshd.script("good.sh", "sleep 2\necho fine\n")
+    bad = sshd.script("bad.sh", "sleep 3\necho 'ERROR: platform refused the token' >&2\nexit 4\n")
+    make_ssh_environment("mac_local_001", good)
+    make_ssh_environment("windows_local_001", bad)
+    make_staff("operator", ADMIN)
+    sign_in(browser, web_server, "operator")
+    browser.find_element(By.CSS_SELECTOR, "[data-pa-deploy-form] [data-pa-deploy]").click()  # all enabled
+    link = wait_for(
+        browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".messagelist .success a"), "the started message"
+    )[0]
+    link.click()
+    root = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-pa-coordination]"), "its page")[0]
+    mark_page(browser)
+    assert browser.find_element(By.CSS_SELECTOR, "[data-pa-cancel]").is_displayed()
+    wait_for(browser, lambda d: root.get_attribute("data-status") == C.FAILED, "the coordination failed, live")
+    wait_for(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, 'tr[data-environment="windows_local_001"][data-status="failed"]'),
+        "the failed environment's row",
+    )
+    assert page_was_not_reloaded(browser)
+    failed_row = browser.find_element(By.CSS_SELECTOR, 'tr[data-environment="windows_local_001"]')
+    assert "4" in failed_row.find_elements(By.TAG_NAME, "td")[2].text
+    assert "ERROR: platform refused the token" in failed_row.text
+    assert not browser.find_element(By.CSS_SELECTOR, "[data-pa-cancel]").is_displayed()
+    assert browser.find_element(By.CSS_SELECTOR, "[data-pa-retry]").is_displayed()
+    assert "1 of 2 environments failed" in browser.find_element(By.CSS_SELECTOR, "[data-pa-error]").text
+    browser.shot("failed-live")
+
+
+def test_a_viewer_sees_no_deploy_form_and_no_actions(browser, web_server):
+    RemoteEnvironment.objects.create(
+        environment_id="linux_local_001",
+        environment_type="linux_local",
+        connection_method="ssh",
+        host="127.0.0.1",
+        port=22,
+        username="deploy",
+        ssh_key_path="/nonexistent/id_ed25519",
+    )
+    failed = make_coordination("deploy_20261123_101010_view", C.FAILED, {"linux_local_001": T.FAILED})
+    make_staff("watcher", VIEWER)
+    sign_in(browser, web_server, "watcher")
+    assert not browser.find_elements(By.CSS_SELECTOR, "[data-pa-deploy-form]")
+    assert "may only watch" in browser.find_element(By.CSS_SELECTOR, ".pa-panel-deploy").text
+    assert browser.find_elements(By.CSS_SELECTOR, '[data-pa-fragment="health"] [data-environment="linux_local_001"]')
+    browser.shot("dashboard")
+
+    browser.get(f"{web_server}/admin/environments/remoteenvironment/")
+    assert "linux_local_001" in browser.page_source
+    assert not browser.find_elements(By.NAME, "action")
+    assert not browser.find_elements(By.CSS_SELECTOR, "[data-pa-import], .object-tools .addlink")
+    browser.shot("environments")
+
+    browser.get(f"{web_server}/admin/deployments/coordination/{failed.pk}/change/")
+    assert browser.find_elements(By.CSS_SELECTOR, "[data-pa-coordination]")
+    assert not browser.find_elements(By.CSS_SELECTOR, "[data-pa-cancel], [data-pa-retry]")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#content input[type=submit], #content button[type=submit]")
+
+
+def test_an_admin_approves_a_changed_host_key_and_retries_the_failed_environment(
+    browser, web_server, qcluster, sshd, make_ssh_environment, quick_retries
+):
+    script = sshd.script("init_aicore.sh", "echo connected\n")
+    stale = Ed25519PrivateKey.generate().public_key()
+    stale_key = stale.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    environment = make_ssh_environment("linux_local_001", script, host_key=stale_key)
+    real_fingerprint = fingerprint(parse_host_key(sshd.host_public_key))
+    make_staff("operator", ADMIN)
+
+    sign_in(browser, web_server, "operator")
+    browser.find_element(By.CSS_SELECTOR, "[data-pa-deploy-form] [data-pa-deploy]").click()
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".messagelist .success a"), "started")[0].click()
+    wait_for(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, "[data-pa-coordination][data-status='failed']"),
+        "the run failed on the host key",
+    )
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".pa-host-key-link"), "the host-key link")
+    browser.shot("failed-on-host-key")
+    browser.find_element(By.CSS_SELECTOR, ".pa-host-key-link").click()
+
+    offer = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-pa-host-key-offer]"), "the offer")[0]
+    assert "The host key changed" in offer.text
+    assert offer.find_element(By.CSS_SELECTOR, "[data-pa-offered-fingerprint]").text == real_fingerprint
+    browser.shot("offered-key")
+    offer.find_element(By.CSS_SELECTOR, "[data-pa-approve-host-key]").click()
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-pa-pinned-fingerprint]"), "pinned")
+    assert browser.find_element(By.CSS_SELECTOR, "[data-pa-pinned-fingerprint]").text == real_fingerprint
+    assert "approved by operator" in browser.find_element(By.ID, "host-key").text
+    environment.refresh_from_db()
+    assert environment.host_key.split()[:2] == sshd.host_public_key.split()[:2]
+    assert environment.host_key_approved_by.username == "operator"
+    browser.shot("approved")
+
+    failed = Coordination.objects.get()
+    browser.get(f"{web_server}/admin/deployments/coordination/{failed.pk}/change/")
+    browser.find_element(By.CSS_SELECTOR, "[data-pa-retry] button").click()
+    wait_for(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, "[data-pa-coordination][data-status='completed']"),
+        "the retry completed",
+    )
+    retry = Coordination.objects.get(retry_of=failed)
+    assert retry.status == C.COMPLETED
+    assert (
+        browser.find_element(By.CSS_SELECTOR, 'tr[data-environment="linux_local_001"]').get_attribute("data-status")
+        == T.SUCCEEDED
+    )
