@@ -64,23 +64,8 @@ class CoordinationAdmin(RecordAdmin):
         ("Times", {"fields": ("created_at", "started_at", "finished_at")}),
         ("Settings this run used", {"classes": ("collapse",), "fields": ("settings",)}),
     )
-    readonly_fields = (
-        "coordination_id",
-        "status_badge",
-        "triggered",
-        "version",
-        "duration",
-        "error",
-        "retry_of_link",
-        "retries_links",
-        "ec2_instance_id",
-        "ec2_public_ip",
-        "ec2_deployment_config",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "settings",
-    )
+    # Everything shown is read-only: a coordination changes only through its services.
+    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
 
     def get_queryset(self, request):
         return coordinations_with_progress(super().get_queryset(request))

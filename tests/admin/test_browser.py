@@ -13,9 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from deployments.api.permissions import ADMIN, VIEWER
 from deployments.models import Coordination, CoordinationStatus as C, TargetStatus as T
 from environments.connectors.ssh import fingerprint, parse_host_key
-from environments.models import RemoteEnvironment, SettingsBlock
 from tests.admin.conftest import PASSWORD, make_staff
-from tests.api.conftest import make_coordination
+from tests.api.conftest import make_coordination, make_environment
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -93,15 +92,8 @@ def page_was_not_reloaded(driver) -> bool:
     return driver.execute_script("return window.paPageMark;") == "unreloaded"
 
 
-@pytest.fixture
-def quick_retries(transactional_db):
-    SettingsBlock.objects.create(
-        name="default_settings", values={"retry_count": 0, "retry_delay": 0, "health_check_retries": 0}
-    )
-
-
 def test_an_admin_deploys_from_the_dashboard_and_watches_it_complete_live(
-    browser, web_server, qcluster, sshd, make_ssh_environment, quick_retries
+    browser, web_server, qcluster, sshd, make_ssh_environment, no_retry_delay
 ):
     script = sshd.script(
         "init_aicore.sh", 'echo "connecting $ENVIRONMENT_ID to $DEPLOYMENT_VERSION"\nsleep 3\necho done\n'
@@ -153,7 +145,7 @@ def test_an_admin_deploys_from_the_dashboard_and_watches_it_complete_live(
 
 
 def test_a_coordination_page_follows_a_run_live_and_ends_it_failed(
-    browser, web_server, qcluster, sshd, make_ssh_environment, quick_retries
+    browser, web_server, qcluster, sshd, make_ssh_environment, no_retry_delay
 ):
     good = sshd.script("good.sh", "sleep 2\necho fine\n")
     bad = sshd.script("bad.sh", "sleep 3\necho 'ERROR: platform refused the token' >&2\nexit 4\n")
@@ -186,15 +178,7 @@ def test_a_coordination_page_follows_a_run_live_and_ends_it_failed(
 
 
 def test_a_viewer_sees_no_deploy_form_and_no_actions(browser, web_server):
-    RemoteEnvironment.objects.create(
-        environment_id="linux_local_001",
-        environment_type="linux_local",
-        connection_method="ssh",
-        host="127.0.0.1",
-        port=22,
-        username="deploy",
-        ssh_key_path="/nonexistent/id_ed25519",
-    )
+    make_environment("linux_local_001")
     failed = make_coordination("deploy_20261123_101010_view", C.FAILED, {"linux_local_001": T.FAILED})
     make_staff("watcher", VIEWER)
     sign_in(browser, web_server, "watcher")
@@ -216,7 +200,7 @@ def test_a_viewer_sees_no_deploy_form_and_no_actions(browser, web_server):
 
 
 def test_an_admin_approves_a_changed_host_key_and_retries_the_failed_environment(
-    browser, web_server, qcluster, sshd, make_ssh_environment, quick_retries
+    browser, web_server, qcluster, sshd, make_ssh_environment, no_retry_delay
 ):
     script = sshd.script("init_aicore.sh", "echo connected\n")
     stale = Ed25519PrivateKey.generate().public_key()
