@@ -431,3 +431,56 @@ def test_an_operator_cancels_and_retries_from_the_coordination_page(operator):
     assert retry.triggered_by == "admin" and retry.triggered_by_user == operator.user
     assert response.redirect_chain[-1][0] == coordination_url(retry)
     assert f"as {retry.coordination_id}" in page(response) or retry.coordination_id in page(response)
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_health_check_and_preflight_actions_run_on_a_worker_and_show_their_results(
+    qcluster, http_server, sshd, make_ssh_environment
+):
+    from tests.admin.conftest import make_staff, signed_in
+    from tests.deployments.test_crash_safety import wait_until
+
+    operator = signed_in(make_staff("operator", "ADMIN"))
+    http_server.answer("/health", 200)
+    http_server.answer("/down", 503)
+    up = make_ssh_environment("linux_up", "./init_aicore.sh", health_check_url=http_server.url("/health"))
+    down = make_ssh_environment("linux_down", "./init_aicore.sh", health_check_url=http_server.url("/down"))
+    unchecked = make_ssh_environment("linux_unchecked", "./init_aicore.sh")
+
+    response = operator.post(
+        ENVIRONMENTS_URL,
+        {"action": "health_check_now", "_selected_action": [up.pk, down.pk, unchecked.pk]},
+        follow=True,
+    )
+    assert "Queued a health check of 2 environments" in page(response)
+    assert "No health_check_url, not checked: linux_unchecked" in page(response)
+    wait_until(
+        lambda: (
+            set(RemoteEnvironment.objects.filter(pk__in=[up.pk, down.pk]).values_list("last_health", flat=True))
+            == {"healthy", "unhealthy"}
+        ),
+        60,
+        "the worker to check both",
+    )
+    wait_until(
+        lambda: (
+            "1 failed" in operator.get("/admin/deployments/coordination/dashboard/live/").json()["fragments"]["checks"]
+        ),
+        30,
+        "the check's result on the dashboard",
+    )
+    checks = operator.get("/admin/deployments/coordination/dashboard/live/").json()["fragments"]["checks"]
+    assert "Health check" in checks and "1 ok" in checks and "linux_down" in checks
+
+    operator.post(ENVIRONMENTS_URL, {"action": "connectivity_preflight", "_selected_action": [up.pk]})
+    wait_until(
+        lambda: (
+            "Connectivity preflight"
+            in operator.get("/admin/deployments/coordination/dashboard/live/").json()["fragments"]["checks"]
+        ),
+        60,
+        "the preflight's result",
+    )
+    detail = page(operator.get(environment_url(up)))
+    assert re.search(r"Connectivity preflight, .*? ago:\s*<span class=\"pa-text-good\">ok</span>", detail, re.S)
