@@ -19,7 +19,7 @@ from deployments.dashboard import (
     progress_summary,
     triggered_by_label,
 )
-from deployments.models import Coordination, StageEvent
+from deployments.models import AutoDeploy, Coordination, StageEvent
 from deployments.selectors import annotated_progress, coordinations_with_progress
 from deployments.services import CoordinationConflict, coordination_cancel
 from deployments.stage_log import format_event
@@ -195,3 +195,21 @@ class StageEventAdmin(RecordAdmin):
     @admin.display(description="stage log")
     def line(self, obj):
         return format_event(obj)
+
+
+@admin.register(AutoDeploy)
+class AutoDeployAdmin(RecordAdmin):
+    """Which version the platform's start deployed (AUTO_DEPLOY_ON_STARTUP), and by which
+    process: the claim that keeps a version from being deployed twice."""
+
+    list_display = ("version", "coordination_link", "claimed_by", "created_at")
+    search_fields = ("version", "coordination__coordination_id")
+    list_select_related = ("coordination",)
+    fields = ("version", "coordination_link", "claimed_by", "created_at")
+    readonly_fields = fields
+
+    @admin.display(description="coordination")
+    def coordination_link(self, obj):
+        if obj.coordination is None:
+            return "–"
+        return format_html('<a href="{}">{}</a>', coordination_url(obj.coordination), obj.coordination.coordination_id)

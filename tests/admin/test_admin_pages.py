@@ -484,3 +484,13 @@ def test_health_check_and_preflight_actions_run_on_a_worker_and_show_their_resul
     )
     detail = page(operator.get(environment_url(up)))
     assert re.search(r"Connectivity preflight, .*? ago:\s*<span class=\"pa-text-good\">ok</span>", detail, re.S)
+
+
+def test_auto_deploy_claims_are_listed_read_only(operator, viewer):
+    from deployments.models import AutoDeploy
+
+    coordination = make_coordination("deploy_20261123_161616_auto", C.COMPLETED, {})
+    AutoDeploy.objects.create(version="v9.9.9", coordination=coordination, claimed_by="web-1:4242")
+    listing = page(viewer.get("/admin/deployments/autodeploy/"))
+    assert "v9.9.9" in listing and "deploy_20261123_161616_auto" in listing and "web-1:4242" in listing
+    assert operator.get("/admin/deployments/autodeploy/add/").status_code == 403
