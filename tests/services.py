@@ -289,6 +289,20 @@ def manage(args: list[str], env: dict[str, str], timeout: float = 120) -> subpro
     )
 
 
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM to a process started with `start_new_session=True`, SIGKILL after 20 s, then
+    SIGKILL to anything of its process group left behind."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
 class QCluster:
     """A real `manage.py qcluster` process in its own process group."""
 
@@ -305,20 +319,34 @@ class QCluster:
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            # The cluster's main process stops its own workers on SIGTERM.
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)  # anything the cluster left behind
+        stop_process_group(self.process)  # the cluster's main process stops its own workers on SIGTERM
         self.log.close()
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class Web:
+    """The web process as `make run` starts it (gunicorn), on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *, workers: int = 2, threads: int = 4):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "powerautomation.wsgi", "--bind", f"127.0.0.1:{self.port}"]
+            + ["--workers", str(workers), "--threads", str(threads)],
+            env=env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for_port(self.port, timeout=30)
+
+    def stop(self) -> None:
+        stop_process_group(self.process)  # gunicorn's arbiter stops its workers on SIGTERM
+        self.log.close()
 
 
 class Agent:
