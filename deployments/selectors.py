@@ -7,7 +7,6 @@ from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 
 from deployments.models import (
     COORDINATION_ACTIVE,
-    COORDINATION_TERMINAL,
     TARGET_TERMINAL,
     Coordination,
     CoordinationTarget,
@@ -64,8 +63,12 @@ def coordinations_active() -> QuerySet[Coordination]:
 
 
 def coordinations_finished() -> QuerySet[Coordination]:
+    # "Not active" rather than "status in terminal": the same rows, but SQLite (no
+    # statistics) would take the status index for an IN and sort every finished
+    # coordination for one page; a NOT IN leaves it walking coordination_recent in order
+    # and stopping after the page. PostgreSQL picks that plan either way.
     return (
-        Coordination.objects.filter(status__in=COORDINATION_TERMINAL)
+        Coordination.objects.exclude(status__in=COORDINATION_ACTIVE)
         .select_related("triggered_by_user")
         .order_by("-created_at", "-id")
     )
