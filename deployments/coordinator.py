@@ -598,21 +598,35 @@ _last_cluster_check = 0.0
 def _cluster_stopping() -> bool:
     """Is the django-q2 cluster this worker belongs to shutting down (SIGTERM or Ctrl-C to
     `qcluster`)? Its sentinel publishes its status and worker pids in the shared cache;
-    the worker itself gets no signal then, only a STOP after its task."""
+    the worker itself gets no signal then, only a STOP after its task.
+
+    Read-only on purpose: with the ORM broker, django-q2's own `Stat.get_all()` writes the
+    list of cluster keys back (racing the sentinel's writes) and skips the key after each
+    expired one it drops, so a worker polling it could miss its cluster's STOPPING status."""
     global _last_cluster_check
     now = time.monotonic()
     if now - _last_cluster_check < CLUSTER_CHECK_SECONDS:
         return False
     _last_cluster_check = now
+    from django_q.brokers import Broker, get_broker
     from django_q.conf import Conf
-    from django_q.status import Stat
+    from django_q.signing import BadSignature, SignedPackage
 
     try:
-        stats = Stat.get_all()
+        broker = get_broker()
+        if type(broker).get_stats is Broker.get_stats and broker.cache is not None:
+            # The ORM broker keeps the stats in Django's cache, under a list of keys.
+            packs = [broker.cache.get(key) for key in broker.cache.get(Conf.Q_STAT) or []]
+        else:  # Redis keeps them as its own keys, read without writing.
+            packs = broker.get_stats(f"{Conf.Q_STAT}:*") or []
     except Exception:  # the cache is down: keep working; the lease protects the run
         return False
-    for stat in stats:
-        if os.getpid() in (stat.workers or []):
+    for pack in packs:
+        try:
+            stat = SignedPackage.loads(pack) if pack else None
+        except BadSignature:
+            continue
+        if stat is not None and os.getpid() in (stat.workers or []):
             return stat.status in (Conf.STOPPING, Conf.STOPPED)
     return False
 

@@ -11,6 +11,7 @@ import pytest
 from deployments.models import Coordination, CoordinationStatus as C, StageEvent, TargetStatus as T, TriggerSource
 from deployments.services import coordination_start
 from environments.models import SettingsBlock
+from tests.services import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -71,16 +72,6 @@ def worker_pids(cluster_pid: int) -> list[int]:
     return sorted({int(owner.rsplit(":", 1)[1]) for owner in RunLease.objects.values_list("owner", flat=True)})
 
 
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def statuses(coordination) -> dict[str, str]:
     return dict(coordination.targets.values_list("environment_id", "status"))
 
@@ -109,9 +100,11 @@ def slow_ones_running(coordination) -> bool:
     """The slow scripts run and their first output is in the record."""
     current = statuses(coordination)
     slow = coordination.targets.filter(environment_id__startswith="b_slow_", status=T.RUNNING)
-    return all(current[f"a_quick_{n}"] == T.SUCCEEDED for n in range(2)) and all(
-        "started" in target.output_tail for target in slow
-    ) and slow.count() == 3
+    return (
+        all(current[f"a_quick_{n}"] == T.SUCCEEDED for n in range(2))
+        and all("started" in target.output_tail for target in slow)
+        and slow.count() == 3
+    )
 
 
 def assert_recovered(remote, coordination):
@@ -173,7 +166,7 @@ def test_sigterm_gives_running_sessions_a_grace_period_then_hands_the_rest_over(
     # Nothing is left running: the slow sessions were hung up as interrupted; the rest
     # waits, pending, for a live worker.
     current = statuses(coordination)
-    assert all(current[f"b_slow_{n}"] == T.INTERRUPTED for n in range(3)), current
+    assert all(current[f"b_slow_{n}"] == T.INTERRUPTED for n in range(3)), f"{current}\n{first.output()[-4000:]}"
     assert all(current[f"c_later_{n}"] == T.PENDING for n in range(3)), current
     event = StageEvent.objects.filter(environment_id="b_slow_0", new_status=T.INTERRUPTED).get()
     assert "worker shut down" in event.message
@@ -248,3 +241,32 @@ def test_kill_9_mid_run_over_fifty_environments_on_postgres_and_redis(remote, ma
     assert all(final[f"b_slow_{n:02}"] == T.INTERRUPTED for n in range(30)), final
     assert starts(remote) == dict.fromkeys(sorted(final), 1)
     wait_until(lambda: not [pid for pid in remote_pids(remote) if alive(pid)], 15, "the remote scripts to end")
+
+
+@pytest.mark.django_db
+def test_a_worker_sees_its_cluster_stopping_past_the_keys_of_clusters_gone_before(monkeypatch):
+    """django-q2's own Stat.get_all() drops an expired cluster key and skips the next one,
+    and writes the list back; the check reads the stats without either."""
+    from types import SimpleNamespace
+
+    from django.core.cache import cache
+    from django_q.conf import Conf
+    from django_q.signing import SignedPackage
+
+    from deployments import coordinator
+
+    ours = SimpleNamespace(workers=[os.getpid()], status=Conf.STOPPING)
+    other = SimpleNamespace(workers=[1], status=Conf.IDLE)
+    cache.set(Conf.Q_STAT, [f"{Conf.Q_STAT}:gone", f"{Conf.Q_STAT}:ours", f"{Conf.Q_STAT}:other"], None)
+    cache.set(f"{Conf.Q_STAT}:ours", SignedPackage.dumps(ours, True), 30)
+    cache.set(f"{Conf.Q_STAT}:other", SignedPackage.dumps(other, True), 30)
+    monkeypatch.setattr(coordinator, "_last_cluster_check", 0.0)
+
+    assert coordinator._cluster_stopping() is True
+    assert cache.get(Conf.Q_STAT) == [f"{Conf.Q_STAT}:gone", f"{Conf.Q_STAT}:ours", f"{Conf.Q_STAT}:other"]
+
+    cache.set(
+        f"{Conf.Q_STAT}:ours", SignedPackage.dumps(SimpleNamespace(workers=[os.getpid()], status=Conf.IDLE), True)
+    )
+    monkeypatch.setattr(coordinator, "_last_cluster_check", 0.0)
+    assert coordinator._cluster_stopping() is False
