@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import HTTPServer, QCluster, process_environment, start_sshd, stop_sshd
+from tests.services import HTTPServer, QCluster, Web, process_environment, start_sshd, stop_sshd
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,33 +125,8 @@ def qcluster(start_qcluster):
 @pytest.fixture
 def web_server(transactional_db, settings, tmp_path):
     """The platform's web process (gunicorn, as `make run` starts it) on the test database."""
-    import subprocess
-    import sys
-
-    from tests.services import free_port, wait_for_port
-
-    port = free_port()
-    env = process_environment()
-    with open(tmp_path / "gunicorn.log", "wb") as log:
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "gunicorn"),
-                "powerautomation.wsgi",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "1",
-                "--threads",
-                "8",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_port(port, timeout=30)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
+    web = Web(process_environment(), tmp_path / "gunicorn.log", workers=1, threads=8)
+    try:
+        yield web.url
+    finally:
+        web.stop()

@@ -278,6 +278,18 @@ def process_environment(database_name: str | None = None, **extra: str) -> dict[
     return env
 
 
+def wait_until(condition, timeout: float, what: str, interval: float = 0.1):
+    """Poll `condition` until it returns something truthy (returned), or fail after
+    `timeout` seconds naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 def manage(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), *args],

@@ -1,6 +1,5 @@
 """The web process `make run` starts (gunicorn) serves the admin, static files included."""
 
-
 import pytest
 import requests
 

@@ -11,6 +11,7 @@ import requests
 from deployments.models import Coordination
 from environments.models import SettingsBlock
 from tests.api.conftest import make_user, token_client
+from tests.services import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -109,16 +110,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_cancel_hangs_up_running_environments_and_never_starts_pending_ones(
     api, sshd, marks, make_ssh_environment, qcluster, quick_retries
 ):
@@ -130,7 +121,7 @@ def test_cancel_hangs_up_running_environments_and_never_starts_pending_ones(
 
     coordination_id = api.post(f"{api.base}/trigger-local", json={}, timeout=10).json()["coordination_id"]
     pid_file = marks / "slow.pid"
-    _wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, "the slow script to start")
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, "the slow script to start")
     pid = int(pid_file.read_text())
     assert _alive(pid)
 
@@ -147,7 +138,7 @@ def test_cancel_hangs_up_running_environments_and_never_starts_pending_ones(
     targets = {t.environment_id: t for t in Coordination.objects.get(coordination_id=coordination_id).targets.all()}
     assert (targets["a_slow_env"].status, targets["a_slow_env"].reason) == ("cancelled", "cancelled")
     assert (targets["b_waiting_env"].status, targets["b_waiting_env"].attempts) == ("cancelled", 0)
-    _wait_for(lambda: not _alive(pid), 15, "the remote script to be hung up")
+    wait_until(lambda: not _alive(pid), 15, "the remote script to be hung up")
     assert not (marks / "never-started").exists()
     again = api.post(f"{api.base}/coordinations/{coordination_id}/cancel/", timeout=10)
     assert (again.status_code, again.json()["status"]) == (409, "cancelled")

@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from deployments.models import CoordinationStatus as C, TargetStatus as T
 from environments.models import RemoteEnvironment
 from tests.api.conftest import make_coordination, make_environment, make_user, token_client
-from tests.services import ROOT, free_port, process_environment, wait_for_port
+from tests.services import Web, process_environment
 
 ENDPOINTS = {
     ("post", "/api/deployment/trigger-local"),
@@ -107,22 +107,11 @@ def test_the_schema_and_the_swagger_page_are_served(client, settings):
 @contextlib.contextmanager
 def web_process(database: str, log_path: Path, **variables):
     """The web process as `make run` starts it (gunicorn), on a free loopback port."""
-    port = free_port()
-    env = process_environment(database, **variables)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "powerautomation.wsgi", "--bind", f"127.0.0.1:{port}"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_port(port, timeout=30)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
+    web = Web(process_environment(database, **variables), log_path)
+    try:
+        yield web.url
+    finally:
+        web.stop()
 
 
 @pytest.fixture

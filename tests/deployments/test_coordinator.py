@@ -313,9 +313,7 @@ def test_output_is_in_the_record_before_the_script_ends(sshd, make_ssh_environme
     assert "phase one\nphase two\n" in target.output_tail
 
 
-def test_an_unreadable_secret_fails_the_coordination_instead_of_leaving_it_active(
-    sshd, make_ssh_environment, settings
-):
+def test_an_unreadable_secret_fails_the_coordination_instead_of_leaving_it_active(sshd, make_ssh_environment, settings):
     from cryptography.fernet import Fernet
 
     settings_blocks()

@@ -5,7 +5,6 @@ import contextlib
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from deployments.services import coordination_start
 from deployments.startup import auto_deploy, on_platform_start
 from environments.models import SettingsBlock
 from tests.api.conftest import make_environment
-from tests.services import ROOT, free_port, in_thread, process_environment, wait_for_port
+from tests.services import ROOT, free_port, in_thread, process_environment, wait_for_port, wait_until
 
 DECISION = "auto-deploy: "
 
@@ -131,14 +130,6 @@ class Web:
 
 def decisions(*logs: str) -> list[str]:
     return [line for log in logs for line in log.splitlines() if DECISION in line]
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.mark.e2e

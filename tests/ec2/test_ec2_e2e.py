@@ -3,14 +3,13 @@ process doing the EC2 stage against moto's EC2 endpoint, then the local environm
 a real sshd."""
 
 import json
-import time
 
 import pytest
 
 from deployments.models import Coordination, CoordinationStatus as C, StageEvent, TargetStatus as T, TriggerSource
 from deployments.services import coordination_start
 from environments.models import SettingsBlock
-from tests.services import Answer, manage
+from tests.services import Answer, manage, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -89,14 +88,14 @@ def test_a_worker_stopped_during_the_ec2_stage_hands_it_over_without_a_second_la
     first = start_qcluster(**env)
     config = {"image_id": ami, "instance_type": "t3.micro", "platform_health_url": http_server.url("/health")}
     coordination = coordination_start(triggered_by=TriggerSource.COMMAND, ec2_deployment_config=config)
-    wait_until(lambda: http_server.requests, "the launched instance to be waited for")
+    wait_until(lambda: http_server.requests, 60, "the launched instance to be waited for")
 
     first.stop()  # SIGTERM, as systemd stops a worker
     coordination.refresh_from_db()
     assert coordination.status == C.EC2_DEPLOYING, first.output()
     http_server.answer("/health", Answer(200))
     second = start_qcluster(**env)
-    wait_until(lambda: Coordination.objects.get().is_terminal, "the run to end on the new worker")
+    wait_until(lambda: Coordination.objects.get().is_terminal, 60, "the run to end on the new worker")
 
     coordination.refresh_from_db()
     assert coordination.status == C.COMPLETED, coordination.error + second.output()
@@ -104,11 +103,3 @@ def test_a_worker_stopped_during_the_ec2_stage_hands_it_over_without_a_second_la
     assert reservation["Instances"][0]["InstanceId"] == coordination.ec2_instance_id
     assert coordination.events.filter(message__contains="was already launched for this run").exists()
     assert len(seen.read_text().splitlines()) == 2
-
-
-def wait_until(condition, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
