@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.fleet import Fleet, raw_fanout, write_config
 from bench.stack import BenchError, PeakMemory, Product, tree_memory
-from tests.services import ROOT
+from tests.services import ROOT, stop_process
 
 CLUSTER_START_TIMEOUT = 60
 TRIGGER_TIMEOUT = 300
@@ -217,10 +217,5 @@ def profiled_round(product: Product, cluster, coordination_id: str, out: Path, *
             product, coordination_id, cluster, prefix=(*record, "--output", str(out / "trigger_local.json"), "--")
         )
     finally:
-        spy.send_signal(signal.SIGINT)
-        try:
-            spy.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            spy.wait(timeout=10)
+        stop_process(spy, timeout=30, signum=signal.SIGINT)  # py-spy writes its profile on SIGINT
     log(f"  profiles (py-spy, speedscope format) in {out}")

@@ -301,16 +301,22 @@ def manage(args: list[str], env: dict[str, str], timeout: float = 120) -> subpro
     )
 
 
-def stop_process_group(process: subprocess.Popen) -> None:
-    """SIGTERM to a process started with `start_new_session=True`, SIGKILL after 20 s, then
-    SIGKILL to anything of its process group left behind."""
+def stop_process(process: subprocess.Popen, *, timeout: float = 10, signum: int = signal.SIGTERM) -> None:
+    """Send `signum` to a process still running, and SIGKILL it if it has not exited after
+    `timeout` seconds."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM to a process started with `start_new_session=True`, SIGKILL after 20 s, then
+    SIGKILL to anything of its process group left behind."""
+    stop_process(process, timeout=20)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
 
@@ -384,13 +390,7 @@ class Agent:
         wait_for_port(self.port)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
