@@ -13,13 +13,13 @@ Coordinations nobody picked up (a task lost with a Redis broker) are queued agai
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from deployments.models import (
     COORDINATION_ACTIVE,
@@ -30,6 +30,7 @@ from deployments.models import (
     Stage,
     TargetStatus as T,
 )
+from deployments.queueing import queue_coordination, queue_reaper
 from deployments.transitions import transition
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,22 @@ def lease_release(*, lease: RunLease) -> None:
     RunLease.objects.filter(pk=lease.pk).delete()
 
 
+class Heartbeat:
+    """Renews a run's lease every third of its length (at most once a second): a worker
+    that stops beating loses the lease to the reaper. Raises LeaseLost from `beat` when
+    that already happened."""
+
+    def __init__(self, lease: RunLease):
+        self.lease = lease
+        self.last = time.monotonic()
+
+    def beat(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= max(1.0, lease_seconds() / 3):
+            self.last = now
+            lease_renew(lease=self.lease)
+
+
 def lease_reap(*, lease: RunLease) -> bool:
     """Close out an expired lease: its started targets become interrupted. Returns False
     when the lease was renewed or reaped meanwhile (nothing done)."""
@@ -105,11 +122,11 @@ def interrupt(target: CoordinationTarget, *, why: str) -> bool:
 
 def coordination_requeue(*, coordination: Coordination, why: str) -> None:
     """Queue the coordination for a live worker (after commit)."""
-    from deployments.services import enqueue_coordination
-
     Coordination.objects.filter(pk=coordination.pk).update(requeued_at=timezone.now())
     logger.warning("coordination %s queued again: %s", coordination.coordination_id, why)
-    transaction.on_commit(lambda: enqueue_coordination(coordination))
+    transaction.on_commit(
+        lambda: queue_coordination(coordination_pk=coordination.pk, coordination_id=coordination.coordination_id)
+    )
 
 
 @dataclass
@@ -143,10 +160,8 @@ def coordinations_reap() -> ReapReport:
 def reap_on_worker_start(**kwargs) -> None:
     """django-q2 `post_spawn`: a worker that starts adopts what dead ones left at once,
     instead of waiting for the next scheduled reap."""
-    from django.db import close_old_connections
-
     try:
-        async_task("deployments.tasks.reap_coordinations", q_options={"task_name": "reap on worker start"})
+        queue_reaper()
     except Exception:  # a broker hiccup at start-up must not kill the worker
         logger.exception("could not queue the reaper at worker start")
     finally:

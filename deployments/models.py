@@ -1,3 +1,5 @@
+import hashlib
+
 from django.conf import settings
 from django.db import models
 
@@ -223,6 +225,10 @@ class CallbackToken(models.Model):
 
     def __str__(self) -> str:
         return f"callback for target {self.target_id}"
+
+    @staticmethod
+    def hash_of(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
 
 
 class RunLease(models.Model):

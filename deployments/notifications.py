@@ -16,57 +16,21 @@ from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
-from django.db.models import Count, Q
-from django_q.tasks import async_task
 
+from deployments.api.serializers import CoordinationSummarySerializer
 from deployments.models import Coordination, CoordinationStatus as C, Stage, StageEvent, TargetStatus as T
+from deployments.notification_policy import notification_url, retry_delay
+from deployments.selectors import coordinations_listed
 from deployments.transitions import note
-from environments.config import stored_blocks
 from environments.connectors.http import excerpt, json_body
 from environments.connectors.webhook import sign
 
 logger = logging.getLogger(__name__)
 
-# Backoff between attempts doubles from NOTIFICATION_RETRY_DELAY_SECONDS up to this.
-MAX_RETRY_DELAY_SECONDS = 60
 # Failed environments listed in the text (all of them are in the structured part).
 TEXT_LIST_LIMIT = 10
 ERROR_CHARS = 500
 _ICONS = {C.COMPLETED: "✅", C.FAILED: "❌", C.CANCELLED: "🛑"}
-
-
-def notification_url() -> str:
-    """The config file's notification_settings.notification_webhook, else the setting
-    NOTIFICATION_WEBHOOK_URL; nothing when the file says enable_notifications: false."""
-    block = stored_blocks().get("notification_settings") or {}
-    if block.get("enable_notifications") is False:
-        return ""
-    return block.get("notification_webhook") or settings.NOTIFICATION_WEBHOOK_URL
-
-
-def _task_timeout() -> int:
-    attempts = settings.NOTIFICATION_RETRIES + 1
-    waits = sum(_delay(attempt) for attempt in range(1, attempts))
-    worst = attempts * 2 * settings.NOTIFICATION_TIMEOUT_SECONDS + waits * 1.25 + 30
-    return int(min(worst, settings.Q_TIMEOUT))
-
-
-def coordination_ended(*, coordination_pk: int) -> None:
-    """Queue the notification of a coordination that has just ended (called on commit)."""
-    try:
-        if not notification_url():
-            return
-        async_task(
-            "deployments.tasks.notify_coordination_end",
-            coordination_pk,
-            q_options={"task_name": f"notify end of coordination {coordination_pk}", "timeout": _task_timeout()},
-        )
-    except Exception:  # the broker or the database hiccuped: the coordination is not affected
-        logger.exception("could not queue the notification for coordination %s", coordination_pk)
-
-
-def _delay(attempt: int) -> float:
-    return min(settings.NOTIFICATION_RETRY_DELAY_SECONDS * 2 ** (attempt - 1), MAX_RETRY_DELAY_SECONDS)
 
 
 def _where(url: str) -> str:
@@ -76,19 +40,10 @@ def _where(url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
-def _isoformat(value) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
 def summary(coordination: Coordination) -> dict:
-    """The notification's body: Slack's `text` plus the structured summary."""
-    counts = coordination.targets.aggregate(
-        total=Count("id"),
-        succeeded=Count("id", filter=Q(status=T.SUCCEEDED)),
-        failed=Count("id", filter=Q(status=T.FAILED)),
-        cancelled=Count("id", filter=Q(status=T.CANCELLED)),
-        interrupted=Count("id", filter=Q(status=T.INTERRUPTED)),
-    )
+    """The notification's body: Slack's `text`, plus the coordination as the API's summary
+    shows it (`data`) with the error of each environment that did not succeed."""
+    listed = coordinations_listed(Coordination.objects.filter(pk=coordination.pk)).get()
     unsuccessful = [
         {
             "environment_id": target.environment_id,
@@ -98,37 +53,27 @@ def summary(coordination: Coordination) -> dict:
         }
         for target in coordination.targets.exclude(status=T.SUCCEEDED).order_by("environment_id")
     ]
-    end = coordination.finished_at
-    duration = round((end - coordination.created_at).total_seconds(), 2) if end else None
     data = {
-        "coordination_id": coordination.coordination_id,
-        "status": coordination.status,
-        "version": coordination.version,
-        "triggered_by": coordination.triggered_by,
-        "ec2_instance_id": coordination.ec2_instance_id,
-        "ec2_public_ip": coordination.ec2_public_ip,
-        "created_at": _isoformat(coordination.created_at),
-        "started_at": _isoformat(coordination.started_at),
-        "finished_at": _isoformat(end),
-        "duration_seconds": duration,
-        "counts": counts,
-        "failed_environments": unsuccessful,
+        **CoordinationSummarySerializer(listed).data,
         "error": coordination.error[:ERROR_CHARS],
+        "failed_environments": unsuccessful,
     }
+    end = coordination.finished_at
+    waited = round((end - coordination.created_at).total_seconds(), 2) if end else None
     return {
-        "text": _text(coordination, counts, unsuccessful, duration),
+        "text": _text(coordination, data["progress"], unsuccessful, waited),
         "type": "coordination.ended",
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "data": data,
     }
 
 
-def _text(coordination: Coordination, counts: dict, unsuccessful: list[dict], duration: float | None) -> str:
+def _text(coordination: Coordination, progress: dict, unsuccessful: list[dict], duration: float | None) -> str:
     version = f" ({coordination.version})" if coordination.version else ""
     took = f" in {duration:g} s" if duration is not None else ""
     text = (
         f"{_ICONS.get(coordination.status, '•')} Deployment {coordination.coordination_id}{version} "
-        f"{coordination.status}{took}: {counts['succeeded']} of {counts['total']} environments succeeded"
+        f"{coordination.status}{took}: {progress['succeeded']} of {progress['total']} environments succeeded"
     )
     if unsuccessful:
         listed = ", ".join(f"{item['environment_id']} ({item['reason']})" for item in unsuccessful[:TEXT_LIST_LIMIT])
@@ -211,7 +156,7 @@ def coordination_notify(*, coordination_pk: int) -> str:
             retryable = status >= 500 or status in (408, 429)
         if not retryable or attempt == attempts:
             break
-        delay = _delay(attempt) * random.uniform(0.8, 1.2)
+        delay = retry_delay(attempt) * random.uniform(0.8, 1.2)
         logger.info("notification for %s: attempt %s failed (%s); retrying in %.1f s", where, attempt, problem, delay)
         time.sleep(delay)
     message = f"notification to {where} failed after {attempt} attempt{'s' if attempt > 1 else ''}: {problem}"

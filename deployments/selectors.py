@@ -1,5 +1,6 @@
 """Reads of deployments, shaped for the commands, the API and the admin."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -7,6 +8,8 @@ from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 
 from deployments.models import (
     COORDINATION_ACTIVE,
+    COORDINATION_TERMINAL,
+    TARGET_ACTIVE,
     TARGET_TERMINAL,
     Coordination,
     CoordinationTarget,
@@ -16,46 +19,16 @@ from deployments.models import (
 from environments.models import SECRET_FIELDS, RemoteEnvironment
 
 
-def _time(value) -> str | None:
-    return value.isoformat() if value else None
-
-
-def target_as_json(target: CoordinationTarget) -> dict:
-    return {
-        "environment_id": target.environment_id,
-        "status": target.status,
-        "reason": target.reason,
-        "exit_code": target.exit_code,
-        "attempts": target.attempts,
-        "started_at": _time(target.started_at),
-        "finished_at": _time(target.finished_at),
-        "error": target.error,
-        "output_tail": target.output_tail,
-    }
-
-
-def coordination_as_json(coordination: Coordination, *, targets: list[CoordinationTarget] | None = None) -> dict:
-    if targets is None:
-        targets = list(coordination.targets.order_by("environment_id"))
-    counts: dict[str, int] = {}
-    for target in targets:
-        counts[target.status] = counts.get(target.status, 0) + 1
-    return {
-        "coordination_id": coordination.coordination_id,
-        "status": coordination.status,
-        "triggered_by": coordination.triggered_by,
-        "triggered_by_user": coordination.triggered_by_user.get_username() if coordination.triggered_by_user else None,
-        "version": coordination.version,
-        "ec2": {"instance_id": coordination.ec2_instance_id, "public_ip": coordination.ec2_public_ip},
-        "ec2_deployment_config": coordination.ec2_deployment_config,
-        "error": coordination.error,
-        "created_at": _time(coordination.created_at),
-        "started_at": _time(coordination.started_at),
-        "finished_at": _time(coordination.finished_at),
-        "duration_seconds": coordination.duration_seconds,
-        "counts": counts,
-        "environments": [target_as_json(target) for target in targets],
-    }
+def coordination_finished(coordination: Coordination, *, targets: Iterable[CoordinationTarget] | None = None) -> bool:
+    """The coordination and every environment in it have ended: no event can follow. A
+    cancelled coordination is terminal while the environments it hangs up still end, so
+    its status alone does not say it. `targets`, when the caller has them loaded, saves
+    the query."""
+    if coordination.status not in COORDINATION_TERMINAL:
+        return False
+    if targets is not None:
+        return not any(target.status in TARGET_ACTIVE for target in targets)
+    return not coordination.targets.filter(status__in=TARGET_ACTIVE).exists()
 
 
 def coordinations_active() -> QuerySet[Coordination]:
@@ -80,26 +53,44 @@ def coordinations_finished() -> QuerySet[Coordination]:
 TARGET_SUMMARY_FIELDS = ("id", "coordination", "environment_id", "status", "reason", "exit_code", "finished_at")
 
 
-def target_progress(targets) -> dict[str, int]:
-    """How far a coordination's targets are: every target counts in exactly one of
-    succeeded, failed (failed or interrupted), cancelled, running (triggering or
-    running) and pending; `done` is the ones that have ended."""
-    progress = dict.fromkeys(("total", "done", "succeeded", "failed", "cancelled", "running", "pending"), 0)
-    buckets = {
-        TargetStatus.SUCCEEDED: "succeeded",
-        TargetStatus.FAILED: "failed",
-        TargetStatus.INTERRUPTED: "failed",
-        TargetStatus.CANCELLED: "cancelled",
-        TargetStatus.TRIGGERING: "running",
-        TargetStatus.RUNNING: "running",
-        TargetStatus.PENDING: "pending",
-    }
+# How far a coordination is: every target counts in exactly one bucket; `done` is the
+# ones that have ended. The API, the admin and the notifications all count by this table.
+PROGRESS_BUCKETS = {
+    "succeeded": (TargetStatus.SUCCEEDED,),
+    "failed": (TargetStatus.FAILED, TargetStatus.INTERRUPTED),
+    "cancelled": (TargetStatus.CANCELLED,),
+    "running": (TargetStatus.TRIGGERING, TargetStatus.RUNNING),
+    "pending": (TargetStatus.PENDING,),
+}
+_BUCKET_OF = {status: bucket for bucket, statuses in PROGRESS_BUCKETS.items() for status in statuses}
+DONE_BUCKETS = ("succeeded", "failed", "cancelled")
+
+
+def _progress(total: int, buckets: dict[str, int]) -> dict[str, int]:
+    return {"total": total, "done": sum(buckets[name] for name in DONE_BUCKETS), **buckets}
+
+
+def target_progress(targets: Iterable[CoordinationTarget]) -> dict[str, int]:
+    """The progress of loaded targets: total, done, and one count per bucket."""
+    buckets = dict.fromkeys(PROGRESS_BUCKETS, 0)
+    total = 0
     for target in targets:
-        progress["total"] += 1
-        progress[buckets[target.status]] += 1
-        if target.status in TARGET_TERMINAL:
-            progress["done"] += 1
-    return progress
+        total += 1
+        buckets[_BUCKET_OF[target.status]] += 1
+    return _progress(total, buckets)
+
+
+def _bucket_counts(prefix: str = "") -> dict:
+    return {
+        f"{prefix}{bucket}": Count("targets", filter=Q(targets__status__in=statuses))
+        for bucket, statuses in PROGRESS_BUCKETS.items()
+    }
+
+
+def coordination_progress(coordination: Coordination) -> dict[str, int]:
+    """The progress of one coordination, counted by the database in one query."""
+    counts = Coordination.objects.filter(pk=coordination.pk).aggregate(total=Count("targets"), **_bucket_counts())
+    return _progress(counts.pop("total"), counts)
 
 
 def coordinations_listed(queryset: QuerySet[Coordination]) -> QuerySet[Coordination]:
@@ -147,33 +138,19 @@ def environments_with_last_outcome() -> list[RemoteEnvironment]:
 
 # --- The admin's reads -----------------------------------------------------------------------
 
-PROGRESS_BUCKETS = {
-    "succeeded": (TargetStatus.SUCCEEDED,),
-    "failed": (TargetStatus.FAILED, TargetStatus.INTERRUPTED),
-    "cancelled": (TargetStatus.CANCELLED,),
-    "running": (TargetStatus.TRIGGERING, TargetStatus.RUNNING),
-    "pending": (TargetStatus.PENDING,),
-}
-
-
 def coordinations_with_progress(queryset: QuerySet[Coordination]) -> QuerySet[Coordination]:
     """`queryset` with each coordination's progress counted by the database, as
-    `progress_<bucket>` attributes (the buckets of `target_progress`): one query for a
-    whole page, however many targets. `annotated_progress()` reads them back as a dict."""
-    counts = {
-        f"progress_{bucket}": Count("targets", filter=Q(targets__status__in=statuses))
-        for bucket, statuses in PROGRESS_BUCKETS.items()
-    }
-    return queryset.select_related("triggered_by_user").annotate(progress_total=Count("targets"), **counts)
+    `progress_<bucket>` attributes: one query for a whole page, however many targets.
+    `annotated_progress()` reads them back as the progress dict."""
+    return queryset.select_related("triggered_by_user").annotate(
+        progress_total=Count("targets"), **_bucket_counts("progress_")
+    )
 
 
 def annotated_progress(coordination: Coordination) -> dict[str, int]:
-    """The progress dict (as `target_progress`) of a coordination from
-    `coordinations_with_progress`."""
-    progress = {"total": coordination.progress_total}
-    progress.update({bucket: getattr(coordination, f"progress_{bucket}") for bucket in PROGRESS_BUCKETS})
-    progress["done"] = progress["succeeded"] + progress["failed"] + progress["cancelled"]
-    return progress
+    """The progress dict of a coordination from `coordinations_with_progress`."""
+    buckets = {bucket: getattr(coordination, f"progress_{bucket}") for bucket in PROGRESS_BUCKETS}
+    return _progress(coordination.progress_total, buckets)
 
 
 def environment_recent_targets(*, environment: RemoteEnvironment, limit: int = 10) -> list[CoordinationTarget]:

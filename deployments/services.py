@@ -3,16 +3,14 @@
 import hashlib
 import ipaddress
 import json
-import re
 import secrets
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django_q.tasks import async_task
 
-from deployments.coordinator import run_coordination, run_coordination_shard
-from deployments.ec2 import validate_ec2_config
+from deployments import patterns
+from deployments.ec2.config import validate_ec2_config
 from deployments.models import (
     Coordination,
     CoordinationStatus as C,
@@ -22,14 +20,11 @@ from deployments.models import (
     TargetStatus,
     TriggerSource,
 )
+from deployments.queueing import queue_coordination
 from deployments.transitions import note, transition
 from environments.config import current_defaults
 from environments.connectors import CONNECTORS
 from environments.models import RemoteEnvironment
-
-COORDINATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+:-]{0,99}$")
-INSTANCE_ID_PATTERN = re.compile(r"^i-[0-9a-f]{8,17}$")
 
 
 def _invalid(field: str, message: str) -> ValidationError:
@@ -45,14 +40,14 @@ def _new_coordination_id() -> str:
 
 def _validate_context(*, coordination_id: str, version: str, ec2_instance_id: str, ec2_public_ip: str) -> None:
     if coordination_id:
-        if not COORDINATION_ID_PATTERN.match(coordination_id):
-            raise _invalid("coordination_id", "use 1-100 letters, digits, '_', '.', ':' or '-'")
+        if not patterns.matches(patterns.COORDINATION_ID, coordination_id):
+            raise _invalid("coordination_id", patterns.COORDINATION_ID_HINT)
         if Coordination.objects.filter(coordination_id=coordination_id).exists():
             raise _invalid("coordination_id", f"a coordination {coordination_id!r} already exists")
-    if version and not VERSION_PATTERN.match(version):
-        raise _invalid("version", "use 1-100 letters, digits, '_', '.', '+', ':' or '-'")
-    if ec2_instance_id and not INSTANCE_ID_PATTERN.match(ec2_instance_id):
-        raise _invalid("ec2_instance_id", "an EC2 instance id looks like i-0123456789abcdef0")
+    if version and not patterns.matches(patterns.VERSION, version):
+        raise _invalid("version", patterns.VERSION_HINT)
+    if ec2_instance_id and not patterns.matches(patterns.INSTANCE_ID, ec2_instance_id):
+        raise _invalid("ec2_instance_id", patterns.INSTANCE_ID_HINT)
     if ec2_public_ip:
         try:
             ipaddress.ip_address(ec2_public_ip)
@@ -132,54 +127,10 @@ def coordination_start(
             message=f"created by {triggered_by} for {len(environments)} environments",
             data={"environments": [env.environment_id for env in environments], "triggered_by": triggered_by},
         )
-        transaction.on_commit(lambda: enqueue_coordination(coordination))
+        transaction.on_commit(
+            lambda: queue_coordination(coordination_pk=coordination.pk, coordination_id=coordination.coordination_id)
+        )
     return coordination
-
-
-def enqueue_coordination(coordination: Coordination) -> None:
-    """Queue the lead task of a coordination (a second one for the same coordination finds
-    the lead taken and returns)."""
-    from django.conf import settings
-
-    async_task(
-        "deployments.tasks.run_coordination",
-        coordination.pk,
-        q_options={
-            "task_name": f"coordination {coordination.coordination_id}",
-            "group": "coordinations",
-            "timeout": settings.Q_TIMEOUT,
-        },
-    )
-
-
-def enqueue_shard(coordination: Coordination) -> None:
-    """Queue one more task to share a coordination's deliveries (another worker or cluster)."""
-    from django.conf import settings
-
-    async_task(
-        "deployments.tasks.run_coordination_shard",
-        coordination.pk,
-        q_options={
-            "task_name": f"coordination {coordination.coordination_id} (shard)",
-            "group": "coordinations",
-            "timeout": settings.Q_TIMEOUT,
-        },
-    )
-
-
-def coordination_run(*, coordination_pk: int) -> None:
-    """Run a coordination to its end in this process (called by the worker task). Safe
-    to call twice: a finished coordination is left alone, one with a live lead too."""
-    coordination = Coordination.objects.filter(pk=coordination_pk).first()
-    if coordination is None:
-        return
-    run_coordination(coordination)
-
-
-def coordination_run_shard(*, coordination_pk: int) -> None:
-    coordination = Coordination.objects.filter(pk=coordination_pk).first()
-    if coordination is not None:
-        run_coordination_shard(coordination)
 
 
 # --- Cancel, retry, idempotent start (the API's actions) ------------------------------------

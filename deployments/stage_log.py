@@ -1,7 +1,7 @@
 """The human-readable stage log: one line per StageEvent, as `trigger_local --wait`
 prints it while a coordination runs."""
 
-from deployments.ec2 import REPORTED_DONE
+from deployments.ec2.stage import REPORTED_DONE
 from deployments.models import Coordination, CoordinationStatus as C, Stage, StageEvent, TargetStatus as T
 
 _TARGET_ICONS = {

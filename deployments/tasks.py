@@ -1,16 +1,23 @@
 """django-q2 tasks: take ids, load rows, call one service. Each is safe to run twice."""
 
 from deployments.leases import coordinations_reap
+from deployments.models import Coordination
 from deployments.notifications import coordination_notify
-from deployments.services import coordination_run, coordination_run_shard
+from deployments.runner.sequence import run_coordination as run_lead, run_coordination_shard as run_shard
 
 
 def run_coordination(coordination_pk: int) -> None:
-    coordination_run(coordination_pk=coordination_pk)
+    """Run a coordination to its end in this process. Safe to run twice: a finished
+    coordination is left alone, one with a live lead too."""
+    coordination = Coordination.objects.filter(pk=coordination_pk).first()
+    if coordination is not None:
+        run_lead(coordination)
 
 
 def run_coordination_shard(coordination_pk: int) -> None:
-    coordination_run_shard(coordination_pk=coordination_pk)
+    coordination = Coordination.objects.filter(pk=coordination_pk).first()
+    if coordination is not None:
+        run_shard(coordination)
 
 
 def reap_coordinations() -> str:

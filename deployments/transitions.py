@@ -18,6 +18,7 @@ from deployments.models import (
     StageEvent,
     TargetStatus as T,
 )
+from deployments.queueing import queue_notification
 
 _STOPS = {C.FAILED, C.CANCELLED}
 
@@ -100,11 +101,9 @@ def transition(
 
 def _on_coordination_end(coordination_pk: int) -> None:
     """Every end of a coordination (completed, failed, cancelled, closed out by the reaper)
-    passes here once: queue its notification after commit. A failure to queue it is
-    logged and never reaches the coordinator (robust)."""
-    from deployments.notifications import coordination_ended
-
-    transaction.on_commit(lambda: coordination_ended(coordination_pk=coordination_pk), robust=True)
+    passes here once: queue its notification after commit (robust: a failure to queue is
+    logged and never reaches the coordinator)."""
+    transaction.on_commit(lambda: queue_notification(coordination_pk=coordination_pk), robust=True)
 
 
 def note(

@@ -1,6 +1,5 @@
 """The agents' callback: how an http_api/webhook environment reports its run's end."""
 
-import hashlib
 import json
 
 from django.conf import settings
@@ -48,7 +47,7 @@ def callback(request: HttpRequest, token: str) -> JsonResponse:
     A bad body: 400, and the token stays usable."""
     if len(request.body) > MAX_CALLBACK_BYTES:
         return _bad_request("non_field_errors", "the body is too large")
-    token_hash = hashlib.sha256(token.encode()).hexdigest()
+    token_hash = CallbackToken.hash_of(token)
     result, error = _validate(request.body)
     if error is not None:
         if not CallbackToken.objects.filter(token_hash=token_hash, used_at__isnull=True).exists():

@@ -17,6 +17,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from deployments import patterns  # no Django imports: safe before the apps load
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -220,10 +222,9 @@ EC2_POLL_SECONDS = env_int("EC2_POLL_SECONDS", 5, minimum=1)
 # environment (once per version, whatever the number of processes and machines).
 AUTO_DEPLOY_ON_STARTUP = env_bool("AUTO_DEPLOY_ON_STARTUP", False)
 DEPLOYMENT_VERSION = env_str("DEPLOYMENT_VERSION").strip()
-if AUTO_DEPLOY_ON_STARTUP and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+:-]{0,99}", DEPLOYMENT_VERSION):
+if AUTO_DEPLOY_ON_STARTUP and not patterns.matches(patterns.VERSION, DEPLOYMENT_VERSION):
     raise ImproperlyConfigured(
-        "AUTO_DEPLOY_ON_STARTUP=true needs DEPLOYMENT_VERSION: 1-100 letters, digits, '_', '.', '+', ':' or '-' "
-        f"(got {DEPLOYMENT_VERSION!r})"
+        f"AUTO_DEPLOY_ON_STARTUP=true needs DEPLOYMENT_VERSION: {patterns.VERSION_HINT} (got {DEPLOYMENT_VERSION!r})"
     )
 # Where a summary goes when a coordination ends, unless the config file's
 # notification_settings.notification_webhook says (enable_notifications: false turns it off).
@@ -315,6 +316,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "powerautomation.api.exception_handler",
     # Behind a reverse proxy, the number of proxies whose X-Forwarded-For to trust for
     # the anonymous limit's client address (default: none, the connection's address).
     "NUM_PROXIES": env_int("API_NUM_PROXIES", 0) or None,

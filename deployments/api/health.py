@@ -12,7 +12,8 @@ from django.db import connection
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.conf import Conf
-from django_q.status import Stat
+
+from deployments.cluster import cluster_stats
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def probe_broker() -> Probe:
 
 def probe_worker() -> Probe:
     try:
-        stats = Stat.get_all()
+        stats = cluster_stats()
     except Exception as exc:
         return _failed("worker", exc)
     now = timezone.now()

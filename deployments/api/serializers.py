@@ -62,27 +62,12 @@ class TriggerLocalSerializer(serializers.Serializer):
         }
 
 
-# Service field names → API field paths, for validation errors.
+# Service argument names → the trigger body's fields, for validation errors (the
+# project's exception handler reads them from the view's `field_paths`).
 SERVICE_FIELD_PATHS = {
     "ec2_instance_id": ("ec2", "instance_id"),
     "ec2_public_ip": ("ec2", "public_ip"),
 }
-
-
-def api_errors(message_dict: dict[str, list[str]]) -> dict:
-    """A django ValidationError's message_dict with the API's field names (nested for
-    `ec2`); errors not tied to a field go under `non_field_errors`."""
-    errors: dict = {}
-    for field, messages in message_dict.items():
-        if field == "__all__":
-            errors.setdefault("non_field_errors", []).extend(messages)
-            continue
-        path = SERVICE_FIELD_PATHS.get(field)
-        if path is None:
-            errors.setdefault(field, []).extend(messages)
-        else:
-            errors.setdefault(path[0], {}).setdefault(path[1], []).extend(messages)
-    return errors
 
 
 # --- Responses ---------------------------------------------------------------------------

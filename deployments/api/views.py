@@ -2,7 +2,6 @@
 service or selector; permissions (ADMIN writes, VIEWER reads), authentication and
 throttling come from REST_FRAMEWORK in settings."""
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
@@ -24,6 +23,7 @@ from deployments.api.filters import HistoryFilter
 from deployments.api.health import platform_health
 from deployments.api.pagination import HistoryPagination, positive_int_param
 from deployments.api.serializers import (
+    SERVICE_FIELD_PATHS,
     ConflictSerializer,
     CoordinationDetailSerializer,
     CoordinationSummarySerializer,
@@ -32,19 +32,19 @@ from deployments.api.serializers import (
     StatusOverviewSerializer,
     TriggerAcceptedSerializer,
     TriggerLocalSerializer,
-    api_errors,
 )
-from deployments.models import TARGET_ACTIVE, Coordination, TriggerSource
+from deployments.models import Coordination, TriggerSource
+from deployments.patterns import COORDINATION_ID, matches
 from deployments.selectors import (
     coordination_detail,
     coordination_events,
+    coordination_finished,
     coordinations_active,
     coordinations_finished,
     coordinations_listed,
     environments_with_last_outcome,
 )
 from deployments.services import (
-    COORDINATION_ID_PATTERN,
     CoordinationConflict,
     IdempotencyKeyReused,
     coordination_cancel,
@@ -70,19 +70,14 @@ _NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such coordination.
 _CONFLICT = OpenApiResponse(ConflictSerializer, description="The coordination's status does not allow this.")
 
 
-def _service_call(call):
-    """Run a service; its ValidationError becomes a 400 with the API's field names."""
-    try:
-        return call()
-    except DjangoValidationError as exc:
-        raise ValidationError(api_errors(exc.message_dict)) from None
-
-
 def _conflict(exc: CoordinationConflict) -> Response:
     return Response({"detail": exc.message, "status": exc.status}, status=status.HTTP_409_CONFLICT)
 
 
 class TriggerLocalView(APIView):
+    # Where the service's arguments are in this endpoint's body, for its 400s.
+    field_paths = SERVICE_FIELD_PATHS
+
     @extend_schema(
         operation_id="trigger_local",
         summary="Start a local deployment",
@@ -120,13 +115,11 @@ class TriggerLocalView(APIView):
         serializer = TriggerLocalSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            coordination, created = _service_call(
-                lambda: coordination_start_once(
-                    idempotency_key=idempotency_key,
-                    triggered_by=TriggerSource.API,
-                    user=request.user,
-                    **serializer.service_arguments(),
-                )
+            coordination, created = coordination_start_once(
+                idempotency_key=idempotency_key,
+                triggered_by=TriggerSource.API,
+                user=request.user,
+                **serializer.service_arguments(),
             )
         except IdempotencyKeyReused as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
@@ -171,7 +164,7 @@ class StatusView(APIView):
 
 
 def _coordination_or_404(coordination_id: str) -> Coordination:
-    if not COORDINATION_ID_PATTERN.match(coordination_id):
+    if not matches(COORDINATION_ID, coordination_id):
         raise Http404("no such coordination")  # no id of this shape can exist
     coordination = coordination_detail(coordination_id)
     if coordination is None:
@@ -244,9 +237,8 @@ class CoordinationEventsView(APIView):
         coordination = get_object_or_404(
             Coordination.objects.only("id", "coordination_id", "status"), coordination_id=coordination_id
         )
-        # Read this before the events: when it holds, no event can follow them. A cancelled
-        # coordination is terminal while the environments it hangs up still end.
-        finished = coordination.is_terminal and not coordination.targets.filter(status__in=TARGET_ACTIVE).exists()
+        # Read this before the events: when it holds, no event can follow them.
+        finished = coordination_finished(coordination)
         events = coordination_events(coordination=coordination, after=after, limit=limit + 1)
         page = events[:limit]
         body = {
@@ -304,7 +296,7 @@ class CoordinationRetryView(APIView):
     def post(self, request, coordination_id: str):
         coordination = get_object_or_404(Coordination, coordination_id=coordination_id)
         try:
-            retry = _service_call(lambda: coordination_retry(coordination=coordination, user=request.user))
+            retry = coordination_retry(coordination=coordination, user=request.user)
         except CoordinationConflict as exc:
             return _conflict(exc)
         body = TriggerAcceptedSerializer.for_coordination(retry, context={"request": request})

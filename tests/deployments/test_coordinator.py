@@ -14,7 +14,8 @@ from deployments.models import (
     TargetStatus as T,
     TriggerSource,
 )
-from deployments.services import coordination_run, coordination_start
+from deployments.services import coordination_start
+from deployments.tasks import run_coordination
 from deployments.transitions import transition
 from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import Health, SettingsBlock
@@ -32,7 +33,7 @@ def settings_blocks(**default_settings):
 def start_and_run(**kwargs) -> Coordination:
     kwargs.setdefault("triggered_by", TriggerSource.COMMAND)
     coordination = coordination_start(**kwargs)
-    coordination_run(coordination_pk=coordination.pk)
+    run_coordination(coordination_pk=coordination.pk)
     coordination.refresh_from_db()
     return coordination
 
@@ -262,7 +263,7 @@ def test_running_a_finished_coordination_again_changes_nothing(sshd, make_ssh_en
     coordination = start_and_run()
     events_before = StageEvent.objects.count()
 
-    coordination_run(coordination_pk=coordination.pk)
+    run_coordination(coordination_pk=coordination.pk)
 
     assert StageEvent.objects.count() == events_before
     assert (sshd.scripts / "count-runs").read_text() == "run\n"
@@ -280,7 +281,7 @@ def test_redelivered_task_interrupts_started_environments_and_runs_the_rest(sshd
     running = coordination.targets.get(environment_id="was_running")
     assert transition(running, T.TRIGGERING) and transition(running, T.RUNNING)
 
-    coordination_run(coordination_pk=coordination.pk)
+    run_coordination(coordination_pk=coordination.pk)
 
     coordination.refresh_from_db()
     running.refresh_from_db()
@@ -296,7 +297,7 @@ def test_output_is_in_the_record_before_the_script_ends(sshd, make_ssh_environme
     settings_blocks()
     make_ssh_environment("chatty", sshd.script("chatty.sh", "echo phase one\nsleep 3\necho phase two\n"))
     coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
-    runner = in_thread(coordination_run, coordination_pk=coordination.pk)
+    runner = in_thread(run_coordination, coordination_pk=coordination.pk)
     seen_while_running = None
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and seen_while_running is None:
@@ -321,7 +322,7 @@ def test_an_unreadable_secret_fails_the_coordination_instead_of_leaving_it_activ
     coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
     settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
 
-    coordination_run(coordination_pk=coordination.pk)
+    run_coordination(coordination_pk=coordination.pk)
 
     coordination.refresh_from_db()
     assert coordination.status == C.FAILED

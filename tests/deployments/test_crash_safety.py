@@ -248,7 +248,7 @@ def test_kill_9_mid_run_over_fifty_environments_on_postgres_and_redis(remote, ma
     reason="the ORM broker keeps cluster stats in Django's cache; Redis keeps them as its own keys (e2e tests above)",
 )
 @pytest.mark.django_db
-def test_a_worker_sees_its_cluster_stopping_past_the_keys_of_clusters_gone_before(monkeypatch):
+def test_a_worker_sees_its_cluster_stopping_past_the_keys_of_clusters_gone_before():
     """django-q2's own Stat.get_all() drops an expired cluster key and skips the next one,
     and writes the list back; the check reads the stats without either."""
     from types import SimpleNamespace
@@ -257,20 +257,18 @@ def test_a_worker_sees_its_cluster_stopping_past_the_keys_of_clusters_gone_befor
     from django_q.conf import Conf
     from django_q.signing import SignedPackage
 
-    from deployments import coordinator
+    from deployments.cluster import cluster_of_worker_stopping
 
     ours = SimpleNamespace(workers=[os.getpid()], status=Conf.STOPPING)
     other = SimpleNamespace(workers=[1], status=Conf.IDLE)
     cache.set(Conf.Q_STAT, [f"{Conf.Q_STAT}:gone", f"{Conf.Q_STAT}:ours", f"{Conf.Q_STAT}:other"], None)
     cache.set(f"{Conf.Q_STAT}:ours", SignedPackage.dumps(ours, True), 30)
     cache.set(f"{Conf.Q_STAT}:other", SignedPackage.dumps(other, True), 30)
-    monkeypatch.setattr(coordinator, "_last_cluster_check", 0.0)
 
-    assert coordinator._cluster_stopping() is True
+    assert cluster_of_worker_stopping(os.getpid()) is True
     assert cache.get(Conf.Q_STAT) == [f"{Conf.Q_STAT}:gone", f"{Conf.Q_STAT}:ours", f"{Conf.Q_STAT}:other"]
 
     cache.set(
         f"{Conf.Q_STAT}:ours", SignedPackage.dumps(SimpleNamespace(workers=[os.getpid()], status=Conf.IDLE), True)
     )
-    monkeypatch.setattr(coordinator, "_last_cluster_check", 0.0)
-    assert coordinator._cluster_stopping() is False
+    assert cluster_of_worker_stopping(os.getpid()) is False

@@ -9,7 +9,8 @@ import pytest
 from django.test import Client
 
 from deployments.models import CallbackToken, Coordination, CoordinationStatus as C, TargetStatus as T, TriggerSource
-from deployments.services import coordination_run, coordination_start
+from deployments.services import coordination_start
+from deployments.tasks import run_coordination
 from environments.models import RemoteEnvironment, SettingsBlock
 from tests.services import Answer, in_thread
 
@@ -37,7 +38,7 @@ def http_api_environment(server, environment_id="docker_local_001", **fields):
 
 
 def run_in_background(coordination: Coordination) -> threading.Thread:
-    return in_thread(coordination_run, coordination_pk=coordination.pk)
+    return in_thread(run_coordination, coordination_pk=coordination.pk)
 
 
 def wait_for_request(server, path, timeout=10.0):
@@ -109,7 +110,7 @@ def test_a_webhook_without_callback_or_health_url_is_delivered_not_verified(http
     )
     coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
 
-    coordination_run(coordination_pk=coordination.pk)
+    run_coordination(coordination_pk=coordination.pk)
 
     coordination.refresh_from_db()
     target = coordination.targets.get()

@@ -13,8 +13,9 @@ from deployments.models import (
     TargetStatus as T,
     TriggerSource,
 )
-from deployments.services import coordination_cancel, coordination_run, coordination_start
+from deployments.services import coordination_cancel, coordination_start
 from deployments.stage_log import format_event
+from deployments.tasks import run_coordination
 from environments.models import SettingsBlock
 from tests.services import Answer, in_thread
 
@@ -37,7 +38,7 @@ def start_and_run(ec2_deployment_config: dict, **kwargs) -> Coordination:
     coordination = coordination_start(
         triggered_by=TriggerSource.COMMAND, version="v9", ec2_deployment_config=ec2_deployment_config, **kwargs
     )
-    coordination_run(coordination_pk=coordination.pk)
+    run_coordination(coordination_pk=coordination.pk)
     coordination.refresh_from_db()
     return coordination
 
@@ -176,7 +177,7 @@ def test_cancel_during_the_ec2_stage_stops_it_and_starts_nothing(environment, ht
     coordination = coordination_start(
         triggered_by=TriggerSource.COMMAND, ec2_deployment_config={"platform_health_url": http_server.url("/health")}
     )
-    runner = in_thread(coordination_run, coordination_pk=coordination.pk)
+    runner = in_thread(run_coordination, coordination_pk=coordination.pk)
     deadline = time.monotonic() + 10
     while not http_server.requests and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -8,9 +8,9 @@ from django_q.brokers import get_broker
 from django_q.signing import SignedPackage
 from standardwebhooks import Webhook
 
-from deployments.coordinator import fail_unfinished
 from deployments.models import Coordination, CoordinationStatus as C, Stage, TargetStatus as T, TriggerSource
 from deployments.notifications import coordination_notify, summary
+from deployments.runner.sequence import fail_unfinished
 from deployments.services import coordination_cancel, coordination_start
 from deployments.transitions import transition
 from environments.models import RemoteEnvironment, SettingsBlock
@@ -65,7 +65,15 @@ def test_the_summary_is_slack_text_plus_the_structured_record():
     assert body["type"] == "coordination.ended"
     data = body["data"]
     assert (data["coordination_id"], data["status"], data["version"]) == (coordination.coordination_id, "failed", "v9")
-    assert data["counts"] == {"total": 2, "succeeded": 1, "failed": 1, "cancelled": 0, "interrupted": 0}
+    assert data["progress"] == {
+        "total": 2,
+        "done": 2,
+        "succeeded": 1,
+        "failed": 1,
+        "cancelled": 0,
+        "running": 0,
+        "pending": 0,
+    }
     assert data["failed_environments"] == [
         {"environment_id": "env_broken", "status": "failed", "reason": "exit_code", "error": "script exited with 4"}
     ]
@@ -199,7 +207,7 @@ def test_the_worker_posts_a_signed_summary_retrying_a_failed_delivery(
     assert headers_of(first)["webhook-id"] == headers_of(second)["webhook-id"]
     body = second.json()
     assert body["text"].startswith(f"✅ Deployment {coordination.coordination_id} (v9) completed in ")
-    assert body["data"]["counts"]["succeeded"] == 1
+    assert body["data"]["progress"]["succeeded"] == 1
     assert body["data"]["failed_environments"] == []
     notice = coordination.events.get(stage=Stage.NOTIFY)
     assert notice.message == f"notification delivered to http://127.0.0.1:{http_server.port} (HTTP 200, attempt 2)"

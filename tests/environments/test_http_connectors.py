@@ -8,8 +8,8 @@ import time
 import pytest
 from standardwebhooks import Webhook
 
-from deployments.delivery import deliver
 from deployments.models import TargetStatus as T
+from deployments.runner.delivery import deliver
 from environments.config import DeploymentDefaults
 from environments.connectors import ConnectorError, DeploymentContext, Target
 from environments.connectors.http_api import HTTPAPIConnector

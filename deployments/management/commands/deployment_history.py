@@ -3,8 +3,9 @@ import json
 
 from django.core.management.base import BaseCommand
 
+from deployments.api.serializers import CoordinationSummarySerializer
 from deployments.management.commands.deployment_status import _summary_line
-from deployments.selectors import coordination_as_json, coordinations_finished
+from deployments.selectors import coordinations_finished, coordinations_listed
 
 
 def _positive_int(text: str) -> int:
@@ -25,8 +26,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", dest="as_json", help="Print JSON.")
 
     def handle(self, *args, limit: int, as_json: bool, **options):
-        coordinations = list(coordinations_finished().prefetch_related("targets")[:limit])
-        records = [coordination_as_json(c, targets=list(c.targets.all())) for c in coordinations]
+        records = CoordinationSummarySerializer(coordinations_listed(coordinations_finished())[:limit], many=True).data
         if as_json:
             self.stdout.write(json.dumps(records, indent=2, ensure_ascii=False))
             return

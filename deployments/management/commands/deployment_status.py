@@ -2,8 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from deployments.models import Coordination
-from deployments.selectors import coordination_as_json, coordinations_active
+from deployments.api.serializers import CoordinationDetailSerializer, CoordinationSummarySerializer
+from deployments.selectors import PROGRESS_BUCKETS, coordination_detail, coordinations_active, coordinations_listed
 
 
 class Command(BaseCommand):
@@ -15,15 +15,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, coordination_id, as_json: bool, **options):
         if coordination_id:
-            coordination = (
-                Coordination.objects.select_related("triggered_by_user").filter(coordination_id=coordination_id).first()
-            )
+            coordination = coordination_detail(coordination_id)
             if coordination is None:
                 raise CommandError(f"coordination_id: no coordination {coordination_id!r}", returncode=2)
-            record = coordination_as_json(coordination)
+            record = CoordinationDetailSerializer(coordination).data
             self.stdout.write(_dumps(record) if as_json else _detail(record))
             return
-        records = [coordination_as_json(c) for c in coordinations_active().order_by("created_at")]
+        active = coordinations_listed(coordinations_active()).order_by("created_at", "id")
+        records = CoordinationSummarySerializer(active, many=True).data
         if as_json:
             self.stdout.write(_dumps(records))
         elif not records:
@@ -38,7 +37,11 @@ def _dumps(value) -> str:
 
 
 def _summary_line(record: dict) -> str:
-    counts = ", ".join(f"{count} {status}" for status, count in sorted(record["counts"].items()))
+    """One line of a coordination as the API's summary shows it (deployment_history too)."""
+    progress = record["progress"]
+    counts = f"{progress['done']}/{progress['total']} done: " + ", ".join(
+        f"{progress[bucket]} {bucket}" for bucket in PROGRESS_BUCKETS if progress[bucket]
+    )
     return f"{record['coordination_id']}  {record['status']:<16}  {record['version'] or '-':<12}  {counts}"
 
 

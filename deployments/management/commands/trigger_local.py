@@ -5,8 +5,9 @@ import time
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from deployments.api.serializers import CoordinationDetailSerializer
 from deployments.models import CoordinationStatus, StageEvent, TriggerSource
-from deployments.selectors import coordination_as_json
+from deployments.selectors import coordination_detail, coordination_finished
 from deployments.services import coordination_start
 from deployments.stage_log import format_event, format_total
 
@@ -105,15 +106,14 @@ class Command(BaseCommand):
 
         if not options["wait"]:
             if options["json"]:
-                self.stdout.write(json.dumps(coordination_as_json(coordination), indent=2))
+                self.stdout.write(_json(coordination.coordination_id))
             else:
                 name = coordination.coordination_id
                 self.stdout.write(f"🚀 queued {name} (follow it with: deployment_status {name})")
             return
         code = self._follow(coordination, timeout=options["timeout"], quiet=options["json"])
         if options["json"]:
-            coordination.refresh_from_db()
-            self.stdout.write(json.dumps(coordination_as_json(coordination), indent=2))
+            self.stdout.write(_json(coordination.coordination_id))
         if code:
             raise SystemExit(code)
 
@@ -123,13 +123,15 @@ class Command(BaseCommand):
         hinted = False
         while True:
             coordination.refresh_from_db(fields=["status", "started_at", "finished_at"])
-            terminal = coordination.is_terminal
+            # Read before the events: when it holds, no event can follow them. After a
+            # cancel, the environments it hangs up still end (and say so) after it.
+            finished = coordination_finished(coordination)
             events = StageEvent.objects.filter(coordination=coordination, id__gt=cursor).select_related("coordination")
             for event in events.order_by("id"):
                 cursor = event.id
                 if not quiet:
                     self.stdout.write(format_event(event))
-            if terminal:
+            if finished:
                 break
             waited = time.monotonic() - started
             if timeout is not None and waited >= timeout:
@@ -146,6 +148,11 @@ class Command(BaseCommand):
         if not quiet:
             self.stdout.write(format_total(coordination))
         return EXIT_COMPLETED if coordination.status == CoordinationStatus.COMPLETED else EXIT_FAILED
+
+
+def _json(coordination_id: str) -> str:
+    """The coordination as the API's detail shows it."""
+    return json.dumps(CoordinationDetailSerializer(coordination_detail(coordination_id)).data, indent=2)
 
 
 def _flag_or_env(flag: str | None, variable: str) -> str:

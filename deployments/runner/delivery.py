@@ -1,7 +1,7 @@
 """The delivery side of a coordination run: what each thread does for one target.
 
 Threads never touch the database. They report through a queue to the coordinator's
-main thread (deployments.coordinator), which is the only writer.
+main thread (deployments.runner.schedule), which is the only writer.
 """
 
 import dataclasses

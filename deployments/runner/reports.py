@@ -1,0 +1,80 @@
+"""What the delivery threads report, recorded by the main thread: a script started, a
+retry, a health check, an outcome. Each report is one transition or one note."""
+
+import logging
+
+from deployments.models import Coordination, CoordinationTarget, Stage, TargetStatus as T
+from deployments.runner.delivery import Outcome
+from deployments.runner.output import OutputBook
+from deployments.runner.stopping import StopKind, Stopping
+from deployments.transitions import note, transition
+from environments.connectors import ConnectorError
+from environments.services import environment_record_health
+
+logger = logging.getLogger(__name__)
+
+
+def record_started(target: CoordinationTarget, detail: str) -> None:
+    transition(target, T.RUNNING, stage=Stage.RUN, message=detail)
+
+
+def record_retry(
+    coordination: Coordination, target: CoordinationTarget, attempt: int, error: ConnectorError, delay: float
+) -> None:
+    CoordinationTarget.objects.filter(pk=target.pk).update(attempts=attempt + 1)
+    target.attempts = attempt + 1
+    note(
+        coordination,
+        f"attempt {attempt} failed: {error.message}; retrying in {delay:g} s",
+        stage=Stage.TRIGGER,
+        target=target,
+        data={"attempt": attempt, "reason": error.reason, "next_attempt": attempt + 1},
+    )
+
+
+def record_health(
+    coordination: Coordination, target: CoordinationTarget, healthy: bool, detail: str, latency_ms: int | None
+) -> None:
+    if target.remote_environment_id:
+        environment_record_health(
+            environment_pk=target.remote_environment_id, healthy=healthy, detail=detail, latency_ms=latency_ms
+        )
+    note(
+        coordination,
+        f"{'healthy' if healthy else 'unhealthy'}: {detail}",
+        stage=Stage.VERIFY,
+        target=target,
+        data={"healthy": healthy},
+    )
+
+
+def record_outcome(target: CoordinationTarget, outcome: Outcome, *, stopping: Stopping, output: OutputBook) -> None:
+    """The target's end, with the output that arrived since the last write."""
+    outcome = as_stopped(outcome, stopping)
+    fields = {"reason": outcome.reason, "exit_code": outcome.exit_code}
+    if outcome.status != T.SUCCEEDED:
+        fields["error"] = outcome.message
+    fields.update(output.fields_for(target))
+    moved = transition(
+        target,
+        outcome.status,
+        stage=Stage.VERIFY if outcome.reason == "health_check_failed" else Stage.RUN,
+        message=outcome.message,
+        data={**outcome.data, "exit_code": outcome.exit_code, "reason": outcome.reason},
+        fields=fields,
+    )
+    if not moved:
+        logger.warning("%s: outcome %s not recorded, status moved on", target.environment_id, outcome.status)
+
+
+def as_stopped(outcome: Outcome, stopping: Stopping) -> Outcome:
+    """A delivery cut short ends as the stop's kind says."""
+    if outcome.reason != "cancelled" or stopping.kind in ("", StopKind.CANCEL):
+        return outcome
+    if stopping.kind == StopKind.SHUTDOWN:
+        return Outcome(T.INTERRUPTED, reason="worker_shutdown", message=f"stopped: {stopping.reason}")
+    return Outcome(
+        T.FAILED,
+        reason="timeout" if stopping.kind == StopKind.DEADLINE else "internal_error",
+        message=f"stopped: {stopping.reason}",
+    )

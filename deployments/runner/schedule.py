@@ -1,0 +1,219 @@
+"""Delivery to a coordination's pending targets, by the lead or a shard: claim targets as
+room frees up, start a thread for each, and record what the threads report.
+
+Threads do the waiting (SSH sessions, HTTP calls) and never touch the database; this
+module's loop, in the task's main thread, is the only writer. Threads report through a
+queue, applied in short batched transactions: SQLite stays free of "database is locked",
+a coordination keeps one database connection whatever its fan-out, and claiming,
+scheduling and cancelling happen in one place.
+"""
+
+import dataclasses
+import math
+import queue
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from django.conf import settings
+from django.db import transaction
+
+from deployments.leases import Heartbeat
+from deployments.models import Coordination, CoordinationStatus as C, CoordinationTarget, Stage, TargetStatus as T
+from deployments.runner import reports
+from deployments.runner.callbacks import CALLBACK_METHODS, Callbacks
+from deployments.runner.delivery import TargetReporter, deliver_and_report, target_spec
+from deployments.runner.output import OutputBook
+from deployments.runner.stopping import StopKind, Stopping
+from deployments.transitions import transition
+from environments.config import DeploymentDefaults
+from environments.connectors import DeploymentContext
+
+BATCH_WAIT_SECONDS = 0.1
+CANCEL_CHECK_SECONDS = 1.0
+# Stops after which targets not claimed yet are cancelled (a shutdown leaves them for the
+# worker that takes over).
+CANCELLING_STOPS = (StopKind.CANCEL, StopKind.DEADLINE, StopKind.ERROR)
+
+
+def tasks_per_coordination() -> int:
+    return max(1, settings.DEPLOYMENT_TASKS_PER_COORDINATION)
+
+
+def cancel_pending(targets: list[CoordinationTarget], *, reason: str) -> None:
+    with transaction.atomic():
+        for target in targets:
+            transition(
+                target,
+                T.CANCELLED,
+                stage=Stage.TRIGGER,
+                message=f"not started: {reason}",
+                fields={"reason": "cancelled", "error": reason},
+            )
+
+
+def where(environment) -> str:
+    """Where a trigger goes, for the log: the endpoint of an agent, else host:port."""
+    if environment.connection_method == "http_api" and environment.api_endpoint:
+        return environment.api_endpoint
+    if environment.connection_method == "webhook" and environment.webhook_url:
+        return environment.webhook_url
+    return environment.address
+
+
+class Delivery:
+    """One task's share of a coordination's deliveries."""
+
+    def __init__(
+        self,
+        coordination: Coordination,
+        *,
+        lead: bool,
+        defaults: DeploymentDefaults,
+        context: DeploymentContext,
+        stopping: Stopping,
+        heartbeat: Heartbeat,
+    ):
+        self.coordination = coordination
+        self.lead = lead
+        self.defaults = defaults
+        self.context = context
+        self.stopping = stopping
+        self.heartbeat = heartbeat
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.targets: dict[int, CoordinationTarget] = {}
+        self.reporters: dict[int, TargetReporter] = {}
+        self.in_flight: set[int] = set()
+        self.output = OutputBook()
+        self.callbacks = Callbacks()
+
+    def run(self) -> None:
+        """Deliver to every pending target, `parallel_limit` at a time across the
+        coordination's tasks, until each one this task claimed has ended."""
+        targets = list(
+            self.coordination.targets.filter(status=T.PENDING)
+            .select_related("remote_environment")
+            .order_by("environment_id")
+        )
+        if not self.lead:
+            targets.reverse()  # meet the lead in the middle instead of racing it for each claim
+        self.targets = {target.pk: target for target in targets}
+        if not targets:
+            return
+        limit = max(1, math.ceil(self.defaults.parallel_limit / tasks_per_coordination()))
+        with ThreadPoolExecutor(max_workers=min(limit, len(targets)), thread_name_prefix="deliver") as pool:
+            try:
+                self._schedule(pool, targets, limit)
+            except BaseException:
+                # Let running deliveries end at once instead of holding the pool's shutdown.
+                self.stopping.request(StopKind.ERROR, "the coordinator stopped on an error")
+                raise
+        self.output.flush(self.targets)
+
+    def _schedule(self, pool: ThreadPoolExecutor, pending: list[CoordinationTarget], limit: int) -> None:
+        """1. Claim pending targets while there is room, unless stopping.
+        2. On a cancelling stop, cancel what was never claimed; on a shutdown, leave it.
+        3. Apply the threads' reports (a short wait for the first one paces the loop).
+        4. Every second look for a stop; hand callbacks over; renew the lease."""
+        stopping = self.stopping
+        last_stop_check = time.monotonic()
+        while pending or self.in_flight:
+            if pending and len(self.in_flight) < limit and not stopping.stopped and not stopping.shutting_down:
+                room = limit - len(self.in_flight)
+                batch, pending = pending[:room], pending[room:]
+                for target in self._claim(batch):
+                    self.in_flight.add(target.pk)
+                    pool.submit(deliver_and_report, *self._delivery_arguments(target))
+            if pending and stopping.kind in CANCELLING_STOPS:
+                cancel_pending(pending, reason=stopping.reason)
+                pending = []
+            if pending and stopping.shutting_down:
+                pending = []  # left pending for the worker that takes over
+            self._apply_reports()
+            now = time.monotonic()
+            if now - last_stop_check >= CANCEL_CHECK_SECONDS:
+                stopping.check()
+                last_stop_check = now
+            self.callbacks.collect(self.reporters)
+            self.heartbeat.beat()
+            self._advance_to_deploying()
+
+    def _claim(self, batch: list[CoordinationTarget]) -> list[CoordinationTarget]:
+        """Conditional updates: of two tasks claiming the same target, one wins."""
+        claimed = []
+        with transaction.atomic():
+            for target in batch:
+                environment = target.remote_environment
+                if environment is None:
+                    transition(
+                        target,
+                        T.FAILED,
+                        stage=Stage.TRIGGER,
+                        message="the environment was deleted before it was triggered",
+                        fields={"reason": "environment_deleted", "error": "environment deleted"},
+                    )
+                    continue
+                lease = self.heartbeat.lease
+                if transition(
+                    target,
+                    T.TRIGGERING,
+                    stage=Stage.TRIGGER,
+                    message=f"connecting over {environment.connection_method} to {where(environment)}",
+                    data={"attempt": 1, "worker": lease.owner},
+                    fields={"attempts": 1, "lease": lease},
+                ):
+                    if environment.connection_method in CALLBACK_METHODS:
+                        self.callbacks.issue(target, timeout=environment.timeout)
+                    claimed.append(target)
+        return claimed
+
+    def _delivery_arguments(self, target: CoordinationTarget) -> tuple:
+        reporter = TargetReporter(target.pk, self.inbox, self.stopping.event)
+        self.reporters[target.pk] = reporter
+        spec = target_spec(target.remote_environment)
+        context = dataclasses.replace(
+            self.context, callback_url=self.callbacks.url_for(target.pk), deadline=time.time() + spec.timeout
+        )
+        return (spec, context, self.defaults, reporter)
+
+    def _advance_to_deploying(self) -> None:
+        if not self.lead or self.coordination.status != C.LOCAL_TRIGGERING:
+            return
+        if self.coordination.targets.filter(status__in=[T.PENDING, T.TRIGGERING]).exists():
+            return
+        if not transition(
+            self.coordination, C.LOCAL_DEPLOYING, stage=Stage.RUN, message="every environment has started"
+        ):
+            self.coordination.refresh_from_db(fields=["status"])  # cancelled meanwhile
+
+    def _apply_reports(self) -> None:
+        try:
+            batch = [self.inbox.get(timeout=BATCH_WAIT_SECONDS)]
+        except queue.Empty:
+            return
+        while True:
+            try:
+                batch.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        with transaction.atomic():
+            for kind, target_pk, payload in batch:
+                self._apply(kind, self.targets[target_pk], payload)
+            # Output is written in the same batch it arrived in: a crash loses none of it.
+            self.output.flush(self.targets)
+
+    def _apply(self, kind: str, target: CoordinationTarget, payload) -> None:
+        if kind == "output":
+            self.output.add(target.pk, payload)
+        elif kind == "started":
+            reports.record_started(target, payload)
+        elif kind == "retrying":
+            reports.record_retry(self.coordination, target, *payload)
+        elif kind == "health":
+            reports.record_health(self.coordination, target, *payload)
+        elif kind == "awaiting_callback":
+            self.callbacks.awaiting.add(target.pk)
+        elif kind == "finished":
+            reports.record_outcome(target, payload, stopping=self.stopping, output=self.output)
+            self.in_flight.discard(target.pk)
+            self.callbacks.awaiting.discard(target.pk)
+            self.reporters.pop(target.pk, None)

@@ -1,0 +1,294 @@
+"""One coordinator task, from start to end: the lead runs the stages, a shard only
+delivers. Entry points `run_coordination` and `run_coordination_shard` (deployments.tasks)."""
+
+import logging
+import signal
+import time
+
+from django.conf import settings
+from django.utils import timezone
+
+from deployments.ec2.config import ec2_mode
+from deployments.ec2.stage import stage_summary
+from deployments.leases import (
+    Heartbeat,
+    LeaseLost,
+    coordination_requeue,
+    interrupt,
+    lease_acquire,
+    lease_reap,
+    lease_release,
+)
+from deployments.models import (
+    COORDINATION_TERMINAL,
+    TARGET_TERMINAL,
+    Coordination,
+    CoordinationStatus as C,
+    RunLease,
+    Stage,
+    TargetStatus as T,
+)
+from deployments.queueing import queue_shard
+from deployments.runner.ec2_step import EC2Step
+from deployments.runner.schedule import Delivery, cancel_pending, tasks_per_coordination
+from deployments.runner.stopping import Stopping
+from deployments.transitions import transition
+from environments.config import DeploymentDefaults
+from environments.connectors import DeploymentContext
+
+logger = logging.getLogger(__name__)
+
+WAIT_FOR_SHARDS_SECONDS = 1.0
+
+
+def _context(coordination: Coordination, defaults: DeploymentDefaults) -> DeploymentContext:
+    return DeploymentContext(
+        coordination_id=coordination.coordination_id,
+        ec2_instance_id=coordination.ec2_instance_id,
+        ec2_public_ip=coordination.ec2_public_ip,
+        deployment_version=coordination.version,
+        connect_timeout=defaults.connect_timeout,
+        known_hosts_path=settings.SSH_KNOWN_HOSTS,
+        ca_bundle=settings.HTTP_CA_BUNDLE,
+        request_timeout=settings.HTTP_TRIGGER_TIMEOUT,
+    )
+
+
+class CoordinationRun:
+    """The lead task of a coordination."""
+
+    def __init__(self, coordination: Coordination, stopping: Stopping):
+        self.coordination = coordination
+        self.stopping = stopping
+        self.defaults = DeploymentDefaults.from_json(coordination.settings)
+        self.context = _context(coordination, self.defaults)
+        self.heartbeat: Heartbeat | None = None
+
+    def run(self) -> None:
+        """1. Take the lead lease (a second task for the same coordination finds it held).
+        2. EC2 stage: record what the deploy script passed, or wait for or launch the
+           instance through the EC2 API. A failure there fails the coordination and no
+           environment is triggered.
+        3. Queue shard tasks, then deliver to pending targets, `parallel_limit` at a time
+           across all tasks; wait for the shards' targets to end too.
+        4. Complete or fail the coordination with each environment's reason.
+        A resumed run (the previous lead died) interrupts targets no live lease holds and
+        runs those that never started. A shutdown hands the rest to another worker."""
+        coordination = self.coordination
+        if coordination.status in COORDINATION_TERMINAL:
+            return
+        lease = lease_acquire(coordination=coordination, lead=True)
+        if lease is None:
+            return  # a live lead has it
+        self.heartbeat = Heartbeat(lease)
+        try:
+            self._steps()
+        finally:
+            if self.heartbeat is not None:
+                lease_release(lease=self.heartbeat.lease)
+
+    def _steps(self) -> None:
+        coordination = self.coordination
+        coordination.refresh_from_db()
+        if coordination.status in COORDINATION_TERMINAL:
+            return
+        if coordination.status == C.PENDING:
+            self._start_ec2_stage()
+        else:
+            self._interrupt_unheld_targets()
+        if coordination.status == C.EC2_DEPLOYING:
+            step, self.context = EC2Step(coordination, stopping=self.stopping, heartbeat=self.heartbeat).run(
+                self.context
+            )
+            if step == "hand_back":
+                self._hand_back("the worker running it shut down during the EC2 stage")
+            if step != "go":
+                return
+        if coordination.status == C.EC2_COMPLETED:
+            self._start_triggering()
+        self._queue_shards()
+        Delivery(
+            coordination,
+            lead=True,
+            defaults=self.defaults,
+            context=self.context,
+            stopping=self.stopping,
+            heartbeat=self.heartbeat,
+        ).run()
+        if not self.stopping.shutting_down:
+            self._wait_for_shards()
+        if self.stopping.shutting_down:
+            self._hand_back("the worker running it shut down")
+            return
+        finish(coordination)
+
+    def _start_ec2_stage(self) -> None:
+        coordination = self.coordination
+        transition(
+            coordination,
+            C.EC2_DEPLOYING,
+            stage=Stage.EC2,
+            message=stage_summary(coordination),
+            data={"mode": ec2_mode(coordination.ec2_deployment_config)},
+        )
+
+    def _start_triggering(self) -> None:
+        count = self.coordination.targets.count()
+        transition(
+            self.coordination,
+            C.LOCAL_TRIGGERING,
+            stage=Stage.TRIGGER,
+            message=f"triggering {count} environments",
+            data={"targets": count, "parallel_limit": self.defaults.parallel_limit},
+        )
+
+    def _queue_shards(self) -> None:
+        coordination = self.coordination
+        pending = coordination.targets.filter(status=T.PENDING).count()
+        for _ in range(min(tasks_per_coordination() - 1, max(0, pending - 1))):
+            queue_shard(coordination_pk=coordination.pk, coordination_id=coordination.coordination_id)
+
+    def _interrupt_unheld_targets(self) -> None:
+        """Targets started by a task whose lease is gone have an unknown outcome."""
+        for target in self.coordination.targets.filter(status__in=[T.TRIGGERING, T.RUNNING]).select_related("lease"):
+            if target.lease is None or target.lease.expires_at < timezone.now():
+                interrupt(target, why="the worker running it stopped")
+
+    def _wait_for_shards(self) -> None:
+        """Other tasks may still be delivering; the lead closes the coordination only when
+        every target has ended, reaping shards that die meanwhile."""
+        coordination = self.coordination
+        while coordination.targets.exclude(status__in=TARGET_TERMINAL).exists():
+            for lease in RunLease.objects.filter(
+                coordination=coordination, is_lead=False, expires_at__lt=timezone.now()
+            ):
+                lease_reap(lease=lease)
+            self.heartbeat.beat(force=True)
+            self.stopping.check()
+            if self.stopping.shutting_down:
+                return  # nothing of ours runs; another worker takes over the waiting
+            if self.stopping.kind:
+                cancel_pending(list(coordination.targets.filter(status=T.PENDING)), reason=self.stopping.reason)
+            time.sleep(WAIT_FOR_SHARDS_SECONDS)
+
+    def _hand_back(self, why: str) -> None:
+        """Shutting down: release the lead and queue the coordination for another worker
+        (which runs what never started and closes it)."""
+        lease_release(lease=self.heartbeat.lease)
+        self.heartbeat = None
+        if self.coordination.targets.exclude(status__in=TARGET_TERMINAL).exists():
+            coordination_requeue(coordination=self.coordination, why=why)
+        else:
+            finish(self.coordination)
+
+
+def run_shard(coordination: Coordination, stopping: Stopping) -> None:
+    """Deliver to pending targets of a coordination whose lead is at work, then leave."""
+    if coordination.status not in (C.LOCAL_TRIGGERING, C.LOCAL_DEPLOYING):
+        return
+    lease = lease_acquire(coordination=coordination, lead=False)
+    try:
+        defaults = DeploymentDefaults.from_json(coordination.settings)
+        Delivery(
+            coordination,
+            lead=False,
+            defaults=defaults,
+            context=_context(coordination, defaults),
+            stopping=stopping,
+            heartbeat=Heartbeat(lease),
+        ).run()
+    finally:
+        lease_release(lease=lease)
+
+
+def finish(coordination: Coordination) -> None:
+    """Every target has ended: local_completed, then completed when all succeeded, else
+    failed with each environment's reason. A cancel may land at any point in between:
+    a move that finds the status changed stops here (the coordination is cancelled)."""
+    coordination.refresh_from_db(fields=["status"])
+    if coordination.status in COORDINATION_TERMINAL:
+        return  # cancelled while running
+    targets = list(coordination.targets.order_by("environment_id"))
+    failed = [target for target in targets if target.status != T.SUCCEEDED]
+    if coordination.status in (C.LOCAL_TRIGGERING, C.LOCAL_DEPLOYING):
+        healthy = len(targets) - len(failed)
+        if not transition(
+            coordination,
+            C.LOCAL_COMPLETED,
+            stage=Stage.VERIFY,
+            message=f"all environments finished: {healthy} succeeded, {len(failed)} did not",
+            data={"succeeded": healthy, "failed": len(failed), "total": len(targets)},
+        ):
+            return _moved_on(coordination)
+    if not failed:
+        if not transition(coordination, C.COMPLETED, message=f"all {len(targets)} environments succeeded"):
+            _moved_on(coordination)
+        return
+    reasons = "; ".join(f"{target.environment_id} ({target.reason or target.status})" for target in failed)
+    summary = f"{len(failed)} of {len(targets)} environments failed: {reasons}"
+    if not transition(
+        coordination,
+        C.FAILED,
+        message=summary,
+        data={"failed": [target.environment_id for target in failed], "total": len(targets), "reasons": reasons},
+        fields={"error": summary},
+    ):
+        _moved_on(coordination)
+
+
+def _moved_on(coordination: Coordination) -> None:
+    coordination.refresh_from_db(fields=["status"])
+    logger.info("coordination %s: %s before it could be closed", coordination.coordination_id, coordination.status)
+
+
+def fail_unfinished(coordination: Coordination, reason: str) -> None:
+    """Close out a coordination whose run broke off: nothing may stay active. Targets that
+    never started fail; those whose script may have started are interrupted (unknown)."""
+    for target in coordination.targets.exclude(status__in=TARGET_TERMINAL):
+        unknown = target.status in (T.TRIGGERING, T.RUNNING)
+        transition(
+            target,
+            T.INTERRUPTED if unknown else T.FAILED,
+            message=reason,
+            fields={"reason": "interrupted" if unknown else "internal_error", "error": reason},
+        )
+    coordination.refresh_from_db(fields=["status"])
+    if coordination.status not in COORDINATION_TERMINAL:
+        transition(coordination, C.FAILED, message=reason, fields={"error": reason})
+
+
+def _run(coordination: Coordination, *, lead: bool) -> None:
+    started = time.monotonic()
+    role = "lead" if lead else "shard"
+    logger.info("coordination %s: %s run starts", coordination.coordination_id, role)
+    stopping = Stopping(coordination.pk)
+    previous_handler = stopping.catch_sigterm()
+    try:
+        if lead:
+            CoordinationRun(coordination, stopping).run()
+        else:
+            run_shard(coordination, stopping)
+    except LeaseLost:
+        # Another worker took over (we were presumed dead): write nothing more.
+        logger.warning("coordination %s: lease lost; leaving it to its new owner", coordination.coordination_id)
+    except Exception as exc:
+        logger.exception("coordination %s: run broke off", coordination.coordination_id)
+        fail_unfinished(coordination, f"the coordinator stopped on an error: {type(exc).__name__}: {exc}")
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    logger.info(
+        "coordination %s: %s run ends after %.2f s", coordination.coordination_id, role, time.monotonic() - started
+    )
+    if stopping.terminated_by_signal:
+        # This process was asked to terminate; now that the run is closed out, do so.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
+
+
+def run_coordination(coordination: Coordination) -> None:
+    _run(coordination, lead=True)
+
+
+def run_coordination_shard(coordination: Coordination) -> None:
+    _run(coordination, lead=False)
