@@ -133,3 +133,41 @@ def test_trigger_local_with_no_environments_exits_2(qcluster):
     result = trigger(qcluster)
     assert result.returncode == 2
     assert "no enabled environment" in result.stderr
+
+
+def test_trigger_local_wait_after_a_cancel_prints_the_hung_up_environments_before_it_exits(
+    sshd, make_ssh_environment, qcluster, quick_retries
+):
+    """A cancelled coordination is terminal at once, while its running environments end
+    about a second later, when the worker hangs them up; --wait follows until they have."""
+    import subprocess
+    import sys
+
+    from deployments.services import coordination_cancel
+    from tests.services import ROOT, wait_until
+
+    make_ssh_environment("slow_env", sshd.script("slow.sh", "sleep 60\n"))
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "trigger_local", "--wait", "--version", "v3.0.0"],
+        env=qcluster.env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(
+            lambda: Coordination.objects.filter(targets__status=T.RUNNING).exists(), 60, "the script to start"
+        )
+        coordination_cancel(coordination=Coordination.objects.get())
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+
+    assert process.returncode == 1, stdout + stderr + qcluster.output()
+    lines = stdout.splitlines()
+    cancelled = next((i for i, line in enumerate(lines) if line.startswith("🛑 cancelled:")), None)
+    hung_up = next((i for i, line in enumerate(lines) if line.startswith("🛑 slow_env (cancelled")), None)
+    assert cancelled is not None and hung_up is not None, stdout
+    assert cancelled < hung_up < len(lines) - 1, stdout
+    assert Coordination.objects.get().targets.get().status == T.CANCELLED
