@@ -8,8 +8,8 @@ from django.contrib import admin, messages
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from accounts.admin_roles import RecordAdmin
 from deployments import admin_views
-from deployments.admin_roles import RecordAdmin
 from deployments.dashboard import (
     coordination_badge,
     coordination_page_context,

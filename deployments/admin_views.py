@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from deployments.admin_roles import require_operator, require_viewer
+from accounts.admin_roles import require_operator, require_viewer
 from deployments.dashboard import coordination_live, coordination_url, dashboard_live
 from deployments.models import Coordination, TriggerSource
 from deployments.services import CoordinationConflict, coordination_cancel, coordination_retry, coordination_start

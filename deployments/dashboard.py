@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from deployments.admin_roles import can_operate
+from accounts.admin_roles import can_operate
 from deployments.models import (
     COORDINATION_TERMINAL,
     TARGET_ACTIVE,

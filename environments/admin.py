@@ -10,7 +10,7 @@ from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from deployments.admin_roles import RoleAdmin, can_operate
+from accounts.admin_roles import RoleAdmin, can_operate
 from deployments.dashboard import health_badge, target_badge
 from deployments.selectors import (
     environment_check_results,

@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
-from deployments.admin_roles import require_operator, require_viewer
+from accounts.admin_roles import require_operator, require_viewer
 from deployments.selectors import environment_host_key_offer
 from environments.config import ENVIRONMENT_FIELDS, ConfigError, ImportPlan, export_config
 from environments.fields import SecretDecryptionError, decrypt, encrypt

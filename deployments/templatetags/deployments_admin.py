@@ -12,7 +12,7 @@ register = template.Library()
 def deployment_dashboard(context):
     """The dashboard at the top of the admin's front page (nothing for a user without a
     role). The Deploy form only for ADMIN."""
-    from deployments.admin_roles import can_view
+    from accounts.admin_roles import can_view
 
     request = context["request"]
     if not can_view(request):

@@ -1,4 +1,4 @@
-"""The admin follows the API's roles (deployments/api/permissions.py): VIEWER sees every
+"""The admin follows the API's roles (accounts/roles.py): VIEWER sees every
 environment, coordination and event and changes nothing; ADMIN (or a superuser) also adds,
 changes, deletes and operates (deploy, check, cancel, retry, import, approve host keys).
 Users need `is_staff` to sign in to the admin at all; a staff user with neither role sees
@@ -7,7 +7,7 @@ none of these models. Django's per-model permissions play no part here."""
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 
-from deployments.api.permissions import ADMIN, VIEWER, user_roles
+from accounts.roles import ADMIN, VIEWER, user_roles
 
 
 def can_view(request) -> bool:

@@ -7,7 +7,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from knox.models import AuthToken
 
-from deployments.api.permissions import ROLES, user_roles
+from accounts.roles import ROLES, user_roles
 
 EXIT_BAD_INPUT = 2
 

@@ -1,10 +1,9 @@
-"""The API's two roles, as Django groups (created by migration deployments.0004).
+"""The two roles, as Django groups (created by migration deployments.0004): the API
+(accounts.permissions) and the admin (accounts.admin_roles) both follow them.
 
 ADMIN manages environments and triggers, cancels and retries coordinations; VIEWER reads.
 A superuser counts as ADMIN. A signed-in user with neither role may read nothing.
 """
-
-from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 ADMIN = "ADMIN"
 VIEWER = "VIEWER"
@@ -27,18 +26,3 @@ def user_roles(user) -> frozenset[str]:
             cached = frozenset(names)
         user._api_roles = cached
     return cached
-
-
-class HasRole(BasePermission):
-    """Reads need VIEWER (or ADMIN), writes need ADMIN. Anonymous requests fail before
-    this with 401 (DRF answers NotAuthenticated when no authenticator succeeded)."""
-
-    def has_permission(self, request, view) -> bool:
-        if not request.user or not request.user.is_authenticated:
-            return False
-        roles = user_roles(request.user)
-        if request.method in SAFE_METHODS:
-            self.message = "Your account has no API role: reading needs VIEWER or ADMIN."
-            return VIEWER in roles
-        self.message = "This needs the ADMIN role." + (" Your account may only read." if roles else "")
-        return ADMIN in roles
