@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "accounts",
     "environments",
     "deployments",
+    "console",
 ]
 
 MIDDLEWARE = [

@@ -11,14 +11,15 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from accounts.admin_roles import RoleAdmin, can_operate
-from deployments.dashboard import health_badge, target_badge
+from console.presenters import health_badge, target_badge
+from console.views import environments as views
 from deployments.selectors import (
     environment_check_results,
     environment_host_key_offer,
     environment_recent_targets,
     environments_with_last_outcome_columns,
 )
-from environments import admin_views
+from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import SECRET_FIELDS, RemoteEnvironment, SettingsBlock
 from environments.services import (
     environment_pin_host_key,
@@ -83,8 +84,6 @@ class RemoteEnvironmentForm(forms.ModelForm):
 
 
 def _key_fingerprint(key: str) -> str:
-    from environments.connectors.ssh import fingerprint, parse_host_key
-
     try:
         return fingerprint(parse_host_key(key))
     except ValueError:
@@ -166,10 +165,10 @@ class RemoteEnvironmentAdmin(RoleAdmin):
 
         name = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
-            path("import/", wrap(admin_views.import_view), name=f"{name}_import"),
-            path("export/", wrap(admin_views.export_view), name=f"{name}_export"),
+            path("import/", wrap(views.import_view), name=f"{name}_import"),
+            path("export/", wrap(views.export_view), name=f"{name}_export"),
             path(
-                "<int:pk>/approve-host-key/", wrap(admin_views.approve_host_key_view), name=f"{name}_approve_host_key"
+                "<int:pk>/approve-host-key/", wrap(views.approve_host_key_view), name=f"{name}_approve_host_key"
             ),
             *super().get_urls(),
         ]

@@ -1,9 +1,10 @@
-"""Template helpers of the admin's deployment pages: the dashboard and the badges."""
+"""Template helpers of the console's pages: the dashboard and the badges."""
 
 from django import template
 
-from deployments import dashboard
-from deployments.admin_views import DeployForm
+from accounts.admin_roles import can_view
+from console import dashboard, presenters
+from console.views.deployments import DeployForm
 
 register = template.Library()
 
@@ -12,8 +13,6 @@ register = template.Library()
 def deployment_dashboard(context):
     """The dashboard at the top of the admin's front page (nothing for a user without a
     role). The Deploy form only for ADMIN."""
-    from accounts.admin_roles import can_view
-
     request = context["request"]
     if not can_view(request):
         return {"visible": False}
@@ -27,29 +26,29 @@ def deployment_dashboard(context):
 
 @register.filter
 def coordination_badge(status: str):
-    return dashboard.coordination_badge(status)
+    return presenters.coordination_badge(status)
 
 
 @register.filter
 def target_badge(status: str, reason: str = ""):
-    return dashboard.target_badge(status, reason)
+    return presenters.target_badge(status, reason)
 
 
 @register.filter
 def health_badge(health: str, title: str = ""):
-    return dashboard.health_badge(health, title)
+    return presenters.health_badge(health, title)
 
 
 @register.filter
 def progress_bar(progress: dict):
-    return dashboard.progress_bar(progress)
+    return presenters.progress_bar(progress)
 
 
 @register.filter
 def progress_summary(progress: dict) -> str:
-    return dashboard.progress_summary(progress)
+    return presenters.progress_summary(progress)
 
 
 @register.filter
 def duration(seconds) -> str:
-    return dashboard.format_duration(seconds)
+    return presenters.format_duration(seconds)

@@ -1,6 +1,6 @@
-"""The admin as the control room: the deployment dashboard on the admin's front page,
-coordinations (status never edited by hand; cancel and retry call services) and their
-StageEvents. Who may do what follows the API's roles (deployments/admin_roles.py)."""
+"""Coordinations in the admin (status never edited by hand; cancel and retry call
+services), their StageEvents and the auto-deploy claims. Who may do what follows the roles
+(accounts/admin_roles.py)."""
 
 from functools import partial
 
@@ -9,23 +9,20 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from accounts.admin_roles import RecordAdmin
-from deployments import admin_views
-from deployments.dashboard import (
+from console.coordination_page import coordination_page_context
+from console.presenters import (
     coordination_badge,
-    coordination_page_context,
     coordination_url,
     format_duration,
     progress_bar,
     progress_summary,
     triggered_by_label,
 )
+from console.views import deployments as views
 from deployments.models import AutoDeploy, Coordination, StageEvent
 from deployments.selectors import annotated_progress, coordinations_with_progress
 from deployments.services import CoordinationConflict, coordination_cancel
 from deployments.stage_log import format_event
-
-# The dashboard sits at the top of the admin's front page.
-admin.site.index_template = "admin/deployments/index.html"
 
 
 @admin.register(Coordination)
@@ -76,11 +73,11 @@ class CoordinationAdmin(RecordAdmin):
 
         name = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
-            path("deploy/", wrap(admin_views.deploy_view), name=f"{name}_deploy"),
-            path("dashboard/live/", wrap(admin_views.dashboard_live_view), name=f"{name}_dashboard_live"),
-            path("<int:pk>/live/", wrap(admin_views.coordination_live_view), name=f"{name}_live"),
-            path("<int:pk>/cancel/", wrap(admin_views.coordination_cancel_view), name=f"{name}_cancel"),
-            path("<int:pk>/retry/", wrap(admin_views.coordination_retry_view), name=f"{name}_retry"),
+            path("deploy/", wrap(views.deploy_view), name=f"{name}_deploy"),
+            path("dashboard/live/", wrap(views.dashboard_live_view), name=f"{name}_dashboard_live"),
+            path("<int:pk>/live/", wrap(views.coordination_live_view), name=f"{name}_live"),
+            path("<int:pk>/cancel/", wrap(views.coordination_cancel_view), name=f"{name}_cancel"),
+            path("<int:pk>/retry/", wrap(views.coordination_retry_view), name=f"{name}_retry"),
             *super().get_urls(),
         ]
 
@@ -151,7 +148,7 @@ class CoordinationAdmin(RecordAdmin):
     @admin.action(description="Retry the failed environments of the selected coordinations", permissions=["operate"])
     def retry_selected(self, request, queryset):
         for coordination in queryset:
-            retry, problem = admin_views.retry_coordination(self, request, coordination)
+            retry, problem = views.retry_coordination(self, request, coordination)
             if retry is None:
                 self.message_user(request, problem, messages.WARNING)
 

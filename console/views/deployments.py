@@ -1,6 +1,6 @@
 """The admin's own deployment pages, hung off the coordination admin's URLs: the Deploy
 form, the dashboard's and a coordination page's live JSON, cancel and retry. Each write
-calls one service; each checks the role first (deployments/admin_roles.py)."""
+calls one service; each checks the role first (accounts/admin_roles.py)."""
 
 import re
 
@@ -16,7 +16,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.admin_roles import require_operator, require_viewer
-from deployments.dashboard import coordination_live, coordination_url, dashboard_live
+from console.coordination_page import coordination_live
+from console.dashboard import dashboard_live
+from console.presenters import coordination_url
 from deployments.models import Coordination, TriggerSource
 from deployments.services import CoordinationConflict, coordination_cancel, coordination_retry, coordination_start
 from environments.models import RemoteEnvironment

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.admin_roles import require_operator, require_viewer
 from deployments.selectors import environment_host_key_offer
 from environments.config import ENVIRONMENT_FIELDS, ConfigError, ImportPlan, export_config
+from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.fields import SecretDecryptionError, decrypt, encrypt
 from environments.models import SECRET_FIELDS, RemoteEnvironment
 from environments.services import environment_pin_host_key, environments_import
@@ -27,6 +28,7 @@ from environments.services import environment_pin_host_key, environments_import
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 # How long a preview may be applied after it was shown.
 PREVIEW_MAX_AGE_SECONDS = 3600
+# The salt from when these views lived in environments/: a preview shown before the move stays valid.
 _PREVIEW_SALT = "environments.admin.import-preview"
 
 
@@ -75,8 +77,6 @@ def _changed_fields(current: RemoteEnvironment, planned: RemoteEnvironment) -> l
 
 
 def _key_label(key: str) -> str:
-    from environments.connectors.ssh import fingerprint, parse_host_key
-
     if not key:
         return "none"
     try:
