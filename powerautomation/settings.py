@@ -83,8 +83,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_q",
+    # The project's apps, bottom layer first; each imports only from those above it here.
+    "accounts",
     "environments",
     "deployments",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -304,7 +307,7 @@ REST_FRAMEWORK = {
         "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["deployments.api.permissions.HasRole"],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.HasRole"],
     "DEFAULT_THROTTLE_CLASSES": [
         "deployments.api.throttling.TokenRateThrottle",
         "deployments.api.throttling.AnonymousRateThrottle",

@@ -1,12 +1,9 @@
-"""Root URLs."""
+"""Root URLs. The admin site is set up in console.admin."""
 
 from django.contrib import admin
 from django.urls import include, path
 
 from deployments.views import callback
-
-admin.site.site_header = "PowerAutomation deployment coordinator"
-admin.site.site_title = "PowerAutomation"
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.test import Client
 
-from deployments.api.permissions import ADMIN, VIEWER
+from accounts.roles import ADMIN, VIEWER
 
 PASSWORD = "correct horse battery staple"
 

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from deployments.api.permissions import ADMIN, VIEWER
+from accounts.roles import ADMIN, VIEWER
 from deployments.models import Coordination, CoordinationStatus as C, TargetStatus as T
 from environments.connectors.ssh import fingerprint, parse_host_key
 from tests.admin.conftest import PASSWORD, make_staff

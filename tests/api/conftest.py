@@ -7,7 +7,7 @@ from django.core.cache import cache
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
-from deployments.api.permissions import ADMIN, VIEWER
+from accounts.roles import ADMIN, VIEWER
 from deployments.models import Coordination, CoordinationStatus as C, CoordinationTarget, StageEvent, TargetStatus as T
 from environments.models import RemoteEnvironment
 

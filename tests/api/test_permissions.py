@@ -141,6 +141,6 @@ def test_the_roles_exist_after_migrating():
     transactional ones, whose teardown empties every table.)"""
     from django.contrib.auth.models import Group
 
-    from deployments.api.permissions import ROLES
+    from accounts.roles import ROLES
 
     assert set(Group.objects.filter(name__in=ROLES).values_list("name", flat=True)) == set(ROLES)

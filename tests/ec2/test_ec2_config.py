@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
-from deployments.api.permissions import ADMIN
+from accounts.roles import ADMIN
 from deployments.models import Coordination, TriggerSource
 from deployments.services import coordination_start
 from environments.models import RemoteEnvironment

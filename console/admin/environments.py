@@ -1,0 +1,290 @@
+"""The environments in the admin: register (form or config-file import), export, check,
+deploy, and approve SSH host keys. Roles as in the API: VIEWER reads, ADMIN does."""
+
+from functools import partial
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from accounts.admin_roles import RoleAdmin, can_operate
+from console.presenters import health_badge, target_badge
+from console.views import environments as views
+from deployments.selectors import (
+    environment_check_results,
+    environment_host_key_offer,
+    environment_recent_targets,
+    environments_with_last_outcome_columns,
+)
+from environments.connectors.ssh import fingerprint, parse_host_key
+from environments.models import SECRET_FIELDS, RemoteEnvironment, SettingsBlock
+from environments.services import (
+    environment_pin_host_key,
+    environment_save,
+    environments_check_queue,
+    environments_delete,
+)
+
+
+class RemoteEnvironmentForm(forms.ModelForm):
+    """Secrets are write-only: the form never renders a stored value, and leaving the
+    box empty keeps what is stored."""
+
+    password = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), strip=False)
+    api_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), strip=False)
+    webhook_secret = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), strip=False)
+    clear_secrets = forms.MultipleChoiceField(
+        required=False,
+        choices=[(name, name) for name in SECRET_FIELDS],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Tick to remove a stored secret.",
+    )
+
+    class Meta:
+        model = RemoteEnvironment
+        fields = (
+            "environment_id",
+            "environment_type",
+            "connection_method",
+            "enabled",
+            "description",
+            "host",
+            "port",
+            "username",
+            "ssh_key_path",
+            "host_key",
+            "api_endpoint",
+            "webhook_url",
+            "password",
+            "api_token",
+            "webhook_secret",
+            "init_script_path",
+            "working_directory",
+            "timeout",
+            "health_check_url",
+        )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in SECRET_FIELDS:
+            stored = bool(self.instance.pk and getattr(self.instance, name))
+            self.fields[name].help_text = "Stored: set. Leave empty to keep it." if stored else "Stored: not set."
+
+    def _post_clean(self):
+        # Put the kept secrets back before the model's own validation sees the instance.
+        cleared = self.cleaned_data.get("clear_secrets", [])
+        stored = RemoteEnvironment.objects.filter(pk=self.instance.pk).first() if self.instance.pk else None
+        for name in SECRET_FIELDS:
+            if stored is not None and not self.cleaned_data.get(name) and name not in cleared:
+                self.cleaned_data[name] = getattr(stored, name)
+        super()._post_clean()
+
+
+def _key_fingerprint(key: str) -> str:
+    try:
+        return fingerprint(parse_host_key(key))
+    except ValueError:
+        return ""
+
+
+def _latest_check(environment: RemoteEnvironment, results: list[dict]) -> dict | None:
+    for result in results:
+        for report in result["reports"]:
+            if report.get("environment_id") == environment.environment_id:
+                kind = "Connectivity preflight" if result["connectivity"] else "Health check"
+                return {**report, "kind": kind, "stopped": result["stopped"]}
+    return None
+
+
+@admin.register(RemoteEnvironment)
+class RemoteEnvironmentAdmin(RoleAdmin):
+    form = RemoteEnvironmentForm
+    list_display = (
+        "environment_id",
+        "environment_type",
+        "connection_method",
+        "address",
+        "enabled",
+        "health",
+        "last_deployment",
+    )
+    list_filter = ("enabled", "connection_method", "environment_type", "last_health")
+    search_fields = ("environment_id", "host", "description")
+    actions = ("deploy_selected", "health_check_now", "connectivity_preflight", "delete_selected")
+    readonly_fields = (
+        "health",
+        "last_health_at",
+        "last_health_detail",
+        "created_at",
+        "updated_at",
+        "password_status",
+        "api_token_status",
+        "webhook_secret_status",
+    )
+    _first = (None, {"fields": ("environment_id", "environment_type", "connection_method", "enabled", "description")})
+    _connection = (
+        "Connection",
+        {"fields": ("host", "port", "username", "ssh_key_path", "host_key", "api_endpoint", "webhook_url")},
+    )
+    _script = ("Init script", {"fields": ("init_script_path", "working_directory", "timeout", "health_check_url")})
+    _health = ("Health", {"fields": ("health", "last_health_at", "last_health_detail", "created_at", "updated_at")})
+    fieldsets = (
+        _first,
+        _connection,
+        ("Secrets", {"fields": ("password", "api_token", "webhook_secret", "clear_secrets")}),
+        _script,
+        _health,
+    )
+    # What a VIEWER sees: every field read-only, and secrets only as "set"/"not set" (a
+    # read-only view of the secret fields themselves would print the decrypted values).
+    viewer_fieldsets = (
+        _first,
+        _connection,
+        ("Secrets", {"fields": ("password_status", "api_token_status", "webhook_secret_status")}),
+        _script,
+        _health,
+    )
+
+    def get_fieldsets(self, request, obj=None):
+        return self.fieldsets if can_operate(request) else self.viewer_fieldsets
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        match = request.resolver_match
+        if match is not None and match.url_name == "environments_remoteenvironment_changelist":
+            # The list never reads (decrypts) a secret.
+            queryset = environments_with_last_outcome_columns(queryset.defer(*SECRET_FIELDS))
+        return queryset
+
+    def get_urls(self):
+        def wrap(view):
+            return self.admin_site.admin_view(partial(view, model_admin=self))
+
+        name = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("import/", wrap(views.import_view), name=f"{name}_import"),
+            path("export/", wrap(views.export_view), name=f"{name}_export"),
+            path(
+                "<int:pk>/approve-host-key/", wrap(views.approve_host_key_view), name=f"{name}_approve_host_key"
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        environment = self.get_object(request, object_id)
+        if environment is not None:
+            extra_context = {**(extra_context or {}), **self._page_context(request, environment)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_operate": can_operate(request)}
+        return super().changelist_view(request, extra_context)
+
+    def _page_context(self, request, environment: RemoteEnvironment) -> dict:
+        results = environment_check_results()
+        return {
+            "can_operate": can_operate(request),
+            "host_key_offer": environment_host_key_offer(environment=environment, check_results=results),
+            "pinned_fingerprint": _key_fingerprint(environment.host_key) if environment.host_key else "",
+            "recent_targets": environment_recent_targets(environment=environment),
+            "latest_check": _latest_check(environment, results),
+        }
+
+    # --- writes: each calls a service -------------------------------------------------------
+
+    def save_model(self, request, obj, form, change):
+        environment_save(environment=obj)
+        if "host_key" in form.changed_data:
+            # Entering a key by hand approves it as much as the one-click approval does.
+            environment_pin_host_key(environment=obj, key=obj.host_key, user=request.user)
+
+    def delete_model(self, request, obj):
+        environments_delete(environments=[obj])
+
+    def delete_queryset(self, request, queryset):
+        environments_delete(environments=list(queryset))
+
+    # --- columns --------------------------------------------------------------------------
+
+    @admin.display(description="host:port")
+    def address(self, obj):
+        return obj.address
+
+    @admin.display(description="health", ordering="last_health")
+    def health(self, obj):
+        title = obj.last_health_detail
+        if obj.last_health_at:
+            title = f"{obj.last_health_at:%Y-%m-%d %H:%M:%S} UTC: {title}"
+        return health_badge(obj.last_health, title)
+
+    @admin.display(description="last deployment")
+    def last_deployment(self, obj):
+        status = getattr(obj, "last_status", None)
+        if not status:
+            return "–"
+        return format_html(
+            '{} <a href="{}" class="pa-quiet">{}</a>',
+            target_badge(status, obj.last_reason or ""),
+            reverse("admin:deployments_coordination_change", args=[obj.last_coordination_pk]),
+            obj.last_coordination_id,
+        )
+
+    def _secret_status(self, obj, name: str) -> str:
+        return "set" if obj is not None and getattr(obj, name) else "not set"
+
+    @admin.display(description="password")
+    def password_status(self, obj):
+        return self._secret_status(obj, "password")
+
+    @admin.display(description="API token")
+    def api_token_status(self, obj):
+        return self._secret_status(obj, "api_token")
+
+    @admin.display(description="webhook secret")
+    def webhook_secret_status(self, obj):
+        return self._secret_status(obj, "webhook_secret")
+
+    # --- actions --------------------------------------------------------------------------
+
+    @admin.action(description="Deploy to the selected environments", permissions=["operate"])
+    def deploy_selected(self, request, queryset):
+        ids = ",".join(queryset.order_by("environment_id").values_list("environment_id", flat=True))
+        return HttpResponseRedirect(
+            reverse("admin:deployments_coordination_deploy") + "?" + urlencode({"environments": ids})
+        )
+
+    @admin.action(description="Health-check the selected environments now", permissions=["operate"])
+    def health_check_now(self, request, queryset):
+        environments = list(queryset)
+        checked = [environment for environment in environments if environment.health_check_url]
+        skipped = [environment.environment_id for environment in environments if not environment.health_check_url]
+        count = environments_check_queue(environments=checked)
+        if count:
+            self.message_user(
+                request,
+                f"Queued a health check of {count} environment{'s' if count != 1 else ''}: the Health column and the "
+                "dashboard show the results within seconds.",
+                messages.SUCCESS,
+            )
+        if skipped:
+            self.message_user(request, f"No health_check_url, not checked: {', '.join(skipped)}.", messages.WARNING)
+
+    @admin.action(description="Connectivity preflight of the selected environments", permissions=["operate"])
+    def connectivity_preflight(self, request, queryset):
+        count = environments_check_queue(environments=list(queryset), connectivity=True)
+        self.message_user(
+            request,
+            f"Queued a connectivity preflight of {count} environment{'s' if count != 1 else ''} (connect, verify the "
+            "host key, authenticate; nothing runs on them): the results show on the dashboard and on each "
+            "environment's page within seconds.",
+            messages.SUCCESS,
+        )
+
+
+@admin.register(SettingsBlock)
+class SettingsBlockAdmin(RoleAdmin):
+    list_display = ("name", "updated_at")
+    readonly_fields = ("updated_at",)

@@ -1,0 +1,225 @@
+"""The environment admin's own pages: import a `remote_environments.json` (a preview of
+what would change, then the same all-or-nothing import as the command), export, and
+approve an offered SSH host key. Each write calls one service after checking the role."""
+
+import hashlib
+import json
+
+from django import forms
+from django.contrib import messages
+from django.core import signing
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts.admin_roles import require_operator, require_viewer
+from deployments.selectors import environment_host_key_offer
+from environments.config import ENVIRONMENT_FIELDS, ConfigError, ImportPlan, export_config
+from environments.connectors.ssh import fingerprint, parse_host_key
+from environments.fields import SecretDecryptionError, decrypt, encrypt
+from environments.models import SECRET_FIELDS, RemoteEnvironment
+from environments.services import environment_pin_host_key, environments_import
+
+MAX_IMPORT_BYTES = 5 * 1024 * 1024
+# How long a preview may be applied after it was shown.
+PREVIEW_MAX_AGE_SECONDS = 3600
+# The salt from when these views lived in environments/: a preview shown before the move stays valid.
+_PREVIEW_SALT = "environments.admin.import-preview"
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(label="Config file", help_text="remote_environments.json, as import_environments reads it.")
+    prune = forms.BooleanField(required=False, label="Also delete the environments the file does not list")
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > MAX_IMPORT_BYTES:
+            raise ValidationError(f"The file is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MiB.")
+        try:
+            self.parsed = json.loads(upload.read().decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ValidationError("The file is not UTF-8 text.") from None
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"Not valid JSON: {exc}") from None
+        return upload
+
+
+def _seal(data, prune: bool) -> str:
+    """The uploaded file for the Apply step, carried by the page: encrypted (it may hold
+    secrets, which a page must never show) and signed with a timestamp."""
+    return signing.TimestampSigner(salt=_PREVIEW_SALT).sign(encrypt(json.dumps({"data": data, "prune": prune})))
+
+
+def _unseal(payload: str) -> tuple[object, bool]:
+    sealed = signing.TimestampSigner(salt=_PREVIEW_SALT).unsign(payload, max_age=PREVIEW_MAX_AGE_SECONDS)
+    content = json.loads(decrypt(sealed))
+    return content["data"], bool(content["prune"])
+
+
+def _changed_fields(current: RemoteEnvironment, planned: RemoteEnvironment) -> list[str]:
+    changes = []
+    for name in ENVIRONMENT_FIELDS:
+        before, after = getattr(current, name), getattr(planned, name)
+        if before == after:
+            continue
+        if name in SECRET_FIELDS:
+            changes.append(f"{name}: {'set' if after else 'cleared'}")
+        elif name == "host_key":
+            changes.append(f"host_key: {_key_label(before)} → {_key_label(after)}")
+        else:
+            changes.append(f"{name}: {before!r} → {after!r}")
+    return changes
+
+
+def _key_label(key: str) -> str:
+    if not key:
+        return "none"
+    try:
+        return fingerprint(parse_host_key(key))
+    except ValueError:
+        return "an invalid key"
+
+
+def _preview(plan: ImportPlan) -> dict:
+    current = RemoteEnvironment.objects.in_bulk([environment.pk for environment in plan.update])
+    rows = [{"verb": "create", "environment": environment, "changes": []} for environment in plan.create]
+    rows += [
+        {"verb": "update", "environment": environment, "changes": _changed_fields(current[environment.pk], environment)}
+        for environment in plan.update
+    ]
+    rows += [{"verb": "delete", "environment": environment, "changes": []} for environment in plan.delete]
+    digest_source = [(row["verb"], row["environment"].environment_id, row["changes"]) for row in rows]
+    digest_source.append(sorted(plan.blocks))
+    return {
+        "rows": rows,
+        "unchanged": [environment.environment_id for environment in plan.unchanged],
+        "blocks": sorted(plan.blocks),
+        "warnings": plan.warnings,
+        "digest": hashlib.sha256(json.dumps(digest_source, default=str).encode()).hexdigest(),
+        "counts": {
+            "create": len(plan.create),
+            "update": len(plan.update),
+            "unchanged": len(plan.unchanged),
+            "delete": len(plan.delete),
+        },
+    }
+
+
+def _render_import(request, model_admin, **context):
+    return TemplateResponse(
+        request,
+        "admin/environments/remoteenvironment/import.html",
+        {
+            **model_admin.admin_site.each_context(request),
+            "opts": model_admin.opts,
+            "title": "Import environments",
+            **context,
+        },
+    )
+
+
+def import_view(request, *, model_admin):
+    """1. Upload: validate the file as the command does and show what would change
+    (nothing is written). 2. Apply: the same import, all or nothing; if the environments
+    changed since the preview, show the new preview instead of applying."""
+    require_operator(request)
+    if request.method != "POST":
+        return _render_import(request, model_admin, form=ImportForm())
+    if "payload" in request.POST:
+        return _apply(request, model_admin)
+    form = ImportForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return _render_import(request, model_admin, form=form)
+    prune = form.cleaned_data["prune"]
+    try:
+        plan = environments_import(data=form.parsed, prune=prune, dry_run=True)
+    except ConfigError as exc:
+        return _render_import(request, model_admin, form=form, errors=exc.errors)
+    except SecretDecryptionError as exc:
+        return _render_import(request, model_admin, form=form, errors=[str(exc)])
+    return _render_import(request, model_admin, preview=_preview(plan), payload=_seal(form.parsed, prune), prune=prune)
+
+
+def _apply(request, model_admin):
+    try:
+        data, prune = _unseal(request.POST["payload"])
+    except (signing.BadSignature, SecretDecryptionError, ValueError, KeyError):
+        messages.error(request, "This preview has expired or is not valid: upload the file again.")
+        return HttpResponseRedirect(reverse("admin:environments_remoteenvironment_import"))
+    try:
+        with transaction.atomic():
+            planned = _preview(environments_import(data=data, prune=prune, dry_run=True))
+            if planned["digest"] != request.POST.get("digest"):
+                return _render_import(
+                    request,
+                    model_admin,
+                    preview=planned,
+                    payload=request.POST["payload"],
+                    prune=prune,
+                    changed_since=True,
+                )
+            before = dict(RemoteEnvironment.objects.values_list("environment_id", "host_key"))
+            plan = environments_import(data=data, prune=prune)
+            _record_pinned_keys(request, plan, before)
+    except (ConfigError, SecretDecryptionError) as exc:
+        errors = exc.errors if isinstance(exc, ConfigError) else [str(exc)]
+        return _render_import(request, model_admin, form=ImportForm(), errors=errors)
+    for environment in plan.create:
+        model_admin.log_addition(request, environment, "Imported from a config file.")
+    for environment in plan.update:
+        model_admin.log_change(request, environment, "Imported from a config file.")
+    messages.success(
+        request,
+        f"Imported: {len(plan.create)} created, {len(plan.update)} updated, {len(plan.unchanged)} unchanged, "
+        f"{len(plan.delete)} deleted.",
+    )
+    return HttpResponseRedirect(reverse("admin:environments_remoteenvironment_changelist"))
+
+
+def _record_pinned_keys(request, plan: ImportPlan, before: dict[str, str]) -> None:
+    """A host key the file brings in was vouched for by the admin who imported it."""
+    for environment in plan.create + plan.update:
+        if environment.host_key and environment.host_key != before.get(environment.environment_id, ""):
+            environment_pin_host_key(environment=environment, key=environment.host_key, user=request.user)
+
+
+@require_GET
+def export_view(request, *, model_admin):
+    """The environments and settings blocks as a config file, never with secrets (the
+    command's --include-secrets is for a terminal, not a browser download)."""
+    require_viewer(request)
+    body = json.dumps(export_config(include_secrets=False), indent=2, ensure_ascii=False) + "\n"
+    response = HttpResponse(body, content_type="application/json; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="remote_environments.json"'
+    return response
+
+
+@require_POST
+def approve_host_key_view(request, pk: int, *, model_admin):
+    """Pin the host key the environment offered, if it is still the one the page showed."""
+    require_operator(request)
+    environment = get_object_or_404(RemoteEnvironment, pk=pk)
+    change_url = reverse("admin:environments_remoteenvironment_change", args=[environment.pk])
+    offer = environment_host_key_offer(environment=environment)
+    if offer is None:
+        messages.error(request, "There is no offered host key to approve: it was pinned or settled meanwhile.")
+        return HttpResponseRedirect(change_url)
+    if offer.fingerprint != request.POST.get("fingerprint", ""):
+        messages.error(request, "The offered host key changed since the page was shown: review the new fingerprint.")
+        return HttpResponseRedirect(change_url)
+    environment_pin_host_key(environment=environment, key=offer.offered_key, user=request.user)
+    model_admin.log_change(request, environment, f"Approved and pinned the offered host key {offer.fingerprint}.")
+    messages.success(
+        request,
+        format_html(
+            "Pinned {} for {}: its runs now trust this key only. Retry the failed deployment to use it.",
+            offer.fingerprint,
+            environment.environment_id,
+        ),
+    )
+    return HttpResponseRedirect(change_url)
