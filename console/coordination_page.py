@@ -15,20 +15,14 @@ from console.presenters import (
     progress_bar,
     progress_summary,
 )
-from deployments.models import COORDINATION_TERMINAL, TARGET_ACTIVE, Coordination, CoordinationTarget, StageEvent
-from deployments.selectors import coordination_events, target_progress
+from deployments.models import COORDINATION_TERMINAL, Coordination, CoordinationTarget, StageEvent
+from deployments.selectors import coordination_events, coordination_finished, target_progress
 from deployments.services import RETRYABLE_TARGET_STATUSES
 from deployments.stage_log import format_event
 
 TIMELINE_LIMIT = 2000
 LIVE_EVENTS_LIMIT = 500
 
-
-
-def _finished(coordination: Coordination, targets: list[CoordinationTarget]) -> bool:
-    """As the events endpoint: ended, and every environment has ended too (a cancelled
-    coordination still waits for the environments it hangs up)."""
-    return coordination.status in COORDINATION_TERMINAL and not any(t.status in TARGET_ACTIVE for t in targets)
 
 
 def _can_retry(coordination: Coordination, progress: dict) -> bool:
@@ -78,7 +72,7 @@ def coordination_page_context(request, coordination: Coordination) -> dict:
         "event_rows": _event_rows(coordination, events[:TIMELINE_LIMIT]),
         "timeline_truncated": len(events) > TIMELINE_LIMIT,
         "next_after": events[:TIMELINE_LIMIT][-1].id if events else 0,
-        "finished": _finished(coordination, targets),
+        "finished": coordination_finished(coordination, targets=targets),
         "can_operate": can_operate(request),
         "can_cancel": coordination.status not in COORDINATION_TERMINAL,
         "can_retry": _can_retry(coordination, progress),
@@ -103,7 +97,7 @@ def coordination_live(request, coordination: Coordination, *, after: int) -> dic
     return {
         "status": coordination.status,
         "terminal": coordination.status in COORDINATION_TERMINAL,
-        "finished": _finished(coordination, summaries),
+        "finished": coordination_finished(coordination, targets=summaries),
         "can_retry": _can_retry(coordination, progress),
         "progress": progress,
         "status_html": str(coordination_badge(coordination.status)),
