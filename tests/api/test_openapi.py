@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 
 from deployments.models import CoordinationStatus as C, TargetStatus as T
 from environments.models import RemoteEnvironment
-from tests.api.conftest import make_coordination, make_environment, make_user, token_client
+from tests.factories import make_coordination, make_environment, make_user, token_client
 from tests.services import Web, process_environment
 
 ENDPOINTS = {

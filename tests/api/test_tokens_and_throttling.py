@@ -14,7 +14,7 @@ from django.utils import timezone
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
-from tests.api.conftest import make_user, token_client
+from tests.factories import make_user, token_client
 from tests.services import ROOT
 
 
