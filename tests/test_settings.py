@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.services import ROOT
+from tests.support.processes import ROOT
 
 CHECK = "import django; django.setup(); from django.conf import settings; print(settings.Q_CLUSTER['timeout'])"
 

@@ -439,7 +439,7 @@ def test_health_check_and_preflight_actions_run_on_a_worker_and_show_their_resul
     qcluster, http_server, sshd, make_ssh_environment
 ):
     from tests.factories import make_staff, signed_in
-    from tests.services import wait_until
+    from tests.support.processes import wait_until
 
     operator = signed_in(make_staff("operator", "ADMIN"))
     http_server.answer("/health", 200)

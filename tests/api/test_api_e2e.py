@@ -11,7 +11,7 @@ import requests
 from deployments.models import Coordination
 from environments.models import SettingsBlock
 from tests.factories import make_user, token_client
-from tests.services import wait_until
+from tests.support.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -11,7 +11,8 @@ from django.test import Client
 from deployments.models import CallbackToken, Coordination, CoordinationStatus as C, TargetStatus as T, TriggerSource
 from deployments.services import coordination_run, coordination_start
 from environments.models import RemoteEnvironment, SettingsBlock
-from tests.services import Answer, in_thread
+from tests.support.http import Answer
+from tests.support.processes import in_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

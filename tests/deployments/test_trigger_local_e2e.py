@@ -7,7 +7,7 @@ import pytest
 
 from deployments.models import Coordination, CoordinationStatus as C, TargetStatus as T
 from environments.models import SettingsBlock
-from tests.services import manage
+from tests.support.processes import manage
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.services import free_port, stop_process, wait_for_port
+from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import stop_process
 
 REGION = "us-east-1"
 

@@ -15,7 +15,8 @@ from deployments.services import coordination_start
 from deployments.startup import auto_deploy, on_platform_start
 from environments.models import SettingsBlock
 from tests.factories import make_environment
-from tests.services import ROOT, free_port, in_thread, process_environment, wait_for_port, wait_until
+from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import ROOT, in_thread, process_environment, wait_until
 
 DECISION = "auto-deploy: "
 
