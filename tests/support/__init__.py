@@ -7,7 +7,8 @@ per concern (the facts behind them: the team's TESTING-REAL-SERVICES.md):
 - `sshd`: a throwaway OpenSSH server and its keys
 - `http`: a scripted loopback HTTP server, and a port that never answers
 - `databases`: throwaway PostgreSQL and Redis servers
-- `agent`: the local agent as a real process
+- `agent`: the local agent as a real process, its callback receiver and an HTTP client
+- `moto`: the EC2 emulator (moto in server mode)
 
 Rows, users and API clients for tests are made in `tests.factories`.
 """

@@ -15,6 +15,12 @@ from tests.support.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]  # the project folder, where manage.py is
 
+# Prints a setting, so a test sees whether start-up accepted the variables.
+_SETTINGS_CHECK = (
+    "import django; django.setup(); from django.conf import settings; print(settings.Q_CLUSTER['timeout'])"
+)
+
+
 def in_thread(function, **kwargs) -> threading.Thread:
     """Run `function(**kwargs)` in a started thread that closes its database connection
     when done (a connection left open keeps PostgreSQL from dropping the test database)."""
@@ -86,6 +92,17 @@ def manage(args: list[str], env: dict[str, str], timeout: float = 120) -> subpro
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def start_with(**variables) -> subprocess.CompletedProcess:
+    """Start Django in a fresh process with these settings variables (and no DATABASE_URL or
+    REDIS_URL from this one); it prints Q_CLUSTER's timeout when start-up accepts them."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({"DJANGO_SETTINGS_MODULE": "powerautomation.settings", "DJANGO_SECRET_KEY": "test-key"})
+    env.update(variables)
+    return subprocess.run(
+        [sys.executable, "-c", _SETTINGS_CHECK], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
     )
 
 
