@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.fleet import Fleet, raw_fanout, write_config
 from bench.stack import BenchError, PeakMemory, Product, tree_memory
-from tests.services import ROOT, stop_process
+from tests.support.processes import ROOT, stop_process
 
 CLUSTER_START_TIMEOUT = 60
 TRIGGER_TIMEOUT = 300

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import paramiko
 
-from tests.services import SSHServer
+from tests.support.sshd import SSHServer
 
 SLEEP_SCRIPT = "init_sleep.sh"
 MARK_SCRIPT = "init_mark.sh"

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from bench import api, fanout, report, stack
 from bench.fleet import make_fleet, write_config
-from tests.services import Postgres, Redis, start_sshd, stop_sshd
+from tests.support.databases import Postgres, Redis
+from tests.support.sshd import start_sshd, stop_sshd
 
 FANOUT_RATIO_TARGET = 1.25
 LATENCY_P95_TARGET = 1.0  # seconds

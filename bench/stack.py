@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.services import ROOT, QCluster, Web, manage, postgres_bin
+from tests.support.databases import postgres_bin
+from tests.support.processes import ROOT, QCluster, Web, manage
 
 RSS_SAMPLE_SECONDS = 0.1
 TREE_REFRESH_SECONDS = 1.0

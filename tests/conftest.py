@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import HTTPServer, QCluster, Web, process_environment, start_sshd, stop_sshd
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.http import HTTPServer
+from tests.support.processes import ROOT, QCluster, Web, process_environment
+from tests.support.sshd import start_sshd, stop_sshd
 
 
 @pytest.fixture(scope="session")

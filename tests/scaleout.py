@@ -10,7 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.services import ROOT, Postgres, Redis
+from tests.support.databases import Postgres, Redis
+from tests.support.processes import ROOT
 
 
 def main(argv: list[str]) -> int:

@@ -6,18 +6,7 @@ import sys
 
 import pytest
 
-from tests.services import ROOT
-
-CHECK = "import django; django.setup(); from django.conf import settings; print(settings.Q_CLUSTER['timeout'])"
-
-
-def start_with(**variables) -> subprocess.CompletedProcess:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({"DJANGO_SETTINGS_MODULE": "powerautomation.settings", "DJANGO_SECRET_KEY": "test-key"})
-    env.update(variables)
-    return subprocess.run([sys.executable, "-c", CHECK], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+from tests.support.processes import ROOT, start_with
 
 
 def test_defaults_start():

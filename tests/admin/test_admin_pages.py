@@ -15,7 +15,7 @@ from django.contrib.admin.models import LogEntry
 from deployments.models import Coordination, CoordinationStatus as C, CoordinationTarget, StageEvent, TargetStatus as T
 from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import RemoteEnvironment
-from tests.api.conftest import make_coordination, make_environment
+from tests.factories import make_coordination, make_environment
 
 pytestmark = pytest.mark.django_db
 
@@ -115,7 +115,7 @@ def test_a_viewer_changes_nothing(viewer):
 
 
 def test_a_staff_user_without_a_role_sees_no_deployment_model(db):
-    from tests.admin.conftest import make_staff, signed_in
+    from tests.factories import make_staff, signed_in
 
     nobody = signed_in(make_staff("nobody", None))
     front = page(nobody.get("/admin/"))
@@ -438,8 +438,8 @@ def test_an_operator_cancels_and_retries_from_the_coordination_page(operator):
 def test_health_check_and_preflight_actions_run_on_a_worker_and_show_their_results(
     qcluster, http_server, sshd, make_ssh_environment
 ):
-    from tests.admin.conftest import make_staff, signed_in
-    from tests.services import wait_until
+    from tests.factories import make_staff, signed_in
+    from tests.support.processes import wait_until
 
     operator = signed_in(make_staff("operator", "ADMIN"))
     http_server.answer("/health", 200)

@@ -13,8 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from accounts.roles import ADMIN, VIEWER
 from deployments.models import Coordination, CoordinationStatus as C, TargetStatus as T
 from environments.connectors.ssh import fingerprint, parse_host_key
-from tests.admin.conftest import PASSWORD, make_staff
-from tests.api.conftest import make_coordination, make_environment
+from tests.factories import PASSWORD, make_coordination, make_environment, make_staff
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -6,15 +6,7 @@ import time
 
 import pytest
 
-from tests.agent.conftest import (
-    AGENT,
-    BLOCKING_SCRIPT,
-    TOKEN,
-    request,
-    run_agent_command,
-    wait_until,
-    write_script,
-)
+from tests.support.agent import AGENT, BLOCKING_SCRIPT, TOKEN, request, run_agent_command, wait_until, write_script
 
 
 def test_trigger_is_accepted_and_the_result_is_called_back(agent, trigger_body, callback_receiver):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.agent.conftest import BLOCKING_SCRIPT, wait_until
+from tests.support.agent import BLOCKING_SCRIPT, wait_until
 
 WHSEC = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 PLAIN_SECRET = "a plain shared secret"

@@ -10,8 +10,8 @@ import requests
 
 from deployments.models import Coordination
 from environments.models import SettingsBlock
-from tests.api.conftest import make_user, token_client
-from tests.services import wait_until
+from tests.factories import make_user, token_client
+from tests.support.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

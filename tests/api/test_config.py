@@ -1,7 +1,7 @@
 """GET|POST config: the config file as export_environments and import_environments see it."""
 
 from environments.models import RemoteEnvironment, SettingsBlock
-from tests.api.conftest import make_environment
+from tests.factories import make_environment
 
 URL = "/api/deployment/config"
 

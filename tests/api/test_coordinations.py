@@ -3,7 +3,7 @@
 import pytest
 
 from deployments.models import Coordination, CoordinationStatus as C, StageEvent, TargetStatus as T
-from tests.api.conftest import make_coordination, make_environment
+from tests.factories import make_coordination, make_environment
 
 BASE = "/api/deployment/coordinations"
 

@@ -3,7 +3,7 @@
 import pytest
 
 from environments.models import RemoteEnvironment, SettingsBlock
-from tests.api.conftest import make_environment
+from tests.factories import make_environment
 
 LIST = "/api/deployment/environments"
 

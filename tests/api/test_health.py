@@ -8,7 +8,8 @@ import time
 import pytest
 from rest_framework.test import APIClient
 
-from tests.services import ROOT, free_port, process_environment
+from tests.support.ports import free_port
+from tests.support.processes import ROOT, process_environment
 
 pytestmark = pytest.mark.django_db
 

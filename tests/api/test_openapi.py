@@ -17,8 +17,8 @@ from rest_framework.test import APIClient
 
 from deployments.models import CoordinationStatus as C, TargetStatus as T
 from environments.models import RemoteEnvironment
-from tests.api.conftest import make_coordination, make_environment, make_user, token_client
-from tests.services import Web, process_environment
+from tests.factories import make_coordination, make_environment, make_user, token_client
+from tests.support.processes import Web, process_environment
 
 ENDPOINTS = {
     ("post", "/api/deployment/trigger-local"),

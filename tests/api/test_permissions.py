@@ -7,7 +7,7 @@ from knox.models import AuthToken
 
 from deployments.models import Coordination, CoordinationTarget, StageEvent
 from environments.models import RemoteEnvironment
-from tests.api.conftest import make_user, token_client
+from tests.factories import make_user, token_client
 
 NEW_ENVIRONMENT = {
     "environment_id": "new_env",

@@ -5,7 +5,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from deployments.models import CoordinationStatus as C, StageEvent, TargetStatus as T
-from tests.api.conftest import make_coordination, make_environment
+from tests.factories import make_coordination, make_environment
 
 
 def queries(client, path) -> int:

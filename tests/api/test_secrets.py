@@ -3,7 +3,7 @@
 import pytest
 
 from deployments.models import CoordinationStatus as C, TargetStatus as T
-from tests.api.conftest import make_coordination
+from tests.factories import make_coordination
 
 SECRETS = {
     "password": "s3cret-ssh-password-91ab",

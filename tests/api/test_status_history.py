@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from deployments.models import Coordination, CoordinationStatus as C, TargetStatus as T
 from environments.models import RemoteEnvironment
-from tests.api.conftest import make_coordination, make_environment
+from tests.factories import make_coordination, make_environment
 
 HISTORY = "/api/deployment/history"
 

@@ -14,8 +14,8 @@ from django.utils import timezone
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
-from tests.api.conftest import make_user, token_client
-from tests.services import ROOT
+from tests.factories import make_user, token_client
+from tests.support.processes import ROOT
 
 
 def create_token(*args) -> tuple[str, str]:
@@ -66,7 +66,7 @@ class TestCreateApiToken:
             create_token("deploy-bot", "--expires-in", "-1")
 
     def test_the_command_exits_2_on_bad_input(self, transactional_db):
-        from tests.services import process_environment
+        from tests.support.processes import process_environment
 
         result = subprocess.run(
             [sys.executable, str(ROOT / "manage.py"), "create_api_token", "ghost"],

@@ -7,7 +7,7 @@ from django.db import connection
 
 from deployments.models import Coordination, StageEvent
 from deployments.services import coordination_start_once
-from tests.api.conftest import make_environment, make_user, token_client
+from tests.factories import make_environment, make_user, token_client
 
 URL = "/api/deployment/trigger-local"
 

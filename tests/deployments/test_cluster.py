@@ -13,7 +13,7 @@ from django_q.signing import SignedPackage
 from rest_framework.test import APIClient
 
 from deployments import cluster
-from tests.services import free_port
+from tests.support.ports import free_port
 
 ORM_BROKER_ONLY = pytest.mark.skipif(
     bool(os.environ.get("REDIS_URL")),

@@ -19,7 +19,7 @@ from deployments.tasks import run_coordination
 from deployments.transitions import transition
 from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import Health, SettingsBlock
-from tests.services import in_thread
+from tests.support.processes import in_thread
 
 pytestmark = pytest.mark.django_db
 
@@ -141,7 +141,7 @@ def test_non_zero_exit_fails_the_environment_without_retrying(sshd, make_ssh_env
 
 
 def test_connection_failures_are_retried_per_default_settings(sshd, make_ssh_environment):
-    from tests.services import free_port
+    from tests.support.ports import free_port
 
     settings_blocks(retry_count=2, retry_delay=0)
     make_ssh_environment("unreachable", "./init_aicore.sh", port=free_port())
@@ -156,7 +156,7 @@ def test_connection_failures_are_retried_per_default_settings(sshd, make_ssh_env
 
 
 def test_auto_retry_off_means_one_attempt(sshd, make_ssh_environment):
-    from tests.services import free_port
+    from tests.support.ports import free_port
 
     settings_blocks(retry_count=5)
     SettingsBlock.objects.create(name="deployment_settings", values={"auto_retry_on_failure": False})

@@ -11,7 +11,7 @@ import pytest
 from deployments.models import Coordination, CoordinationStatus as C, StageEvent, TargetStatus as T, TriggerSource
 from deployments.services import coordination_start
 from environments.models import SettingsBlock
-from tests.services import wait_until
+from tests.support.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -12,7 +12,8 @@ from deployments.models import CallbackToken, Coordination, CoordinationStatus a
 from deployments.services import coordination_start
 from deployments.tasks import run_coordination
 from environments.models import RemoteEnvironment, SettingsBlock
-from tests.services import Answer, in_thread
+from tests.support.http import Answer
+from tests.support.processes import in_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,7 +8,8 @@ import pytest
 
 from deployments.models import CallbackToken, Coordination, CoordinationStatus as C, TargetStatus as T
 from environments.models import RemoteEnvironment, SettingsBlock
-from tests.services import Agent, manage
+from tests.support.agent import Agent
+from tests.support.processes import manage
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

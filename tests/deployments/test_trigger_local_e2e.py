@@ -7,7 +7,7 @@ import pytest
 
 from deployments.models import Coordination, CoordinationStatus as C, TargetStatus as T
 from environments.models import SettingsBlock
-from tests.services import manage
+from tests.support.processes import manage
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -144,7 +144,7 @@ def test_trigger_local_wait_after_a_cancel_prints_the_hung_up_environments_befor
     import sys
 
     from deployments.services import coordination_cancel
-    from tests.services import ROOT, wait_until
+    from tests.support.processes import ROOT, wait_until
 
     make_ssh_environment("slow_env", sshd.script("slow.sh", "sleep 60\n"))
     process = subprocess.Popen(

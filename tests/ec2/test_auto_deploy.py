@@ -14,8 +14,9 @@ from deployments.models import AutoDeploy, Coordination, CoordinationStatus as C
 from deployments.services import coordination_start
 from deployments.startup import auto_deploy, on_platform_start
 from environments.models import SettingsBlock
-from tests.api.conftest import make_environment
-from tests.services import ROOT, free_port, in_thread, process_environment, wait_for_port, wait_until
+from tests.factories import make_environment
+from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import ROOT, in_thread, process_environment, wait_until
 
 DECISION = "auto-deploy: "
 

@@ -11,7 +11,7 @@ from accounts.roles import ADMIN
 from deployments.models import Coordination, TriggerSource
 from deployments.services import coordination_start
 from environments.models import RemoteEnvironment
-from tests.api.conftest import make_environment, make_user, token_client
+from tests.factories import make_environment, make_user, token_client
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,8 @@ import pytest
 from deployments.models import Coordination, CoordinationStatus as C, StageEvent, TargetStatus as T, TriggerSource
 from deployments.services import coordination_start
 from environments.models import SettingsBlock
-from tests.services import Answer, manage, wait_until
+from tests.support.http import Answer
+from tests.support.processes import manage, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

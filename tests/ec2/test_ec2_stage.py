@@ -17,7 +17,8 @@ from deployments.services import coordination_cancel, coordination_start
 from deployments.stage_log import format_event
 from deployments.tasks import run_coordination
 from environments.models import SettingsBlock
-from tests.services import Answer, in_thread
+from tests.support.http import Answer
+from tests.support.processes import in_thread
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from deployments.runner.sequence import fail_unfinished
 from deployments.services import coordination_cancel, coordination_start
 from deployments.transitions import transition
 from environments.models import RemoteEnvironment, SettingsBlock
-from tests.services import Answer
+from tests.support.http import Answer
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci10aGUtbm90aWZpY2F0aW9uLXRlc3Q="
 HOOK = "/hooks/deployments"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.test_settings import start_with
+from tests.support.processes import start_with
 
 
 @pytest.mark.parametrize(

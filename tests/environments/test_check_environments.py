@@ -10,7 +10,8 @@ from django.core.management import CommandError, call_command
 from environments.apps import HEALTH_SCHEDULE_NAME
 from environments.models import Health, HealthChange, RemoteEnvironment, SettingsBlock
 from environments.tasks import check_environments_health
-from tests.services import Answer, free_port
+from tests.support.http import Answer
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from environments.config import DeploymentDefaults
 from environments.connectors import ConnectorError, DeploymentContext, Target
 from environments.connectors.http_api import HTTPAPIConnector
 from environments.connectors.webhook import WebhookConnector, sign, signing_key
-from tests.services import Answer, silent_server
+from tests.support.http import Answer, silent_server
 
 TOKEN = "agent-token-5d1e-never-in-messages"
 CALLBACK = "http://127.0.0.1:9/api/deployment/callback/tok-abc/"
@@ -198,7 +198,7 @@ def test_a_server_that_never_answers_is_retried_then_fails():
 
 
 def test_connection_refused_is_a_retryable_connection_failure():
-    from tests.services import free_port
+    from tests.support.ports import free_port
 
     target = Target(environment_id="e", connection_method="http_api", host="127.0.0.1", port=free_port(), api_token="t")
     with pytest.raises(ConnectorError) as caught:

@@ -14,7 +14,7 @@ from django.core.management.base import CommandError
 
 from environments.config import ENVIRONMENT_FIELDS
 from environments.models import SECRET_FIELDS, RemoteEnvironment, SettingsBlock
-from tests.services import manage, process_environment
+from tests.support.processes import manage, process_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 # Test values, not credentials.

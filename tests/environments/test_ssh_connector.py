@@ -10,7 +10,8 @@ import pytest
 
 from environments.connectors import ConnectorError, DeploymentContext, Target
 from environments.connectors.ssh import SSHConnector, build_command, fingerprint, parse_host_key
-from tests.services import free_port, keygen
+from tests.support.ports import free_port
+from tests.support.sshd import keygen
 
 
 class RecordingReporter:
