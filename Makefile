@@ -51,6 +51,7 @@ test-deps:
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	$(PY) manage.py makemigrations --check --dry-run
 
 # The SQLite suite (the embedded default), then the same suite on PostgreSQL + Redis

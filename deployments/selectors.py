@@ -62,7 +62,7 @@ PROGRESS_BUCKETS = {
     "running": (TargetStatus.TRIGGERING, TargetStatus.RUNNING),
     "pending": (TargetStatus.PENDING,),
 }
-_BUCKET_OF = {status: bucket for bucket, statuses in PROGRESS_BUCKETS.items() for status in statuses}
+_BUCKET_OF: dict[str, str] = {status: bucket for bucket, statuses in PROGRESS_BUCKETS.items() for status in statuses}
 DONE_BUCKETS = ("succeeded", "failed", "cancelled")
 
 
@@ -132,8 +132,8 @@ def environments_with_last_outcome() -> list[RemoteEnvironment]:
     ended = ended.only(*TARGET_SUMMARY_FIELDS, "coordination__coordination_id", "coordination__status")
     targets = {target.pk: target for target in ended}
     for environment in environments:
-        environment.last_target = targets.get(environment.last_target_id)
-    return environments
+        environment.last_target = targets.get(environment.last_target_id)  # type: ignore[attr-defined]
+    return list(environments)
 
 
 # --- The admin's reads -----------------------------------------------------------------------
@@ -150,7 +150,7 @@ def coordinations_with_progress(queryset: QuerySet[Coordination]) -> QuerySet[Co
 def annotated_progress(coordination: Coordination) -> dict[str, int]:
     """The progress dict of a coordination from `coordinations_with_progress`."""
     buckets = {bucket: getattr(coordination, f"progress_{bucket}") for bucket in PROGRESS_BUCKETS}
-    return _progress(coordination.progress_total, buckets)
+    return _progress(coordination.progress_total, buckets)  # type: ignore[attr-defined]
 
 
 def environment_recent_targets(*, environment: RemoteEnvironment, limit: int = 10) -> list[CoordinationTarget]:

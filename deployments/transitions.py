@@ -82,10 +82,11 @@ def transition(
         moved = type(obj).objects.filter(pk=obj.pk, status=old_status).update(**changes)
         if not moved:
             return False
+        target = obj if isinstance(obj, CoordinationTarget) else None
         StageEvent.objects.create(
-            coordination_id=obj.coordination_id if is_target else obj.pk,
-            target=obj if is_target else None,
-            environment_id=obj.environment_id if is_target else "",
+            coordination_id=target.coordination_id if target else obj.pk,
+            target=target,
+            environment_id=target.environment_id if target else "",
             stage=stage or (Stage.RUN if is_target else Stage.COORDINATION),
             old_status=old_status,
             new_status=new_status,

@@ -20,6 +20,7 @@ from the coordination's start.
 
 import time
 from collections.abc import Callable
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 
 from django.conf import settings
@@ -81,7 +82,7 @@ class EC2Stage:
         self.deadline = started.timestamp() + self.timeout
         self.poll = settings.EC2_POLL_SECONDS
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ec2")
-        self.client = None
+        self.client: Any = None  # a boto3 EC2 client once the stage needs one
         self.doing = "starting the EC2 stage"
 
     def run(self) -> None:

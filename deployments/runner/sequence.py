@@ -62,7 +62,12 @@ class CoordinationRun:
         self.stopping = stopping
         self.defaults = DeploymentDefaults.from_json(coordination.settings)
         self.context = _context(coordination, self.defaults)
-        self.heartbeat: Heartbeat | None = None
+        self._heartbeat: Heartbeat | None = None
+
+    @property
+    def heartbeat(self) -> Heartbeat:
+        assert self._heartbeat is not None, "the lead lease is held from run() on"
+        return self._heartbeat
 
     def run(self) -> None:
         """1. Take the lead lease (a second task for the same coordination finds it held).
@@ -80,12 +85,12 @@ class CoordinationRun:
         lease = lease_acquire(coordination=coordination, lead=True)
         if lease is None:
             return  # a live lead has it
-        self.heartbeat = Heartbeat(lease)
+        self._heartbeat = Heartbeat(lease)
         try:
             self._steps()
         finally:
-            if self.heartbeat is not None:
-                lease_release(lease=self.heartbeat.lease)
+            if self._heartbeat is not None:
+                lease_release(lease=self._heartbeat.lease)
 
     def _steps(self) -> None:
         coordination = self.coordination
@@ -175,7 +180,7 @@ class CoordinationRun:
         """Shutting down: release the lead and queue the coordination for another worker
         (which runs what never started and closes it)."""
         lease_release(lease=self.heartbeat.lease)
-        self.heartbeat = None
+        self._heartbeat = None
         if self.coordination.targets.exclude(status__in=TARGET_TERMINAL).exists():
             coordination_requeue(coordination=self.coordination, why=why)
         else:
@@ -187,6 +192,8 @@ def run_shard(coordination: Coordination, stopping: Stopping) -> None:
     if coordination.status not in (C.LOCAL_TRIGGERING, C.LOCAL_DEPLOYING):
         return
     lease = lease_acquire(coordination=coordination, lead=False)
+    if lease is None:  # only a lead lease is unique; kept for the type
+        return
     try:
         defaults = DeploymentDefaults.from_json(coordination.settings)
         Delivery(

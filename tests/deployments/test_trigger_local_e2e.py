@@ -2,12 +2,15 @@
 own process, a real `qcluster` process doing the work, a real sshd on loopback."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from deployments.models import Coordination, CoordinationStatus as C, TargetStatus as T
+from deployments.services import coordination_cancel
 from environments.models import SettingsBlock
-from tests.support.processes import manage
+from tests.support.processes import ROOT, manage, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -140,12 +143,6 @@ def test_trigger_local_wait_after_a_cancel_prints_the_hung_up_environments_befor
 ):
     """A cancelled coordination is terminal at once, while its running environments end
     about a second later, when the worker hangs them up; --wait follows until they have."""
-    import subprocess
-    import sys
-
-    from deployments.services import coordination_cancel
-    from tests.support.processes import ROOT, wait_until
-
     make_ssh_environment("slow_env", sshd.script("slow.sh", "sleep 60\n"))
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "trigger_local", "--wait", "--version", "v3.0.0"],
