@@ -51,8 +51,8 @@ def _coordination_status(index: int) -> str:
     return "completed"
 
 
-def _seed_chunk(indexes, environments, now, made: dict, *, running: bool = False) -> None:
-    from deployments.models import Coordination, CoordinationTarget, StageEvent
+def _coordinations(indexes, now, *, running: bool) -> list:
+    from deployments.models import Coordination
 
     coordinations = []
     for index in indexes:
@@ -72,7 +72,11 @@ def _seed_chunk(indexes, environments, now, made: dict, *, running: bool = False
                 error="1 of 4 environments failed: bench_0001 (exit_code)" if status == "failed" else "",
             )
         )
-    Coordination.objects.bulk_create(coordinations)
+    return coordinations
+
+
+def _targets(coordinations, indexes, environments, *, running: bool) -> list:
+    from deployments.models import CoordinationTarget
 
     targets = []
     for coordination, index in zip(coordinations, indexes, strict=True):
@@ -97,7 +101,11 @@ def _seed_chunk(indexes, environments, now, made: dict, *, running: bool = False
                     output_bytes=64,
                 )
             )
-    CoordinationTarget.objects.bulk_create(targets)
+    return targets
+
+
+def _events(coordinations, targets, *, running: bool) -> list:
+    from deployments.models import StageEvent
 
     events = []
     by_coordination: dict[int, list] = {}
@@ -136,6 +144,17 @@ def _seed_chunk(indexes, environments, now, made: dict, *, running: bool = False
                         created_at=at,
                     )
                 )
+    return events
+
+
+def _seed_chunk(indexes, environments, now, made: dict, *, running: bool = False) -> None:
+    from deployments.models import Coordination, CoordinationTarget, StageEvent
+
+    coordinations = _coordinations(indexes, now, running=running)
+    Coordination.objects.bulk_create(coordinations)
+    targets = _targets(coordinations, indexes, environments, running=running)
+    CoordinationTarget.objects.bulk_create(targets)
+    events = _events(coordinations, targets, running=running)
     StageEvent.objects.bulk_create(events, batch_size=2000)
     made["coordinations"] += len(coordinations)
     made["targets"] += len(targets)

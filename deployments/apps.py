@@ -6,6 +6,7 @@ REAPER_SCHEDULE_NAME = "coordination reaper"
 
 def ensure_reaper_schedule(sender, **kwargs) -> None:
     """The reaper runs every minute on whichever cluster is alive (and at worker start)."""
+    # Models load only once the app registry is ready (Django's rule for apps.py, not a circle).
     from django.utils import timezone
     from django_q.models import Schedule
 
@@ -26,6 +27,7 @@ class DeploymentsConfig(AppConfig):
     verbose_name = "Deployments"
 
     def ready(self) -> None:
+        # These modules import models: importable only from ready() on.
         from django_q.signals import post_spawn
 
         from deployments.leases import reap_on_worker_start

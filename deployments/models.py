@@ -2,6 +2,7 @@ import hashlib
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class CoordinationStatus(models.TextChoices):
@@ -116,8 +117,6 @@ class Coordination(models.Model):
     def duration_seconds(self) -> float | None:
         if not self.started_at:
             return None
-        from django.utils import timezone
-
         return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
 
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django_q.models import Task
 
 from deployments.models import (
     COORDINATION_ACTIVE,
@@ -17,6 +18,7 @@ from deployments.models import (
     TargetStatus,
 )
 from environments.models import SECRET_FIELDS, RemoteEnvironment
+from environments.services import CHECK_TASK_GROUP
 
 
 def coordination_finished(coordination: Coordination, *, targets: Iterable[CoordinationTarget] | None = None) -> bool:
@@ -168,10 +170,6 @@ def environment_check_results(*, limit: int = 20) -> list[dict]:
     as their django-q2 tasks returned them: `{"task_id", "stopped", "success",
     "connectivity", "checked_at", "reports": [CheckReport.as_json()]}`. A task that raised
     has `success` false and no reports."""
-    from django_q.models import Task
-
-    from environments.services import CHECK_TASK_GROUP
-
     results = []
     for task in Task.objects.filter(group=CHECK_TASK_GROUP).order_by("-stopped")[:limit]:
         value = task.result if task.success and isinstance(task.result, dict) else {}

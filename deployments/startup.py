@@ -16,6 +16,7 @@ from django.db import IntegrityError, connections, transaction
 
 from deployments.leases import worker_identity
 from deployments.models import AutoDeploy, Coordination, TriggerSource
+from deployments.services import coordination_start
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,6 @@ def auto_deploy(*, version: str, process: str) -> Coordination | None:
        later start, once there are environments, tries again.
     Returns the coordination started, or None.
     """
-    from deployments.services import coordination_start
-
     if Coordination.objects.filter(version=version).exists() or AutoDeploy.objects.filter(version=version).exists():
         logger.info("auto-deploy: version %s already has a coordination; nothing to do", version)
         return None

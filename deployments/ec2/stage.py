@@ -20,8 +20,8 @@ from the coordination's start.
 
 import time
 from collections.abc import Callable
-from typing import Any
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone

@@ -1,3 +1,4 @@
+import argparse
 import json
 import os
 import time
@@ -34,8 +35,6 @@ def _source(field: str) -> str:
 
 
 def _positive_seconds(text: str) -> float:
-    import argparse
-
     try:
         value = float(text)
     except ValueError:
