@@ -145,6 +145,10 @@ def environments_check(*, environments: list[RemoteEnvironment], connectivity: b
     Health results are recorded on each environment; a preflight records nothing and
     runs nothing on the target."""
     defaults = current_defaults()
+    if connectivity and any(environment.get_deferred_fields() for environment in environments):
+        # A preflight authenticates: load the secrets here, not lazily in each thread.
+        loaded = RemoteEnvironment.objects.in_bulk([environment.pk for environment in environments])
+        environments = [loaded[environment.pk] for environment in environments if environment.pk in loaded]
     check = _connectivity_report if connectivity else _health_report
     with ThreadPoolExecutor(max_workers=max(1, min(CHECK_THREADS, len(environments)))) as pool:
         reports = list(pool.map(lambda environment: check(environment, defaults), environments))
