@@ -18,7 +18,8 @@ CHECK_THREADS = 64
 
 def environments_import(*, data: object, prune: bool = False, dry_run: bool = False) -> ImportPlan:
     """Validate a parsed config file and apply it all-or-nothing (upsert by
-    environment_id; with `prune`, delete environments the file does not list).
+    environment_id; with `prune`, delete environments the file does not list). Each
+    environment saves only the fields the file changes.
 
     Raises ConfigError, having written nothing, when the file is invalid.
     """
@@ -29,7 +30,7 @@ def environments_import(*, data: object, prune: bool = False, dry_run: bool = Fa
         for name, values in plan.blocks.items():
             SettingsBlock.objects.update_or_create(name=name, defaults={"values": values})
         for environment in plan.create + plan.update:
-            environment.save()
+            environment_save(environment=environment)
         if plan.delete:
             RemoteEnvironment.objects.filter(pk__in=[env.pk for env in plan.delete]).delete()
     return plan
@@ -62,7 +63,14 @@ def environment_prepare(
 
 
 def environment_save(*, environment: RemoteEnvironment) -> RemoteEnvironment:
-    environment.save()
+    """Save a new environment, or only what changed on an existing one since it was read,
+    so a health result or a host key approval recorded meanwhile is not written over."""
+    if environment._state.adding:
+        environment.save()
+        return environment
+    changed = environment.changed_fields()
+    if changed:
+        environment.save(update_fields=[*changed, "updated_at"])
     return environment
 
 
