@@ -89,7 +89,8 @@ class RemoteEnvironment(models.Model):
         validators=[validate_host_key],
         help_text="Pinned SSH host public key ('ssh-ed25519 AAAA...'). Empty: verified against SSH_KNOWN_HOSTS.",
     )
-    # Who pinned host_key in the admin (approving an offered key, or entering one), and when.
+    # Who pinned host_key (approving an offered key, or writing one: admin, API, import), and when;
+    # no user when it came from a command.
     host_key_approved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

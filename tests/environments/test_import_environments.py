@@ -562,3 +562,35 @@ def test_ssh_default_key_path_leaves_entries_with_a_key_or_password_alone(write_
 
     key_paths = dict(RemoteEnvironment.objects.values_list("environment_id", "ssh_key_path"))
     assert key_paths == {"own_key": "~/.ssh/own", "password_only": ""}
+
+
+# --- Host key approval ------------------------------------------------------------------
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOO6/wqb4OSnbUGEUbiOZCt8iKLfjR5dTYcYuVfr04gB"
+
+
+def test_a_host_key_the_file_brings_is_stamped_approved_now_by_no_user(write_config):
+    import_data(write_config, {"environments": [ssh_entry(host_key=HOST_KEY)]})
+
+    environment = RemoteEnvironment.objects.get()
+    assert (environment.host_key, environment.host_key_approved_by) == (HOST_KEY, None)
+    assert environment.host_key_approved_at is not None
+
+
+def test_reimporting_the_same_host_key_keeps_when_it_was_approved(write_config):
+    import_data(write_config, {"environments": [ssh_entry(host_key=HOST_KEY)]})
+    approved_at = RemoteEnvironment.objects.get().host_key_approved_at
+
+    import_data(write_config, {"environments": [ssh_entry(host_key=HOST_KEY, description="again")]})
+
+    environment = RemoteEnvironment.objects.get()
+    assert (environment.description, environment.host_key_approved_at) == ("again", approved_at)
+
+
+def test_a_file_clearing_the_host_key_clears_its_approval(write_config):
+    import_data(write_config, {"environments": [ssh_entry(host_key=HOST_KEY)]})
+
+    import_data(write_config, {"environments": [ssh_entry(host_key="")]})
+
+    environment = RemoteEnvironment.objects.get()
+    assert (environment.host_key, environment.host_key_approved_at) == ("", None)

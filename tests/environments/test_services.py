@@ -116,3 +116,24 @@ def test_an_import_keeps_a_host_key_approved_while_it_ran(environment, approver)
     environment.refresh_from_db()
     assert environment.description == "from the file"
     assert (environment.host_key, environment.host_key_approved_by) == (HOST_KEY, approver)
+
+
+def test_saving_a_new_host_key_stamps_who_approved_it_and_when(environment, approver):
+    prepared = environment_prepare(data={"host_key": HOST_KEY}, current=environment, partial=True)
+    environment_save(environment=prepared, user=approver)
+
+    environment.refresh_from_db()
+    assert (environment.host_key, environment.host_key_approved_by) == (HOST_KEY, approver)
+    assert environment.host_key_approved_at is not None
+
+
+def test_saving_without_changing_the_host_key_keeps_its_approval(environment, approver):
+    environment_save(environment=environment_prepare(data={"host_key": HOST_KEY}, current=environment, partial=True))
+    approved_at = RemoteEnvironment.objects.get().host_key_approved_at
+
+    again = environment_prepare(data={"host_key": HOST_KEY, "port": 2222}, current=environment, partial=True)
+    environment_save(environment=again, user=approver)
+
+    environment.refresh_from_db()
+    assert (environment.port, environment.host_key_approved_at) == (2222, approved_at)
+    assert environment.host_key_approved_by is None
