@@ -299,7 +299,7 @@ def plan_import(data: Any, *, prune: bool = False) -> ImportPlan:
         seen.add(environment_id)
 
         current = existing.get(environment_id)
-        environment = RemoteEnvironment() if current is None else RemoteEnvironment.objects.get(pk=current.pk)
+        environment = RemoteEnvironment() if current is None else current
         before = None if current is None else _field_values(current)
         apply_entry(environment, entry, defaults, creating=current is None)
         try:
