@@ -177,11 +177,14 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where collectstatic (`make run`) puts the static files and their manifest.
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "powerautomation.staticfiles.StaticFilesStorage"},
 }
+# Never collected (`migrate` alone): WhiteNoise serves the apps' own static folders.
+WHITENOISE_USE_FINDERS = DEBUG or not (STATIC_ROOT / "staticfiles.json").exists()
 
 # --- Secrets at rest -------------------------------------------------------------------
 # FIELD_ENCRYPTION_KEY: one or more comma-separated Fernet keys, newest first (rotation).
@@ -366,8 +369,8 @@ SPECTACULAR_SETTINGS = {
     },
 }
 # Throttle counts and django-q2's cluster stats (the health endpoint's "worker seen") must
-# be shared by every process: the database by default (`manage.py createcachetable`), Redis
-# when REDIS_URL is set.
+# be shared by every process: the database by default (its table is made by a migration,
+# environments 0004), Redis when REDIS_URL is set.
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:

@@ -129,3 +129,13 @@ def test_processes_starting_at_once_on_a_fresh_machine_all_get_the_same_secret_k
         keys.add(out.strip())
     assert keys == {path.read_text()}
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("ready-")) == [".secret_key", "go"]
+
+
+def test_static_root_comes_from_its_variable(tmp_path):
+    import os
+
+    code = "import django; django.setup(); from django.conf import settings; print(settings.STATIC_ROOT)"
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="powerautomation.settings", DJANGO_SECRET_KEY="k")
+    env["STATIC_ROOT"] = str(tmp_path / "static")
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == str(tmp_path / "static"), result.stderr
