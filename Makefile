@@ -25,7 +25,6 @@ install-dev: $(VENV)/.installed-dev
 # Web (gunicorn) and worker (qcluster) together; Ctrl-C stops both.
 run: install
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py createcachetable
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	@echo "PowerAutomation on http://$(HOST):$(PORT)/admin/ (Ctrl-C stops web and worker)"
 	@trap 'kill -TERM $$web $$worker 2>/dev/null; wait' INT TERM EXIT; \

@@ -115,6 +115,17 @@ BLOCK_SCHEMAS = {
 }
 
 
+# Settings of the original file format that this platform validates but does not act on:
+# an import warns about each one it finds, saying what governs that instead.
+NOT_USED_SETTINGS = {
+    ("ssh_settings", "command_timeout"): "each environment's timeout bounds its run",
+    ("deployment_settings", "log_level"): "the LOG_LEVEL environment variable sets the platform's log level",
+    ("notification_settings", "email_notifications"): (
+        "the platform sends no email; notification_webhook receives the summaries"
+    ),
+}
+
+
 class ConfigError(Exception):
     """The config file is invalid; `errors` lists every problem, each naming its place."""
 
@@ -204,6 +215,8 @@ def _validate_blocks(data: dict, errors: list[str], warnings: list[str]) -> dict
             problem = check(value)
             if problem:
                 errors.append(f"{name}.{key}: {problem} (got {value!r})")
+            elif (name, key) in NOT_USED_SETTINGS:
+                warnings.append(f"{name}.{key}: stored but not used ({NOT_USED_SETTINGS[name, key]})")
         blocks[name] = block
     return blocks
 
@@ -299,7 +312,7 @@ def plan_import(data: Any, *, prune: bool = False) -> ImportPlan:
         seen.add(environment_id)
 
         current = existing.get(environment_id)
-        environment = RemoteEnvironment() if current is None else RemoteEnvironment.objects.get(pk=current.pk)
+        environment = RemoteEnvironment() if current is None else current
         before = None if current is None else _field_values(current)
         apply_entry(environment, entry, defaults, creating=current is None)
         try:

@@ -89,7 +89,8 @@ class RemoteEnvironment(models.Model):
         validators=[validate_host_key],
         help_text="Pinned SSH host public key ('ssh-ed25519 AAAA...'). Empty: verified against SSH_KNOWN_HOSTS.",
     )
-    # Who pinned host_key in the admin (approving an offered key, or entering one), and when.
+    # Who pinned host_key (approving an offered key, or writing one: admin, API, import), and when;
+    # no user when it came from a command.
     host_key_approved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -117,6 +118,34 @@ class RemoteEnvironment(models.Model):
 
     def __str__(self) -> str:
         return self.environment_id
+
+    def save(self, *args, **kwargs) -> None:
+        super().save(*args, **kwargs)
+        self._loaded_values = {
+            f.attname: self.__dict__[f.attname] for f in self._meta.concrete_fields if f.attname in self.__dict__
+        }
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        # What was read, so a write can save only what it changed (see changed_fields).
+        instance._loaded_values = dict(zip(field_names, values, strict=True))
+        return instance
+
+    def changed_fields(self) -> list[str]:
+        """The fields (attnames) set to another value since this instance was read (all of
+        them for a new one): what a write owns, so saving it leaves alone what others wrote
+        meanwhile (a health result, a host key approval). A deferred field that is now
+        loaded counts as changed."""
+        loaded = getattr(self, "_loaded_values", None)
+        names = [f.attname for f in self._meta.concrete_fields if not f.primary_key]
+        if self._state.adding or loaded is None:
+            return names
+        return [
+            name
+            for name in names
+            if name in self.__dict__ and (name not in loaded or self.__dict__[name] != loaded[name])
+        ]
 
     def clean(self) -> None:
         errors: dict[str, str] = {}

@@ -16,9 +16,11 @@ from environments.models import Health, HealthChange, RemoteEnvironment, Setting
 CHECK_THREADS = 64
 
 
-def environments_import(*, data: object, prune: bool = False, dry_run: bool = False) -> ImportPlan:
+def environments_import(*, data: object, prune: bool = False, dry_run: bool = False, user=None) -> ImportPlan:
     """Validate a parsed config file and apply it all-or-nothing (upsert by
-    environment_id; with `prune`, delete environments the file does not list).
+    environment_id; with `prune`, delete environments the file does not list). A host
+    key the file brings in is approved by `user` (None: a command) now; each environment
+    saves only the fields the file changes.
 
     Raises ConfigError, having written nothing, when the file is invalid.
     """
@@ -29,7 +31,7 @@ def environments_import(*, data: object, prune: bool = False, dry_run: bool = Fa
         for name, values in plan.blocks.items():
             SettingsBlock.objects.update_or_create(name=name, defaults={"values": values})
         for environment in plan.create + plan.update:
-            environment.save()
+            environment_save(environment=environment, user=user)
         if plan.delete:
             RemoteEnvironment.objects.filter(pk__in=[env.pk for env in plan.delete]).delete()
     return plan
@@ -61,8 +63,26 @@ def environment_prepare(
     return environment
 
 
-def environment_save(*, environment: RemoteEnvironment) -> RemoteEnvironment:
-    environment.save()
+def _stamp_host_key_approval(environment: RemoteEnvironment, user) -> None:
+    """A host key written (admin, API, import) is approved by whoever wrote it, now; a
+    cleared key clears the approval. Unchanged, the approval stays as it was."""
+    if "host_key" not in environment.changed_fields():
+        return
+    environment.host_key_approved_by = user if environment.host_key else None
+    environment.host_key_approved_at = timezone.now() if environment.host_key else None
+
+
+def environment_save(*, environment: RemoteEnvironment, user=None) -> RemoteEnvironment:
+    """Save a new environment, or only what changed on an existing one since it was read,
+    so a health result or a host key approval recorded meanwhile is not written over. A
+    changed host key is stamped approved by `user` (None when unknown) now."""
+    _stamp_host_key_approval(environment, user)
+    if environment._state.adding:
+        environment.save()
+        return environment
+    changed = environment.changed_fields()
+    if changed:
+        environment.save(update_fields=[*changed, "updated_at"])
     return environment
 
 
@@ -145,6 +165,10 @@ def environments_check(*, environments: list[RemoteEnvironment], connectivity: b
     Health results are recorded on each environment; a preflight records nothing and
     runs nothing on the target."""
     defaults = current_defaults()
+    if connectivity and any(environment.get_deferred_fields() for environment in environments):
+        # A preflight authenticates: load the secrets here, not lazily in each thread.
+        loaded = RemoteEnvironment.objects.in_bulk([environment.pk for environment in environments])
+        environments = [loaded[environment.pk] for environment in environments if environment.pk in loaded]
     check = _connectivity_report if connectivity else _health_report
     with ThreadPoolExecutor(max_workers=max(1, min(CHECK_THREADS, len(environments)))) as pool:
         reports = list(pool.map(lambda environment: check(environment, defaults), environments))

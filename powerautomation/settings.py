@@ -11,6 +11,7 @@ import binascii
 import os
 import re
 import secrets
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -58,17 +59,35 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def _local_secret_key() -> str:
-    """A per-installation key kept beside the SQLite file, so the local default is not a
-    published key. Losing it makes the stored secrets unreadable, like losing the database."""
-    path = BASE_DIR / ".secret_key"
+def local_secret_key(path: Path) -> str:
+    """The key in `path`, created first if there is none: a per-installation key kept
+    beside the SQLite file, so the local default is not a published key. Losing it makes
+    the stored secrets unreadable, like losing the database.
+
+    The key is written whole to a private (0600) temporary file, then hard-linked into
+    place, which fails if `path` exists: the file is never readable by others, never
+    seen half written, and of processes starting at once on a fresh machine one wins and
+    the others read its key."""
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
-    return path.read_text().strip()
+        key = secrets.token_urlsafe(50)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(key)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process made it first: its key is the one
+        finally:
+            os.unlink(temporary)
+    key = path.read_text().strip()
+    if not key:
+        raise ImproperlyConfigured(f"{path} is empty: delete it to generate a new key (or set DJANGO_SECRET_KEY)")
+    return key
 
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY") or _local_secret_key()
+SECRET_KEY = env_str("DJANGO_SECRET_KEY") or local_secret_key(BASE_DIR / ".secret_key")
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
@@ -163,11 +182,14 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where collectstatic (`make run`) puts the static files and their manifest.
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "powerautomation.staticfiles.StaticFilesStorage"},
 }
+# Never collected (`migrate` alone): WhiteNoise serves the apps' own static folders.
+WHITENOISE_USE_FINDERS = DEBUG or not (STATIC_ROOT / "staticfiles.json").exists()
 
 # --- Secrets at rest -------------------------------------------------------------------
 # FIELD_ENCRYPTION_KEY: one or more comma-separated Fernet keys, newest first (rotation).
@@ -352,8 +374,8 @@ SPECTACULAR_SETTINGS = {
     },
 }
 # Throttle counts and django-q2's cluster stats (the health endpoint's "worker seen") must
-# be shared by every process: the database by default (`manage.py createcachetable`), Redis
-# when REDIS_URL is set.
+# be shared by every process: the database by default (its table is made by a migration,
+# environments 0004), Redis when REDIS_URL is set.
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.support.processes import ROOT, start_with
+from tests.support.processes import ROOT, start_with, wait_until
 
 
 def test_defaults_start():
@@ -53,3 +53,78 @@ def test_redis_url_switches_the_broker():
     )
     result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "redis://127.0.0.1:6390/0"
+
+
+# --- The generated secret key file -------------------------------------------------------
+
+WRITE_KEY = """
+import os, sys, time
+from pathlib import Path
+ready, go, path = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+from powerautomation.settings import local_secret_key
+ready.touch()
+while not go.exists():
+    time.sleep(0.001)
+print(local_secret_key(path))
+"""
+
+
+def test_the_generated_secret_key_file_is_private_even_under_an_open_umask(tmp_path):
+    import os
+
+    from powerautomation.settings import local_secret_key
+
+    path = tmp_path / ".secret_key"
+    previous = os.umask(0)
+    try:
+        key = local_secret_key(path)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.read_text() == key
+
+
+def test_an_existing_secret_key_file_is_read_not_replaced(tmp_path):
+    from powerautomation.settings import local_secret_key
+
+    path = tmp_path / ".secret_key"
+    path.write_text("kept-key\n")
+    assert local_secret_key(path) == "kept-key"
+    assert path.read_text() == "kept-key\n"
+
+
+def test_processes_starting_at_once_on_a_fresh_machine_all_get_the_same_secret_key(tmp_path):
+    import os
+
+    env = dict(os.environ, DJANGO_SECRET_KEY="only-for-the-import")
+    path, go = tmp_path / ".secret_key", tmp_path / "go"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITE_KEY, str(tmp_path / f"ready-{n}"), str(go), str(path)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(8)
+    ]
+    wait_until(lambda: all((tmp_path / f"ready-{n}").exists() for n in range(8)), 60, "every process to be ready")
+    go.touch()
+    keys = set()
+    for process in processes:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        keys.add(out.strip())
+    assert keys == {path.read_text()}
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("ready-")) == [".secret_key", "go"]
+
+
+def test_static_root_comes_from_its_variable(tmp_path):
+    import os
+
+    code = "import django; django.setup(); from django.conf import settings; print(settings.STATIC_ROOT)"
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="powerautomation.settings", DJANGO_SECRET_KEY="k")
+    env["STATIC_ROOT"] = str(tmp_path / "static")
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == str(tmp_path / "static"), result.stderr

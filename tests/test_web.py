@@ -1,7 +1,16 @@
 """The web process `make run` starts (gunicorn) serves the admin, static files included."""
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import requests
+
+from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import ROOT, stop_process_group
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -14,3 +23,56 @@ def test_admin_login_page_and_its_stylesheet_are_served(web_server):
     css = requests.get(f"{web}/static/admin/css/base.css", timeout=10)
     assert css.status_code == 200
     assert "text/css" in css.headers["Content-Type"]
+
+
+
+def copy_of_the_project(folder: Path) -> Path:
+    """The project's code without its database, secret key or collected static files: a
+    fresh checkout."""
+    ignored = shutil.ignore_patterns(
+        ".git", ".venv", ".ruff_cache", "__pycache__", "staticfiles", "db.sqlite3*", ".secret_key"
+    )
+    shutil.copytree(ROOT, folder, ignore=ignored, symlinks=True)
+    return folder
+
+
+def test_migrate_alone_is_enough_to_serve_the_admin_and_the_api(tmp_path):
+    """Django's convention: no createcachetable and no collectstatic before the first page."""
+    project = copy_of_the_project(tmp_path / "project")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "STATIC_ROOT")}
+    env.update(DJANGO_SETTINGS_MODULE="powerautomation.settings", DJANGO_SUPERUSER_PASSWORD="migrate-alone-pw-9c1f")
+
+    def manage(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args], env=env, cwd=project, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    manage("migrate", "--noinput")
+    manage("createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com")
+    key = manage("create_api_token", "admin").split()[0]
+
+    port = free_port()
+    with open(tmp_path / "gunicorn.log", "wb") as log:
+        web = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "powerautomation.wsgi", "--bind", f"127.0.0.1:{port}"],
+            env=env,
+            cwd=project,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_for_port(port, timeout=30)
+            url = f"http://127.0.0.1:{port}"
+            login = requests.get(f"{url}/admin/login/", timeout=10)
+            status = requests.get(f"{url}/api/deployment/status", headers={"Authorization": f"Token {key}"}, timeout=10)
+            css = requests.get(f"{url}/static/admin/css/base.css", timeout=10)
+        finally:
+            stop_process_group(web)
+    output = (tmp_path / "gunicorn.log").read_text(errors="replace")
+    assert not (project / "staticfiles").exists()
+    assert login.status_code == 200, output
+    assert status.status_code == 200, output
+    assert css.status_code == 200, output

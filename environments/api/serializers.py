@@ -83,8 +83,12 @@ class RemoteEnvironmentSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(field_errors(exc)) from None
         return attrs
 
+    def _user(self):
+        request = self.context.get("request")
+        return request.user if request is not None else None
+
     def create(self, validated_data: dict) -> RemoteEnvironment:
-        return environment_save(environment=self._environment)
+        return environment_save(environment=self._environment, user=self._user())
 
     def update(self, instance: RemoteEnvironment, validated_data: dict) -> RemoteEnvironment:
-        return environment_save(environment=self._environment)
+        return environment_save(environment=self._environment, user=self._user())

@@ -161,7 +161,7 @@ class ConfigView(APIView):
     def post(self, request):
         dry_run, prune = _flag(request, "dry_run"), _flag(request, "prune")
         try:
-            plan = environments_import(data=request.data, prune=prune, dry_run=dry_run)
+            plan = environments_import(data=request.data, prune=prune, dry_run=dry_run, user=request.user)
         except ConfigError as exc:
             return Response({"errors": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
         body = {

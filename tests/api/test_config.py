@@ -78,3 +78,18 @@ def test_export_is_the_file_without_secrets(viewer_client, db):
     assert "password" not in body["environments"][0]
     assert body["deployment_settings"] == {"parallel_limit": 8}
     assert "never-exported" not in response.content.decode()
+
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOO6/wqb4OSnbUGEUbiOZCt8iKLfjR5dTYcYuVfr04gB"
+
+
+def test_a_host_key_the_imported_file_brings_is_approved_by_the_importing_user(admin_client_api, db):
+    make_environment("mac_local_001")
+    file = {"environments": [{**FILE["environments"][0], "host_key": HOST_KEY}]}
+
+    response = admin_client_api.post(URL, file, format="json")
+
+    assert response.status_code == 200, response.content
+    environment = RemoteEnvironment.objects.get()
+    assert (environment.host_key, environment.host_key_approved_by) == (HOST_KEY, admin_client_api.user)
+    assert environment.host_key_approved_at is not None

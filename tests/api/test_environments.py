@@ -163,3 +163,38 @@ class TestChanges:
         assert not RemoteEnvironment.objects.exists()
         assert admin_client_api.delete(detail("mac_local_001")).status_code == 404
         assert admin_client_api.get(detail("mac_local_001")).status_code == 404
+
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOO6/wqb4OSnbUGEUbiOZCt8iKLfjR5dTYcYuVfr04gB"
+
+
+class TestHostKeyApproval:
+    @pytest.fixture
+    def stored(self, db):
+        return make_environment("mac_local_001")
+
+    def test_a_put_with_a_new_host_key_stamps_the_user_and_the_time_as_its_approval(self, admin_client_api, stored):
+        replacement = {**SSH, "host_key": HOST_KEY}
+        response = admin_client_api.put(detail("mac_local_001"), replacement, format="json")
+
+        assert response.status_code == 200, response.content
+        stored.refresh_from_db()
+        assert (stored.host_key, stored.host_key_approved_by) == (HOST_KEY, admin_client_api.user)
+        assert stored.host_key_approved_at is not None
+
+    def test_a_patch_with_a_new_host_key_stamps_the_user_and_the_time_as_its_approval(self, admin_client_api, stored):
+        response = admin_client_api.patch(detail("mac_local_001"), {"host_key": HOST_KEY}, format="json")
+
+        assert response.status_code == 200, response.content
+        stored.refresh_from_db()
+        assert (stored.host_key, stored.host_key_approved_by) == (HOST_KEY, admin_client_api.user)
+        assert stored.host_key_approved_at is not None
+
+    def test_a_patch_clearing_the_host_key_clears_its_approval(self, admin_client_api, stored):
+        assert admin_client_api.patch(detail("mac_local_001"), {"host_key": HOST_KEY}, format="json").status_code == 200
+
+        response = admin_client_api.patch(detail("mac_local_001"), {"host_key": ""}, format="json")
+
+        assert response.status_code == 200, response.content
+        stored.refresh_from_db()
+        assert (stored.host_key, stored.host_key_approved_by, stored.host_key_approved_at) == ("", None, None)

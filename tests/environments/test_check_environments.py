@@ -146,6 +146,15 @@ def test_unknown_environment_ids_exit_2():
     assert "ghost" in str(caught.value)
 
 
+def test_a_named_disabled_environment_exits_2_naming_the_option(http_server):
+    http_environment("off", http_server, health_check_url=http_server.url("/health"), enabled=False)
+    with pytest.raises(CommandError) as caught:
+        call_command("check_environments", "--environments", "off")
+    assert caught.value.returncode == 2
+    assert str(caught.value) == "--environments: disabled environment(s): off"
+    assert http_server.paths() == []
+
+
 def test_migrate_keeps_a_health_check_schedule_at_the_configured_interval(settings):
     from django_q.models import Schedule
 

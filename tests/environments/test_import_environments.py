@@ -151,12 +151,16 @@ def test_readme_example_settings_blocks_are_stored_as_written(write_config):
     assert stored == {name: example[name] for name in BLOCK_NAMES}
 
 
-def test_readme_example_imports_without_warnings(write_config):
+def test_readme_example_imports_warning_only_about_the_settings_not_used(write_config):
     example = readme_example()
 
     output = run_import(write_config(example))
 
-    assert output.stderr == ""
+    assert [line.partition(" (")[0] for line in output.stderr.splitlines()] == [
+        "warning: ssh_settings.command_timeout: stored but not used",
+        "warning: deployment_settings.log_level: stored but not used",
+        "warning: notification_settings.email_notifications: stored but not used",
+    ]
     assert f"{len(example['environments'])} created, 0 updated" in output.stdout
 
 
@@ -273,6 +277,24 @@ def test_unknown_key_is_a_warning_and_the_import_succeeds(write_config, data, wa
     assert warning in output.stderr
     assert "error" not in output.stderr
     assert RemoteEnvironment.objects.filter(environment_id="known").exists()
+
+
+@pytest.mark.parametrize(
+    ("block", "key", "value", "reason"),
+    [
+        ("ssh_settings", "command_timeout", 60, "each environment's timeout bounds its run"),
+        ("deployment_settings", "log_level", "DEBUG", "the LOG_LEVEL environment variable sets"),
+        ("notification_settings", "email_notifications", True, "the platform sends no email"),
+    ],
+)
+def test_a_setting_the_platform_does_not_use_is_a_warning_saying_what_governs_it(
+    write_config, block, key, value, reason
+):
+    output = import_data(write_config, {"environments": [ssh_entry()], block: {key: value}})
+
+    assert f"warning: {block}.{key}: stored but not used ({reason}" in output.stderr
+    assert SettingsBlock.objects.get(name=block).values == {key: value}
+    assert RemoteEnvironment.objects.filter(environment_id="linux_local_001").exists()
 
 
 def test_unknown_setting_in_a_block_is_stored(write_config):
@@ -562,3 +584,35 @@ def test_ssh_default_key_path_leaves_entries_with_a_key_or_password_alone(write_
 
     key_paths = dict(RemoteEnvironment.objects.values_list("environment_id", "ssh_key_path"))
     assert key_paths == {"own_key": "~/.ssh/own", "password_only": ""}
+
+
+# --- Host key approval ------------------------------------------------------------------
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOO6/wqb4OSnbUGEUbiOZCt8iKLfjR5dTYcYuVfr04gB"
+
+
+def test_a_host_key_the_file_brings_is_stamped_approved_now_by_no_user(write_config):
+    import_data(write_config, {"environments": [ssh_entry(host_key=HOST_KEY)]})
+
+    environment = RemoteEnvironment.objects.get()
+    assert (environment.host_key, environment.host_key_approved_by) == (HOST_KEY, None)
+    assert environment.host_key_approved_at is not None
+
+
+def test_reimporting_the_same_host_key_keeps_when_it_was_approved(write_config):
+    import_data(write_config, {"environments": [ssh_entry(host_key=HOST_KEY)]})
+    approved_at = RemoteEnvironment.objects.get().host_key_approved_at
+
+    import_data(write_config, {"environments": [ssh_entry(host_key=HOST_KEY, description="again")]})
+
+    environment = RemoteEnvironment.objects.get()
+    assert (environment.description, environment.host_key_approved_at) == ("again", approved_at)
+
+
+def test_a_file_clearing_the_host_key_clears_its_approval(write_config):
+    import_data(write_config, {"environments": [ssh_entry(host_key=HOST_KEY)]})
+
+    import_data(write_config, {"environments": [ssh_entry(host_key="")]})
+
+    environment = RemoteEnvironment.objects.get()
+    assert (environment.host_key, environment.host_key_approved_at) == ("", None)

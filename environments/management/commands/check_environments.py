@@ -1,8 +1,9 @@
 import json
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from environments.models import RemoteEnvironment
+from environments.selectors import environments_for_deployment
 from environments.services import environments_check
 
 
@@ -19,18 +20,11 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", dest="as_json", help="Print JSON.")
 
     def handle(self, *args, environments, connectivity: bool, as_json: bool, **options):
-        if environments is None:
-            selected = list(RemoteEnvironment.objects.filter(enabled=True))
-        else:
-            wanted = [item.strip() for item in environments.split(",") if item.strip()]
-            found = {env.environment_id: env for env in RemoteEnvironment.objects.filter(environment_id__in=wanted)}
-            unknown = [env_id for env_id in wanted if env_id not in found]
-            if unknown or not wanted:
-                problem = f"unknown environment(s): {', '.join(unknown)}" if unknown else "name at least one"
-                raise CommandError(f"--environments: {problem}", returncode=2)
-            selected = [found[env_id] for env_id in wanted]
-        if not selected:
-            raise CommandError("--environments: there is no enabled environment to check", returncode=2)
+        wanted = None if environments is None else [item.strip() for item in environments.split(",") if item.strip()]
+        try:
+            selected = environments_for_deployment(environment_ids=wanted)
+        except ValidationError as exc:
+            raise CommandError(f"--environments: {'; '.join(exc.message_dict['environments'])}", returncode=2) from None
 
         reports = environments_check(environments=selected, connectivity=connectivity)
         if as_json:

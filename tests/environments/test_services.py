@@ -1,0 +1,139 @@
+"""Writes to environments save only what they own: a health result or a host key approval
+recorded between reading an environment and saving it survives the save."""
+
+import contextlib
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db.models.signals import pre_save
+
+from environments.models import Health, RemoteEnvironment
+from environments.services import (
+    environment_pin_host_key,
+    environment_prepare,
+    environment_record_health,
+    environment_save,
+    environments_import,
+)
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOO6/wqb4OSnbUGEUbiOZCt8iKLfjR5dTYcYuVfr04gB"
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def environment() -> RemoteEnvironment:
+    return RemoteEnvironment.objects.create(
+        environment_id="linux_001",
+        environment_type="linux_local",
+        connection_method="ssh",
+        host="127.0.0.1",
+        username="deploy",
+        ssh_key_path="/keys/id_ed25519",
+    )
+
+
+@pytest.fixture
+def approver():
+    return get_user_model().objects.create_user(username="approver")
+
+
+def record_a_health_result(environment: RemoteEnvironment) -> None:
+    environment_record_health(environment_pk=environment.pk, healthy=True, detail="200 OK", latency_ms=12)
+
+
+def approve_a_host_key(environment: RemoteEnvironment, user) -> None:
+    environment_pin_host_key(environment=RemoteEnvironment.objects.get(pk=environment.pk), key=HOST_KEY, user=user)
+
+
+@contextlib.contextmanager
+def while_the_import_saves(write):
+    """Run `write` once, just before the import saves its first environment (after it has
+    read them all): what a concurrent request or worker does in that window."""
+    done = []
+
+    def receiver(sender, instance, **kwargs):
+        if not done:
+            done.append(instance)
+            write()
+
+    pre_save.connect(receiver, sender=RemoteEnvironment)
+    try:
+        yield
+    finally:
+        pre_save.disconnect(receiver, sender=RemoteEnvironment)
+    assert done, "the import saved nothing"
+
+
+def import_file(**fields) -> None:
+    entry = {
+        "environment_id": "linux_001",
+        "environment_type": "linux_local",
+        "connection_method": "ssh",
+        "host": "127.0.0.1",
+        "username": "deploy",
+        "ssh_key_path": "/keys/id_ed25519",
+        **fields,
+    }
+    environments_import(data={"environments": [entry]})
+
+
+def test_an_api_write_keeps_a_health_result_recorded_after_it_read_the_environment(environment):
+    prepared = environment_prepare(data={"description": "renamed"}, current=environment, partial=True)
+    record_a_health_result(environment)
+    environment_save(environment=prepared)
+
+    environment.refresh_from_db()
+    assert (environment.description, environment.last_health) == ("renamed", Health.HEALTHY)
+    assert (environment.last_health_detail, environment.last_health_latency_ms) == ("200 OK", 12)
+
+
+def test_an_api_write_keeps_a_host_key_approved_after_it_read_the_environment(environment, approver):
+    data = {"environment_type": "linux_local", "connection_method": "ssh", "host": "127.0.0.2", "username": "deploy"}
+    prepared = environment_prepare(data={**data, "ssh_key_path": "/keys/other"}, current=environment)
+    approve_a_host_key(environment, approver)
+    environment_save(environment=prepared)
+
+    environment.refresh_from_db()
+    assert environment.host == "127.0.0.2"
+    assert (environment.host_key, environment.host_key_approved_by) == (HOST_KEY, approver)
+    assert environment.host_key_approved_at is not None
+
+
+def test_an_import_keeps_a_health_result_recorded_while_it_ran(environment):
+    with while_the_import_saves(lambda: record_a_health_result(environment)):
+        import_file(description="from the file")
+
+    environment.refresh_from_db()
+    assert (environment.description, environment.last_health) == ("from the file", Health.HEALTHY)
+    assert environment.last_health_at is not None
+
+
+def test_an_import_keeps_a_host_key_approved_while_it_ran(environment, approver):
+    with while_the_import_saves(lambda: approve_a_host_key(environment, approver)):
+        import_file(description="from the file")
+
+    environment.refresh_from_db()
+    assert environment.description == "from the file"
+    assert (environment.host_key, environment.host_key_approved_by) == (HOST_KEY, approver)
+
+
+def test_saving_a_new_host_key_stamps_who_approved_it_and_when(environment, approver):
+    prepared = environment_prepare(data={"host_key": HOST_KEY}, current=environment, partial=True)
+    environment_save(environment=prepared, user=approver)
+
+    environment.refresh_from_db()
+    assert (environment.host_key, environment.host_key_approved_by) == (HOST_KEY, approver)
+    assert environment.host_key_approved_at is not None
+
+
+def test_saving_without_changing_the_host_key_keeps_its_approval(environment, approver):
+    environment_save(environment=environment_prepare(data={"host_key": HOST_KEY}, current=environment, partial=True))
+    approved_at = RemoteEnvironment.objects.get().host_key_approved_at
+
+    again = environment_prepare(data={"host_key": HOST_KEY, "port": 2222}, current=environment, partial=True)
+    environment_save(environment=again, user=approver)
+
+    environment.refresh_from_db()
+    assert (environment.port, environment.host_key_approved_at) == (2222, approved_at)
+    assert environment.host_key_approved_by is None
