@@ -23,8 +23,8 @@ from deployments.models import (
 from deployments.queueing import queue_coordination
 from deployments.transitions import note, transition
 from environments.config import current_defaults
-from environments.connectors import CONNECTORS
 from environments.models import RemoteEnvironment
+from environments.selectors import environments_for_deployment
 
 
 def _invalid(field: str, message: str) -> ValidationError:
@@ -55,30 +55,6 @@ def _validate_context(*, coordination_id: str, version: str, ec2_instance_id: st
             raise _invalid("ec2_public_ip", f"{ec2_public_ip!r} is not an IP address") from None
 
 
-def _select_environments(environment_ids: list[str] | None) -> list[RemoteEnvironment]:
-    if environment_ids is None:
-        environments = [
-            env for env in RemoteEnvironment.objects.filter(enabled=True) if env.connection_method in CONNECTORS
-        ]
-        if not environments:
-            raise _invalid("environments", "there is no enabled environment to deploy to")
-        return environments
-    if not environment_ids:
-        raise _invalid("environments", "name at least one environment")
-    wanted = list(dict.fromkeys(environment_ids))
-    found = {env.environment_id: env for env in RemoteEnvironment.objects.filter(environment_id__in=wanted)}
-    unknown = [env_id for env_id in wanted if env_id not in found]
-    if unknown:
-        raise _invalid("environments", f"unknown environment(s): {', '.join(unknown)}")
-    disabled = [env_id for env_id in wanted if not found[env_id].enabled]
-    if disabled:
-        raise _invalid("environments", f"disabled environment(s): {', '.join(disabled)}")
-    unsupported = [env_id for env_id in wanted if found[env_id].connection_method not in CONNECTORS]
-    if unsupported:
-        raise _invalid("environments", f"connection method not supported yet for: {', '.join(unsupported)}")
-    return [found[env_id] for env_id in wanted]
-
-
 def coordination_start(
     *,
     triggered_by: str,
@@ -104,7 +80,7 @@ def coordination_start(
     )
     if ec2_deployment_config:
         validate_ec2_config(ec2_deployment_config, ec2_instance_id=ec2_instance_id)
-    environments = _select_environments(environment_ids)
+    environments = environments_for_deployment(environment_ids=environment_ids)
     with transaction.atomic():
         coordination = Coordination.objects.create(
             coordination_id=coordination_id or _new_coordination_id(),

@@ -1,5 +1,9 @@
+from datetime import timedelta
+
 from django.apps import AppConfig
+from django.conf import settings
 from django.db.models.signals import post_migrate
+from django.utils import timezone
 
 HEALTH_SCHEDULE_NAME = "environment health checks"
 
@@ -7,10 +11,7 @@ HEALTH_SCHEDULE_NAME = "environment health checks"
 def ensure_health_schedule(sender, **kwargs) -> None:
     """Keep the health-check schedule in step with HEALTH_CHECK_INTERVAL_MINUTES; runs
     after every `migrate` (which `make run` does on each start)."""
-    from datetime import timedelta
-
-    from django.conf import settings
-    from django.utils import timezone
+    # Models load only once the app registry is ready (Django's rule for apps.py, not a circle).
     from django_q.models import Schedule
 
     minutes = settings.HEALTH_CHECK_INTERVAL_MINUTES

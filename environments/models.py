@@ -4,6 +4,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
+from environments.connectors.ssh import parse_host_key
 from environments.fields import EncryptedTextField
 
 SECRET_FIELDS = ("password", "api_token", "webhook_secret")
@@ -26,8 +27,6 @@ def validate_no_control_characters(value: str) -> None:
 
 def validate_host_key(value: str) -> None:
     """A pinned key as in known_hosts or a .pub file: '<type> <base64>' (comment allowed)."""
-    from environments.connectors.ssh import parse_host_key
-
     try:
         parse_host_key(value)
     except ValueError as exc:

@@ -16,6 +16,11 @@ def _without_secrets() -> QuerySet[RemoteEnvironment]:
     return RemoteEnvironment.objects.defer(*SECRET_FIELDS)
 
 
+def environments_enabled() -> QuerySet[RemoteEnvironment]:
+    """The environments a deployment may take: the enabled ones, by id, without secrets."""
+    return _without_secrets().filter(enabled=True).order_by("environment_id")
+
+
 def environments_for_deployment(*, environment_ids: list[str] | None = None) -> list[RemoteEnvironment]:
     """The environments a deployment (or an on-demand check) takes: every enabled one
     when `environment_ids` is None, else the named ones, in the given order, each once.
@@ -24,7 +29,7 @@ def environments_for_deployment(*, environment_ids: list[str] | None = None) -> 
     when the list is empty, or when it names an unknown or a disabled environment. The
     secrets are not loaded (nor decrypted)."""
     if environment_ids is None:
-        environments = list(_without_secrets().filter(enabled=True))
+        environments = list(environments_enabled())
         if not environments:
             raise _invalid("there is no enabled environment to deploy to")
         return environments

@@ -7,11 +7,12 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from environments.config import ImportPlan, apply_entry, current_defaults, plan_import
-from environments.connectors import ConnectorError, DeploymentContext, connector_for
+from environments.connectors import ConnectorError, DeploymentContext, Target, connector_for
 from environments.health import check_health
-from environments.models import Health, HealthChange, RemoteEnvironment, SettingsBlock
+from environments.models import Health, HealthChange, RemoteEnvironment, SettingsBlock, validate_host_key
 
 CHECK_THREADS = 64
 
@@ -144,9 +145,7 @@ def _health_report(environment: RemoteEnvironment, defaults) -> CheckReport:
 
 
 def _connectivity_report(environment: RemoteEnvironment, defaults) -> CheckReport:
-    from environments.connectors.base import Target
-
-    spec = Target(**{name: getattr(environment, name) for name in Target.__dataclass_fields__})
+    spec = Target.of(environment)
     context = DeploymentContext(
         coordination_id="preflight",
         connect_timeout=defaults.connect_timeout,
@@ -192,8 +191,6 @@ def environment_pin_host_key(*, environment: RemoteEnvironment, key: str, user) 
     key, recording who approved it and when; an empty `key` unpins it (host keys are then
     verified against SSH_KNOWN_HOSTS again). Raises ValidationError (field `host_key`) on
     a malformed key, having changed nothing."""
-    from environments.models import validate_host_key
-
     key = " ".join(key.split()[:2])
     if key:
         try:
@@ -218,8 +215,6 @@ def environments_check_queue(*, environments: list[RemoteEnvironment], connectiv
     """Queue a health check (or a connectivity preflight) of the environments for a
     worker, after commit: checks never run inside a web request. The task's result (the
     reports) is kept by django-q2 in group CHECK_TASK_GROUP. Returns how many are queued."""
-    from django_q.tasks import async_task
-
     pks = [environment.pk for environment in environments]
     if not pks:
         return 0

@@ -1,5 +1,7 @@
 """django-q2 tasks: take ids, load rows, call one service."""
 
+from django.utils import timezone
+
 from environments.models import RemoteEnvironment
 from environments.selectors import environments_for_scheduled_health_check
 from environments.services import environments_check
@@ -15,8 +17,6 @@ def check_environments_health() -> int:
 def check_environments_now(environment_pks: list[int], connectivity: bool) -> dict:
     """Queued from the admin: health-check (or preflight) these environments now. The
     returned reports are the task's result, which the admin shows."""
-    from django.utils import timezone
-
     environments = list(RemoteEnvironment.objects.filter(pk__in=environment_pks).order_by("environment_id"))
     reports = environments_check(environments=environments, connectivity=connectivity)
     return {

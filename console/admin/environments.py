@@ -22,7 +22,6 @@ from deployments.selectors import (
 from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import SECRET_FIELDS, RemoteEnvironment, SettingsBlock
 from environments.services import (
-    environment_pin_host_key,
     environment_save,
     environments_check_queue,
     environments_delete,
@@ -196,10 +195,8 @@ class RemoteEnvironmentAdmin(RoleAdmin):
     # --- writes: each calls a service -------------------------------------------------------
 
     def save_model(self, request, obj, form, change):
-        environment_save(environment=obj)
-        if "host_key" in form.changed_data:
-            # Entering a key by hand approves it as much as the one-click approval does.
-            environment_pin_host_key(environment=obj, key=obj.host_key, user=request.user)
+        # Entering a key by hand approves it as much as the one-click approval does.
+        environment_save(environment=obj, user=request.user)
 
     def delete_model(self, request, obj):
         environments_delete(environments=[obj])

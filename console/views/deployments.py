@@ -22,6 +22,7 @@ from console.presenters import coordination_url
 from deployments.models import Coordination, TriggerSource
 from deployments.services import CoordinationConflict, coordination_cancel, coordination_retry, coordination_start
 from environments.models import RemoteEnvironment
+from environments.selectors import environments_enabled
 
 MAX_AFTER = 2**62
 
@@ -72,7 +73,7 @@ class DeployForm(forms.Form):
 
 
 def enabled_environments() -> list[RemoteEnvironment]:
-    return list(RemoteEnvironment.objects.filter(enabled=True).only("id", "environment_id").order_by("environment_id"))
+    return list(environments_enabled().only("id", "environment_id"))
 
 
 def _next_url(request, default: str) -> str:

@@ -163,9 +163,7 @@ def _apply(request, model_admin):
                     prune=prune,
                     changed_since=True,
                 )
-            before = dict(RemoteEnvironment.objects.values_list("environment_id", "host_key"))
-            plan = environments_import(data=data, prune=prune)
-            _record_pinned_keys(request, plan, before)
+            plan = environments_import(data=data, prune=prune, user=request.user)
     except (ConfigError, SecretDecryptionError) as exc:
         errors = exc.errors if isinstance(exc, ConfigError) else [str(exc)]
         return _render_import(request, model_admin, form=ImportForm(), errors=errors)
@@ -179,13 +177,6 @@ def _apply(request, model_admin):
         f"{len(plan.delete)} deleted.",
     )
     return HttpResponseRedirect(reverse("admin:environments_remoteenvironment_changelist"))
-
-
-def _record_pinned_keys(request, plan: ImportPlan, before: dict[str, str]) -> None:
-    """A host key the file brings in was vouched for by the admin who imported it."""
-    for environment in plan.create + plan.update:
-        if environment.host_key and environment.host_key != before.get(environment.environment_id, ""):
-            environment_pin_host_key(environment=environment, key=environment.host_key, user=request.user)
 
 
 @require_GET

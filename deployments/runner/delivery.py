@@ -80,10 +80,6 @@ class TargetReporter:
         self._send("finished", outcome)
 
 
-def target_spec(environment) -> Target:
-    return Target(**{name: getattr(environment, name) for name in Target.__dataclass_fields__})
-
-
 def deliver(spec: Target, context: DeploymentContext, defaults: DeploymentDefaults, reporter) -> Outcome:
     """Trigger one environment, wait for its script, verify its health. Runs in a thread.
 

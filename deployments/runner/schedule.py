@@ -21,12 +21,12 @@ from deployments.leases import Heartbeat
 from deployments.models import Coordination, CoordinationStatus as C, CoordinationTarget, Stage, TargetStatus as T
 from deployments.runner import reports
 from deployments.runner.callbacks import CALLBACK_METHODS, Callbacks
-from deployments.runner.delivery import TargetReporter, deliver_and_report, target_spec
+from deployments.runner.delivery import TargetReporter, deliver_and_report
 from deployments.runner.output import OutputBook
 from deployments.runner.stopping import StopKind, Stopping
 from deployments.transitions import transition
 from environments.config import DeploymentDefaults
-from environments.connectors import DeploymentContext
+from environments.connectors import DeploymentContext, Target
 
 BATCH_WAIT_SECONDS = 0.1
 CANCEL_CHECK_SECONDS = 1.0
@@ -169,7 +169,7 @@ class Delivery:
     def _delivery_arguments(self, target: CoordinationTarget) -> tuple:
         reporter = TargetReporter(target.pk, self.inbox, self.stopping.event)
         self.reporters[target.pk] = reporter
-        spec = target_spec(target.remote_environment)
+        spec = Target.of(target.remote_environment)
         context = dataclasses.replace(
             self.context, callback_url=self.callbacks.url_for(target.pk), deadline=time.time() + spec.timeout
         )

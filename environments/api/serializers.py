@@ -14,6 +14,7 @@ from rest_framework import serializers
 from environments.config import ENVIRONMENT_FIELDS
 from environments.models import SECRET_FIELDS, RemoteEnvironment
 from environments.services import environment_prepare, environment_save
+from powerautomation.api import field_errors
 
 HEALTH_FIELDS = ("last_health", "last_health_at", "last_health_detail", "last_health_latency_ms")
 READ_ONLY_FIELDS = (*HEALTH_FIELDS, "created_at", "updated_at")
@@ -23,13 +24,6 @@ def _secret_set(environment: RemoteEnvironment, name: str) -> bool:
     # Lists annotate `<name>_set` and never load (or decrypt) the secret itself.
     flag = environment.__dict__.get(f"{name}_set")
     return bool(flag) if flag is not None else bool(getattr(environment, name))
-
-
-def field_errors(exc: DjangoValidationError) -> dict[str, list[str]]:
-    errors: dict[str, list[str]] = {}
-    for field, messages in exc.message_dict.items():
-        errors.setdefault("non_field_errors" if field == "__all__" else field, []).extend(messages)
-    return errors
 
 
 class RemoteEnvironmentSerializer(serializers.ModelSerializer):

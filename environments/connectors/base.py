@@ -31,6 +31,11 @@ class Target:
     timeout: int = 300
     host_key: str = ""
 
+    @classmethod
+    def of(cls, environment: object) -> "Target":
+        """The target of an environment row (read by attribute: connectors touch no model)."""
+        return cls(**{name: getattr(environment, name) for name in cls.__dataclass_fields__})
+
 
 @dataclass(frozen=True)
 class DeploymentContext:

@@ -1,4 +1,5 @@
 import pytest
+from cryptography.fernet import Fernet
 from django.core.exceptions import ValidationError
 
 from deployments.models import Coordination, CoordinationStatus as C, StageEvent, TriggerSource
@@ -115,3 +116,18 @@ def test_the_worker_task_is_queued_only_after_commit(make_ssh_environment, djang
     for callback in callbacks:
         callback()
     assert broker.queue_size() == queued_before + 1
+
+
+def test_starting_a_deployment_decrypts_no_secret(make_ssh_environment, settings):
+    """Choosing the targets reads no secret (the runner loads each target again when it
+    connects); before, every enabled environment's secrets were decrypted to check a
+    connection method that the model's choices already guarantee."""
+    make_ssh_environment("with_secret", "./init_aicore.sh", password="pw")  # noqa: S106 (test value)
+    # Under another encryption key every stored secret is unreadable: reading one would raise.
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+
+    coordination = start()
+    named = start(environment_ids=["with_secret"])
+
+    assert [t.environment_id for t in coordination.targets.all()] == ["with_secret"]
+    assert [t.environment_id for t in named.targets.all()] == ["with_secret"]
