@@ -25,7 +25,6 @@ def test_admin_login_page_and_its_stylesheet_are_served(web_server):
     assert "text/css" in css.headers["Content-Type"]
 
 
-
 def copy_of_the_project(folder: Path) -> Path:
     """The project's code without its database, secret key or collected static files: a
     fresh checkout."""
@@ -36,11 +35,42 @@ def copy_of_the_project(folder: Path) -> Path:
     return folder
 
 
-def test_migrate_alone_is_enough_to_serve_the_admin_and_the_api(tmp_path):
+SERVERS = {
+    "gunicorn": lambda port: [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "powerautomation.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+    ],
+    "runserver": lambda port: [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+}
+PASSWORD = "migrate-alone-pw-9c1f"
+
+
+def signed_in_admin_page(url: str) -> requests.Response:
+    """/admin/ (the dashboard) as the superuser, signed in through the login form."""
+    session = requests.Session()
+    session.get(f"{url}/admin/login/", timeout=10)
+    session.post(
+        f"{url}/admin/login/",
+        data={
+            "username": "admin",
+            "password": PASSWORD,
+            "next": "/admin/",
+            "csrfmiddlewaretoken": session.cookies["csrftoken"],
+        },
+        headers={"Referer": f"{url}/admin/login/"},
+        timeout=10,
+    )
+    return session.get(f"{url}/admin/", timeout=10, allow_redirects=False)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_migrate_alone_is_enough_to_serve_the_admin_and_the_api(tmp_path, server):
     """Django's convention: no createcachetable and no collectstatic before the first page."""
     project = copy_of_the_project(tmp_path / "project")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "STATIC_ROOT")}
-    env.update(DJANGO_SETTINGS_MODULE="powerautomation.settings", DJANGO_SUPERUSER_PASSWORD="migrate-alone-pw-9c1f")
+    env.update(DJANGO_SETTINGS_MODULE="powerautomation.settings", DJANGO_SUPERUSER_PASSWORD=PASSWORD)
 
     def manage(*args: str) -> str:
         result = subprocess.run(
@@ -54,25 +84,23 @@ def test_migrate_alone_is_enough_to_serve_the_admin_and_the_api(tmp_path):
     key = manage("create_api_token", "admin").split()[0]
 
     port = free_port()
-    with open(tmp_path / "gunicorn.log", "wb") as log:
+    with open(tmp_path / "server.log", "wb") as log:
         web = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "powerautomation.wsgi", "--bind", f"127.0.0.1:{port}"],
-            env=env,
-            cwd=project,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            SERVERS[server](port), env=env, cwd=project, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             wait_for_port(port, timeout=30)
             url = f"http://127.0.0.1:{port}"
             login = requests.get(f"{url}/admin/login/", timeout=10)
+            dashboard = signed_in_admin_page(url)
             status = requests.get(f"{url}/api/deployment/status", headers={"Authorization": f"Token {key}"}, timeout=10)
             css = requests.get(f"{url}/static/admin/css/base.css", timeout=10)
         finally:
             stop_process_group(web)
-    output = (tmp_path / "gunicorn.log").read_text(errors="replace")
+    output = (tmp_path / "server.log").read_text(errors="replace")
     assert not (project / "staticfiles").exists()
     assert login.status_code == 200, output
+    assert dashboard.status_code == 200, output
+    assert "Deploy" in dashboard.text
     assert status.status_code == 200, output
     assert css.status_code == 200, output
