@@ -149,7 +149,6 @@ class Bench:
             product = stack.Product(env, self.work / "pg", "PostgreSQL + Redis")
             product.work.mkdir(parents=True, exist_ok=True)
             product.manage("migrate", "--noinput", timeout=600)
-            product.manage("createcachetable")
             summary = self.run_fanout(product)
             self.details.append(
                 f"Memory of the qcluster tree on PostgreSQL + Redis (no target): peak summed RSS "

@@ -104,7 +104,6 @@ def sqlite_product(work: Path, *, known_hosts: Path, template: Path | None = Non
         shutil.copyfile(template, database)
     else:
         product.manage("migrate", "--noinput", timeout=600)
-        product.manage("createcachetable")
     return product
 
 

@@ -24,7 +24,6 @@ TIMELINE_LIMIT = 2000
 LIVE_EVENTS_LIMIT = 500
 
 
-
 def _can_retry(coordination: Coordination, progress: dict) -> bool:
     return coordination.status in COORDINATION_TERMINAL and bool(progress["failed"] or progress["cancelled"])
 

@@ -34,7 +34,6 @@ RECENT_LIMIT = 10
 CHECK_RESULTS_SHOWN = 3
 
 
-
 @dataclass
 class CoordinationRow:
     """A coordination as the dashboard and the lists show it."""

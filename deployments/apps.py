@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
+from django.utils import timezone
 
 REAPER_SCHEDULE_NAME = "coordination reaper"
 
@@ -7,7 +8,6 @@ REAPER_SCHEDULE_NAME = "coordination reaper"
 def ensure_reaper_schedule(sender, **kwargs) -> None:
     """The reaper runs every minute on whichever cluster is alive (and at worker start)."""
     # Models load only once the app registry is ready (Django's rule for apps.py, not a circle).
-    from django.utils import timezone
     from django_q.models import Schedule
 
     Schedule.objects.get_or_create(

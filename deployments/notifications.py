@@ -58,10 +58,8 @@ def summary(coordination: Coordination) -> dict:
         "error": coordination.error[:ERROR_CHARS],
         "failed_environments": unsuccessful,
     }
-    end = coordination.finished_at
-    waited = round((end - coordination.created_at).total_seconds(), 2) if end else None
     return {
-        "text": _text(coordination, data["progress"], unsuccessful, waited),
+        "text": _text(coordination, data["progress"], unsuccessful, data["duration_seconds"]),
         "type": "coordination.ended",
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "data": data,
@@ -70,7 +68,7 @@ def summary(coordination: Coordination) -> dict:
 
 def _text(coordination: Coordination, progress: dict, unsuccessful: list[dict], duration: float | None) -> str:
     version = f" ({coordination.version})" if coordination.version else ""
-    took = f" in {duration:g} s" if duration is not None else ""
+    took = f" in {round(duration, 2):g} s" if duration is not None else ""
     text = (
         f"{_ICONS.get(coordination.status, '•')} Deployment {coordination.coordination_id}{version} "
         f"{coordination.status}{took}: {progress['succeeded']} of {progress['total']} environments succeeded"

@@ -89,12 +89,6 @@ def _bucket_counts(prefix: str = "") -> dict:
     }
 
 
-def coordination_progress(coordination: Coordination) -> dict[str, int]:
-    """The progress of one coordination, counted by the database in one query."""
-    counts = Coordination.objects.filter(pk=coordination.pk).aggregate(total=Count("targets"), **_bucket_counts())
-    return _progress(counts.pop("total"), counts)
-
-
 def coordinations_listed(queryset: QuerySet[Coordination]) -> QuerySet[Coordination]:
     """`queryset` with what a list shows: user, retry link and target summaries, in
     two queries whatever its length."""

@@ -21,7 +21,7 @@ from deployments.models import (
     TriggerSource,
 )
 from deployments.queueing import queue_coordination
-from deployments.transitions import note, transition
+from deployments.transitions import cancel_not_started, note, transition
 from environments.config import current_defaults
 from environments.models import RemoteEnvironment
 from environments.selectors import environments_for_deployment
@@ -157,14 +157,7 @@ def coordination_cancel(*, coordination: Coordination, user=None) -> Coordinatio
                 coordination, C.CANCELLED, message=reason, data={"cancelled_by": who}, fields={"error": reason}
             ):
                 continue
-            for target in coordination.targets.filter(status=TargetStatus.PENDING):
-                transition(
-                    target,
-                    TargetStatus.CANCELLED,
-                    stage=Stage.TRIGGER,
-                    message=f"not started: {reason}",
-                    fields={"reason": "cancelled", "error": reason},
-                )
+            cancel_not_started(coordination.targets.filter(status=TargetStatus.PENDING), reason=reason)
         return coordination
     raise CoordinationConflict(
         f"coordination {coordination.coordination_id} kept changing status; try again", status=coordination.status

@@ -5,6 +5,8 @@ workers never both make the same move: the loser sees False), and written as exa
 StageEvent in the same transaction.
 """
 
+from collections.abc import Iterable
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -105,6 +107,20 @@ def _on_coordination_end(coordination_pk: int) -> None:
     passes here once: queue its notification after commit (robust: a failure to queue is
     logged and never reaches the coordinator)."""
     transaction.on_commit(lambda: queue_notification(coordination_pk=coordination_pk), robust=True)
+
+
+def cancel_not_started(targets: Iterable[CoordinationTarget], *, reason: str) -> None:
+    """Cancel targets that never started (a cancel, a deadline, an error), in one
+    transaction; one that started meanwhile is left to whoever runs it."""
+    with transaction.atomic():
+        for target in targets:
+            transition(
+                target,
+                T.CANCELLED,
+                stage=Stage.TRIGGER,
+                message=f"not started: {reason}",
+                fields={"reason": "cancelled", "error": reason},
+            )
 
 
 def note(

@@ -2,10 +2,19 @@ from datetime import timedelta
 
 from django.apps import AppConfig
 from django.conf import settings
+from django.core.management import call_command
 from django.db.models.signals import post_migrate
 from django.utils import timezone
 
 HEALTH_SCHEDULE_NAME = "environment health checks"
+
+
+def ensure_cache_table(sender, using="default", **kwargs) -> None:
+    """The database cache's table, after every `migrate`, so `migrate` alone is enough to
+    serve the API (throttling counts and django-q2's cluster stats live in the cache), also
+    on a database first migrated while CACHES pointed at Redis. A no-op with Redis, and when
+    the table exists."""
+    call_command("createcachetable", database=using, verbosity=0)
 
 
 def ensure_health_schedule(sender, **kwargs) -> None:
@@ -35,4 +44,5 @@ class EnvironmentsConfig(AppConfig):
     verbose_name = "Environments"
 
     def ready(self) -> None:
+        post_migrate.connect(ensure_cache_table, sender=self)
         post_migrate.connect(ensure_health_schedule, sender=self)

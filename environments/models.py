@@ -10,11 +10,11 @@ from environments.fields import EncryptedTextField
 SECRET_FIELDS = ("password", "api_token", "webhook_secret")
 
 identifier_validator = RegexValidator(
-    r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$",
+    r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}\Z",
     "Use 1-100 letters, digits, '_', '.', ':' or '-', starting with a letter or digit.",
 )
 host_validator = RegexValidator(
-    r"^(?!-)[A-Za-z0-9._:\[\]%-]{1,253}$",
+    r"\A(?!-)[A-Za-z0-9._:\[\]%-]{1,253}\Z",
     "Enter a host name or an IP address.",
 )
 http_url_validator = URLValidator(schemes=["http", "https"])
@@ -120,9 +120,21 @@ class RemoteEnvironment(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         super().save(*args, **kwargs)
-        self._loaded_values = {
-            f.attname: self.__dict__[f.attname] for f in self._meta.concrete_fields if f.attname in self.__dict__
-        }
+        self._remember_loaded(kwargs.get("update_fields"))
+
+    def refresh_from_db(self, using=None, fields=None, from_queryset=None) -> None:
+        # Also how Django loads a deferred field on first access: what it read is loaded.
+        super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
+        self._remember_loaded(fields)
+
+    def _remember_loaded(self, names=None) -> None:
+        """Record the in-memory values of `names` (default: every loaded field) as what the
+        database holds now."""
+        attnames = {f.name: f.attname for f in self._meta.concrete_fields}
+        wanted = set(attnames.values()) if names is None else {attnames.get(name, name) for name in names}
+        loaded = getattr(self, "_loaded_values", None) or {}
+        loaded.update({name: self.__dict__[name] for name in wanted if name in self.__dict__})
+        self._loaded_values = loaded
 
     @classmethod
     def from_db(cls, db, field_names, values):
@@ -134,8 +146,8 @@ class RemoteEnvironment(models.Model):
     def changed_fields(self) -> list[str]:
         """The fields (attnames) set to another value since this instance was read (all of
         them for a new one): what a write owns, so saving it leaves alone what others wrote
-        meanwhile (a health result, a host key approval). A deferred field that is now
-        loaded counts as changed."""
+        meanwhile (a health result, a host key approval). A deferred field loaded later
+        counts as read, not as changed."""
         loaded = getattr(self, "_loaded_values", None)
         names = [f.attname for f in self._meta.concrete_fields if not f.primary_key]
         if self._state.adding or loaded is None:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -77,13 +77,23 @@ def environment_save(*, environment: RemoteEnvironment, user=None) -> RemoteEnvi
     """Save a new environment, or only what changed on an existing one since it was read,
     so a health result or a host key approval recorded meanwhile is not written over. A
     changed host key is stamped approved by `user` (None when unknown) now."""
+    environment.host_key = " ".join(environment.host_key.split()[:2])  # a key's comment is not the key
     _stamp_host_key_approval(environment, user)
     if environment._state.adding:
         environment.save()
         return environment
     changed = environment.changed_fields()
-    if changed:
-        environment.save(update_fields=[*changed, "updated_at"])
+    if not changed:
+        return environment
+    try:
+        with transaction.atomic():  # a savepoint: the error below must not spoil the caller's transaction
+            environment.save(update_fields=[*changed, "updated_at"])
+    except DatabaseError:
+        if RemoteEnvironment.objects.filter(pk=environment.pk).exists():
+            raise
+        raise ValidationError(
+            {"environment_id": [f"{environment.environment_id!r} was deleted meanwhile; nothing was saved"]}
+        ) from None
     return environment
 
 
@@ -198,10 +208,7 @@ def environment_pin_host_key(*, environment: RemoteEnvironment, key: str, user) 
         except ValidationError as exc:
             raise ValidationError({"host_key": exc.messages}) from None
     environment.host_key = key
-    environment.host_key_approved_by = user if key else None
-    environment.host_key_approved_at = timezone.now() if key else None
-    environment.save(update_fields=["host_key", "host_key_approved_by", "host_key_approved_at", "updated_at"])
-    return environment
+    return environment_save(environment=environment, user=user)
 
 
 def environments_delete(*, environments: list[RemoteEnvironment]) -> int:

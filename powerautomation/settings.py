@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -79,12 +80,34 @@ def local_secret_key(path: Path) -> str:
             os.link(temporary, path)
         except FileExistsError:
             pass  # another process made it first: its key is the one
+        except OSError:
+            _create_exclusively(path, key)  # a file system without hard links
         finally:
             os.unlink(temporary)
-    key = path.read_text().strip()
+    key = _read_key(path)
     if not key:
         raise ImproperlyConfigured(f"{path} is empty: delete it to generate a new key (or set DJANGO_SECRET_KEY)")
     return key
+
+
+def _create_exclusively(path: Path, key: str) -> None:
+    """Without hard links: create the file private and only if absent (O_EXCL); a loser of
+    the race may then see it before its key is written, which _read_key waits out."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+
+
+def _read_key(path: Path, *, patience_seconds: float = 2.0) -> str:
+    deadline = time.monotonic() + patience_seconds
+    while True:
+        key = path.read_text().strip()
+        if key or time.monotonic() > deadline:
+            return key
+        time.sleep(0.05)
 
 
 SECRET_KEY = env_str("DJANGO_SECRET_KEY") or local_secret_key(BASE_DIR / ".secret_key")
@@ -111,7 +134,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "deployments.middleware.RejectNulCharactersMiddleware",
+    "powerautomation.middleware.RejectNulCharactersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -331,8 +354,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.HasRole"],
     "DEFAULT_THROTTLE_CLASSES": [
-        "deployments.api.throttling.TokenRateThrottle",
-        "deployments.api.throttling.AnonymousRateThrottle",
+        "powerautomation.throttling.TokenRateThrottle",
+        "powerautomation.throttling.AnonymousRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "token": _env_throttle_rate("API_THROTTLE_RATE", "600/minute"),
@@ -359,7 +382,7 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": r"/api/",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "deployments.api.schema.document_malformed_requests",
+        "powerautomation.schema.document_malformed_requests",
     ],
     # Separate request and response shapes, so write-only secrets and read-only flags show.
     "COMPONENT_SPLIT_REQUEST": True,

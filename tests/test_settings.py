@@ -128,3 +128,25 @@ def test_static_root_comes_from_its_variable(tmp_path):
     env["STATIC_ROOT"] = str(tmp_path / "static")
     result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == str(tmp_path / "static"), result.stderr
+
+
+def test_the_secret_key_file_is_made_private_where_the_file_system_has_no_hard_links(tmp_path, monkeypatch):
+    """Some bind and network mounts refuse link(2): the key is then created with O_EXCL."""
+    import os
+    import stat
+
+    from powerautomation.settings import local_secret_key
+
+    def no_hard_links(source, target):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    path = tmp_path / ".secret_key"
+
+    key = local_secret_key(path)
+
+    assert len(key) > 40
+    assert path.read_text() == key
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert local_secret_key(path) == key
+    assert [p.name for p in tmp_path.iterdir()] == [".secret_key"]  # no temporary file left

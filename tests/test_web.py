@@ -104,3 +104,23 @@ def test_migrate_alone_is_enough_to_serve_the_admin_and_the_api(tmp_path, server
     assert "Deploy" in dashboard.text
     assert status.status_code == 200, output
     assert css.status_code == 200, output
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_migrate_creates_the_cache_table_if_it_is_missing():
+    """A database first migrated while CACHES pointed at Redis gets the table once it no
+    longer does: not a one-time migration, but each `migrate`."""
+    from django.core.cache import cache
+    from django.core.management import call_command
+    from django.db import connection
+
+    if "django_cache" not in connection.introspection.table_names():
+        pytest.skip("CACHES is not the database cache here (Redis)")
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE django_cache")
+
+    call_command("migrate", verbosity=0)
+
+    assert "django_cache" in connection.introspection.table_names()
+    cache.set("after-migrate", "ok")
+    assert cache.get("after-migrate") == "ok"

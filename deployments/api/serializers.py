@@ -5,6 +5,7 @@ they show (a constant number of queries per list). Secrets never appear here: th
 environments, and coordinations, targets and events hold none.
 """
 
+from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -286,6 +287,10 @@ class ConflictSerializer(serializers.Serializer):
 
 
 def absolute_url(context: dict, name: str, *args) -> str:
+    """The URL of `name` as the request reached us, else under PLATFORM_BASE_URL (commands,
+    notifications), else the path alone."""
     path = reverse(name, args=args)
     request = context.get("request")
-    return request.build_absolute_uri(path) if request is not None else path
+    if request is not None:
+        return request.build_absolute_uri(path)
+    return f"{settings.PLATFORM_BASE_URL}{path}" if settings.PLATFORM_BASE_URL else path

@@ -92,7 +92,7 @@ class EC2Stage:
                 self.client = self._call(new_client)
                 instance_id = self._instance(mode)
                 self._wait_running(instance_id)
-                self._waitstatus_checks(instance_id)
+                self._wait_status_checks(instance_id)
             if self.config.get("platform_health_url"):
                 self._wait_healthy(self.config["platform_health_url"])
         finally:
@@ -178,7 +178,7 @@ class EC2Stage:
         shown = f"public IP {public_ip}" if public_ip else "no public IP"
         self._note(f"{instance_id} is running, {shown}", instance_id, state="running", public_ip=public_ip)
 
-    def _waitstatus_checks(self, instance_id: str) -> None:
+    def _wait_status_checks(self, instance_id: str) -> None:
         from botocore.exceptions import WaiterError  # boto3 loads only for this stage
 
         self.doing = f"waiting for the status checks of {instance_id}"

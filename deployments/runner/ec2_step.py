@@ -11,11 +11,9 @@ from deployments.ec2.config import ec2_mode
 from deployments.ec2.stage import EC2Stage, StageStopped
 from deployments.leases import Heartbeat
 from deployments.models import Coordination, CoordinationStatus as C, Stage, TargetStatus as T
-from deployments.runner.stopping import StopKind, Stopping
+from deployments.runner.stopping import STOP_CHECK_SECONDS, StopKind, Stopping
 from deployments.transitions import transition
 from environments.connectors import DeploymentContext
-
-PAUSE_STEP_SECONDS = 1.0
 
 
 class EC2Step:
@@ -66,7 +64,7 @@ class EC2Step:
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return True
-            time.sleep(min(remaining, PAUSE_STEP_SECONDS))
+            time.sleep(min(remaining, STOP_CHECK_SECONDS))
 
     def _stopped(self) -> str:
         stopping = self.stopping

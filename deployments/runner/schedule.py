@@ -23,13 +23,12 @@ from deployments.runner import reports
 from deployments.runner.callbacks import CALLBACK_METHODS, Callbacks
 from deployments.runner.delivery import TargetReporter, deliver_and_report
 from deployments.runner.output import OutputBook
-from deployments.runner.stopping import StopKind, Stopping
-from deployments.transitions import transition
+from deployments.runner.stopping import STOP_CHECK_SECONDS, StopKind, Stopping
+from deployments.transitions import cancel_not_started, transition
 from environments.config import DeploymentDefaults
 from environments.connectors import DeploymentContext, Target
 
 BATCH_WAIT_SECONDS = 0.1
-CANCEL_CHECK_SECONDS = 1.0
 # Stops after which targets not claimed yet are cancelled (a shutdown leaves them for the
 # worker that takes over).
 CANCELLING_STOPS = (StopKind.CANCEL, StopKind.DEADLINE, StopKind.ERROR)
@@ -37,18 +36,6 @@ CANCELLING_STOPS = (StopKind.CANCEL, StopKind.DEADLINE, StopKind.ERROR)
 
 def tasks_per_coordination() -> int:
     return max(1, settings.DEPLOYMENT_TASKS_PER_COORDINATION)
-
-
-def cancel_pending(targets: list[CoordinationTarget], *, reason: str) -> None:
-    with transaction.atomic():
-        for target in targets:
-            transition(
-                target,
-                T.CANCELLED,
-                stage=Stage.TRIGGER,
-                message=f"not started: {reason}",
-                fields={"reason": "cancelled", "error": reason},
-            )
 
 
 def where(environment) -> str:
@@ -124,13 +111,13 @@ class Delivery:
                     self.in_flight.add(target.pk)
                     pool.submit(deliver_and_report, *self._delivery_arguments(target))
             if pending and stopping.kind in CANCELLING_STOPS:
-                cancel_pending(pending, reason=stopping.reason)
+                cancel_not_started(pending, reason=stopping.reason)
                 pending = []
             if pending and stopping.shutting_down:
                 pending = []  # left pending for the worker that takes over
             self._apply_reports()
             now = time.monotonic()
-            if now - last_stop_check >= CANCEL_CHECK_SECONDS:
+            if now - last_stop_check >= STOP_CHECK_SECONDS:
                 stopping.check()
                 last_stop_check = now
             self.callbacks.collect(self.reporters)

@@ -30,9 +30,9 @@ from deployments.models import (
 )
 from deployments.queueing import queue_shard
 from deployments.runner.ec2_step import EC2Step
-from deployments.runner.schedule import Delivery, cancel_pending, tasks_per_coordination
+from deployments.runner.schedule import Delivery, tasks_per_coordination
 from deployments.runner.stopping import Stopping
-from deployments.transitions import transition
+from deployments.transitions import cancel_not_started, transition
 from environments.config import DeploymentDefaults
 from environments.connectors import DeploymentContext
 
@@ -173,7 +173,7 @@ class CoordinationRun:
             if self.stopping.shutting_down:
                 return  # nothing of ours runs; another worker takes over the waiting
             if self.stopping.kind:
-                cancel_pending(list(coordination.targets.filter(status=T.PENDING)), reason=self.stopping.reason)
+                cancel_not_started(coordination.targets.filter(status=T.PENDING), reason=self.stopping.reason)
             time.sleep(WAIT_FOR_SHARDS_SECONDS)
 
     def _hand_back(self, why: str) -> None:

@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 # The run ends itself this long before django-q2 would kill the task.
 DEADLINE_MARGIN_SECONDS = 60
+# How often a run looks for a reason to stop (cancel, deadline, shutdown).
+STOP_CHECK_SECONDS = 1.0
 # How often the cluster's status is read from the cache.
 CLUSTER_CHECK_SECONDS = 2.0
 

@@ -131,3 +131,12 @@ def test_starting_a_deployment_decrypts_no_secret(make_ssh_environment, settings
 
     assert [t.environment_id for t in coordination.targets.all()] == ["with_secret"]
     assert [t.environment_id for t in named.targets.all()] == ["with_secret"]
+
+
+@pytest.mark.parametrize("field", ["coordination_id", "version", "ec2_instance_id"])
+def test_an_identifier_with_a_trailing_newline_is_refused(make_ssh_environment, field):
+    make_ssh_environment("env_a", "./init_aicore.sh")
+    value = {"coordination_id": "deploy_x", "version": "v1", "ec2_instance_id": "i-0123456789abcdef0"}[field]
+    with pytest.raises(ValidationError) as excinfo:
+        start(**{field: value + "\n"})
+    assert field in field_errors(excinfo)

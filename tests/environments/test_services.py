@@ -5,6 +5,7 @@ import contextlib
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db.models.signals import pre_save
 
 from environments.models import Health, RemoteEnvironment
@@ -137,3 +138,37 @@ def test_saving_without_changing_the_host_key_keeps_its_approval(environment, ap
     environment.refresh_from_db()
     assert (environment.port, environment.host_key_approved_at) == (2222, approved_at)
     assert environment.host_key_approved_by is None
+
+
+def test_a_deferred_host_key_read_later_is_not_a_change(environment, approver):
+    """Selectors hand out environments with fields deferred; loading one on access is a
+    read, so saving neither writes it back nor re-stamps (or erases) its approval."""
+    approve_a_host_key(environment, approver)
+    deferred = RemoteEnvironment.objects.defer("host_key").get(pk=environment.pk)
+    assert deferred.host_key == HOST_KEY  # loaded on access
+
+    deferred.description = "renamed"
+    environment_save(environment=deferred)  # no user: a command's write
+
+    environment.refresh_from_db()
+    assert (environment.description, environment.host_key_approved_by) == ("renamed", approver)
+
+
+def test_a_host_key_is_saved_without_its_comment(environment, approver):
+    environment.host_key = f"{HOST_KEY} root@build-box"
+    environment_save(environment=environment, user=approver)
+
+    environment.refresh_from_db()
+    assert environment.host_key == HOST_KEY
+
+
+def test_saving_an_environment_deleted_meanwhile_is_a_validation_error_naming_it(environment):
+    stale = RemoteEnvironment.objects.get(pk=environment.pk)
+    RemoteEnvironment.objects.filter(pk=environment.pk).delete()
+    stale.description = "changed"
+
+    with pytest.raises(ValidationError) as caught:
+        environment_save(environment=stale)
+
+    assert "deleted meanwhile" in caught.value.message_dict["environment_id"][0]
+    assert not RemoteEnvironment.objects.filter(environment_id="linux_001").exists()
