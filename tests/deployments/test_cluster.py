@@ -49,6 +49,7 @@ def test_the_health_endpoint_sees_a_worker_listed_after_a_cluster_that_is_gone()
     assert body["checks"]["worker"]["ok"] is True, body
 
 
+@ORM_BROKER_ONLY  # the Redis broker's connection is set when django-q2 loads, not by CACHES
 @pytest.mark.django_db
 def test_an_unreadable_cache_is_logged_and_the_run_goes_on(settings, caplog, monkeypatch):
     # A Redis cache nothing listens behind (loopback): every read raises.
