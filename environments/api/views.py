@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from environments.api.serializers import RemoteEnvironmentSerializer
-from environments.config import ConfigError, export_config
+from environments.config import MAX_CONFIG_FILE_BYTES, ConfigError, export_config
 from environments.models import SECRET_FIELDS, RemoteEnvironment
 from environments.services import environments_import
 
@@ -123,6 +123,9 @@ _IMPORT_RESULT = inline_serializer(
 class ConfigView(APIView):
     """The config file (`remote_environments.json`) as a whole, as `export_environments`
     and `import_environments` handle it."""
+
+    # A config file as big as `import_environments` reads (other bodies: DATA_UPLOAD_MAX_MEMORY_SIZE).
+    max_body_bytes = MAX_CONFIG_FILE_BYTES
 
     @extend_schema(
         operation_id="config_export",
