@@ -1,11 +1,13 @@
 """Project-wide API plumbing: how request bodies are read and how errors become answers."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, ValidationError as DjangoValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from rest_framework import serializers
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import JSONRenderer
@@ -13,6 +15,8 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from powerautomation import json_input
+
+UNKNOWN_FIELD = "unknown field: this endpoint does not take it"
 
 
 def field_errors(exc: DjangoValidationError, paths: dict[str, tuple[str, ...]] | None = None) -> dict:
@@ -65,6 +69,26 @@ class BoundedJSONParser(BaseParser):
             return json_input.loads(raw)
         except json_input.JSONInputError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
+
+
+class RejectUnknownFieldsMixin:
+    """For a serializer: a body field it does not have is a 400 naming that field (with
+    the other fields' errors), not silently dropped. Read-only fields count as known, so a
+    body shaped like the serializer's own answer is accepted."""
+
+    def to_internal_value(self, data):
+        unknown = {}
+        if isinstance(data, Mapping):
+            unknown = {name: [UNKNOWN_FIELD] for name in data if name not in self.fields}  # type: ignore[attr-defined]
+        try:
+            value = super().to_internal_value(data)  # type: ignore[misc]
+        except serializers.ValidationError as exc:
+            if unknown and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **unknown}) from None
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:

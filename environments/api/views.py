@@ -1,8 +1,10 @@
 """Environment endpoints: list, create, read, replace, change, delete. Authentication,
 roles (VIEWER reads, ADMIN writes) and throttling come from REST_FRAMEWORK in settings."""
 
+from django import forms
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import BooleanField, Case, Q, Value, When
-from django_filters import rest_framework as filters
+from django_filters import BooleanFilter, rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -44,7 +46,30 @@ def environments_for_reading():
     return RemoteEnvironment.objects.defer(*SECRET_FIELDS).annotate(**flags)
 
 
+class TrueOrFalseField(forms.Field):
+    """`true`/`false` (or `1`/`0`); anything else is an error, where django-filter's own
+    boolean filter quietly ignores it (`?enabled=maybe` listed every environment)."""
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        lowered = str(value).lower()
+        if lowered in ("true", "1"):
+            return True
+        if lowered in ("false", "0"):
+            return False
+        raise DjangoValidationError("must be true or false")
+
+
+class TrueOrFalseFilter(BooleanFilter):
+    # django-filter's base BooleanFilter (the schema says boolean), without the widget that
+    # turns any unknown value into "no filter".
+    field_class = TrueOrFalseField
+
+
 class EnvironmentFilter(filters.FilterSet):
+    enabled = TrueOrFalseFilter(help_text="Only enabled (true) or disabled (false) environments.")
+
     class Meta:
         model = RemoteEnvironment
         fields = ("enabled", "connection_method", "environment_type")

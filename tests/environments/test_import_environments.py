@@ -383,6 +383,13 @@ def test_a_device_is_refused_as_not_a_regular_file_with_status_2():
     assert "/dev/zero: not a regular file" in result.stderr
 
 
+def test_a_description_with_a_nul_character_is_an_error_naming_the_field(write_config):
+    _, output = run_failing_import(write_config({"environments": [ssh_entry("nul_text", description="a\x00b")]}))
+
+    assert "environments[0] (nul_text).description: Control characters" in output.stderr
+    assert not RemoteEnvironment.objects.exists()
+
+
 def test_entry_without_environment_id_is_an_error(write_config):
     _, output = run_failing_import(write_config({"environments": [without(ssh_entry(), "environment_id")]}))
 
