@@ -6,6 +6,8 @@ every problem, each naming the environment and the field, so one run of the impo
 all of them; nothing is written unless there are none.
 """
 
+import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +15,11 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from environments.models import SECRET_FIELDS, ConnectionMethod, RemoteEnvironment, SettingsBlock
+from powerautomation import json_input
+
+# The largest config file read (the command, the admin's upload, the API's import body).
+MAX_CONFIG_FILE_BYTES = 10 * 1024 * 1024
+MAX_CONFIG_FILE_LABEL = "10 MiB"
 
 # Fields of an environment entry in the file, with their JSON type.
 STRING_FIELDS = (
@@ -132,6 +139,42 @@ class ConfigError(Exception):
     def __init__(self, errors: list[str]):
         super().__init__("; ".join(errors))
         self.errors = errors
+
+
+class ConfigFileError(Exception):
+    """The config file cannot be read as one: not a regular file, over the size limit, or
+    not JSON the platform accepts (nesting, duplicate keys). The message says which."""
+
+
+def read_config_file(path: str) -> Any:
+    """The parsed config file at `path`. Only a regular file is read (a device such as
+    /dev/zero or a FIFO would never end), and at most MAX_CONFIG_FILE_BYTES of it."""
+    try:
+        # Non-blocking: opening a FIFO must not wait for a writer before it is refused.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ConfigFileError(f"{path}: cannot read the file: {exc.strerror}") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ConfigFileError(f"{path}: not a regular file (only a regular file is read as a config file)")
+        try:
+            raw = handle.read(MAX_CONFIG_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ConfigFileError(f"{path}: cannot read the file: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_FILE_BYTES:
+        raise ConfigFileError(f"{path}: larger than {MAX_CONFIG_FILE_LABEL}, the limit for a config file")
+    try:
+        return parse_config(raw)
+    except ConfigFileError as exc:
+        raise ConfigFileError(f"{path}: {exc}") from None
+
+
+def parse_config(raw: bytes) -> Any:
+    """A config file's bytes as JSON, through the project's bounded reader."""
+    try:
+        return json_input.loads(raw)
+    except json_input.JSONInputError as exc:
+        raise ConfigFileError(str(exc)) from None
 
 
 @dataclass

@@ -25,6 +25,13 @@ def validate_no_control_characters(value: str) -> None:
         raise ValidationError("Control characters (newlines, NUL, ...) are not allowed.")
 
 
+def validate_no_control_characters_in_text(value: str) -> None:
+    """Free text (a description): line breaks and tabs are text; NUL and the other control
+    characters are not (PostgreSQL refuses NUL, and the rest only hide what a page shows)."""
+    if any((ord(ch) < 32 and ch not in "\t\n\r") or ord(ch) == 127 for ch in value):
+        raise ValidationError("Control characters (NUL, escape, ...) are not allowed; tabs and line breaks are.")
+
+
 def validate_host_key(value: str) -> None:
     """A pinned key as in known_hosts or a .pub file: '<type> <base64>' (comment allowed)."""
     try:
@@ -81,7 +88,7 @@ class RemoteEnvironment(models.Model):
     working_directory = models.CharField(max_length=1024, blank=True, validators=[validate_no_control_characters])
     health_check_url = models.CharField(max_length=2048, blank=True, validators=[http_url_validator])
     timeout = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1)], help_text="Seconds.")
-    description = models.TextField(blank=True)
+    description = models.TextField(blank=True, validators=[validate_no_control_characters_in_text])
     enabled = models.BooleanField(default=True)
     host_key = models.TextField(
         blank=True,

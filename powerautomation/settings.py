@@ -362,7 +362,8 @@ REST_FRAMEWORK = {
         "anon": _env_throttle_rate("API_ANON_THROTTLE_RATE", "60/minute"),
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Bounded: body size, nesting depth, duplicate keys (powerautomation/json_input.py).
+    "DEFAULT_PARSER_CLASSES": ["powerautomation.api.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "powerautomation.api.exception_handler",
     # Behind a reverse proxy, the number of proxies whose X-Forwarded-For to trust for

@@ -5,6 +5,9 @@ from django.urls import include, path
 
 from deployments.views import callback
 
+# Under /api/, a 400 Django itself answers (a body over DATA_UPLOAD_MAX_MEMORY_SIZE, ...) is JSON too.
+handler400 = "powerautomation.api.bad_request"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/deployment/callback/<str:token>/", callback, name="deployment-callback"),

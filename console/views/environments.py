@@ -4,10 +4,12 @@ approve an offered SSH host key. Each write calls one service after checking the
 
 import hashlib
 import json
+import secrets
 
 from django import forms
 from django.contrib import messages
 from django.core import signing
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpResponse, HttpResponseRedirect
@@ -19,46 +21,70 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.admin_roles import require_operator, require_viewer
 from deployments.selectors import environment_host_key_offer
-from environments.config import ENVIRONMENT_FIELDS, ConfigError, ImportPlan, export_config
+from environments.config import (
+    ENVIRONMENT_FIELDS,
+    MAX_CONFIG_FILE_BYTES,
+    MAX_CONFIG_FILE_LABEL,
+    ConfigError,
+    ConfigFileError,
+    ImportPlan,
+    export_config,
+    parse_config,
+)
 from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.fields import SecretDecryptionError, decrypt, encrypt
 from environments.models import SECRET_FIELDS, RemoteEnvironment
 from environments.services import environment_pin_host_key, environments_import
 
-MAX_IMPORT_BYTES = 5 * 1024 * 1024
 # How long a preview may be applied after it was shown.
 PREVIEW_MAX_AGE_SECONDS = 3600
 # The salt from when these views lived in environments/: a preview shown before the move stays valid.
 _PREVIEW_SALT = "environments.admin.import-preview"
+_PREVIEW_CACHE_PREFIX = "console.import-preview:"
 
 
 class ImportForm(forms.Form):
-    file = forms.FileField(label="Config file", help_text="remote_environments.json, as import_environments reads it.")
+    file = forms.FileField(
+        label="Config file",
+        help_text=f"remote_environments.json, as import_environments reads it (at most {MAX_CONFIG_FILE_LABEL}).",
+    )
     prune = forms.BooleanField(required=False, label="Also delete the environments the file does not list")
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
-        if upload.size > MAX_IMPORT_BYTES:
-            raise ValidationError(f"The file is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MiB.")
+        if upload.size > MAX_CONFIG_FILE_BYTES:
+            raise ValidationError(f"The file is larger than {MAX_CONFIG_FILE_LABEL}, the limit for a config file.")
         try:
-            self.parsed = json.loads(upload.read().decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ValidationError("The file is not UTF-8 text.") from None
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"Not valid JSON: {exc}") from None
+            self.parsed = parse_config(upload.read())
+        except ConfigFileError as exc:
+            problem = str(exc)
+            raise ValidationError(problem[:1].upper() + problem[1:]) from None
         return upload
 
 
 def _seal(data, prune: bool) -> str:
-    """The uploaded file for the Apply step, carried by the page: encrypted (it may hold
-    secrets, which a page must never show) and signed with a timestamp."""
-    return signing.TimestampSigner(salt=_PREVIEW_SALT).sign(encrypt(json.dumps({"data": data, "prune": prune})))
+    """Keep the uploaded file for the Apply step on the server (the shared cache), and
+    give the page only a signed, timestamped reference to it: a file of several MiB
+    would not fit in a form field (DATA_UPLOAD_MAX_MEMORY_SIZE), and it may hold secrets,
+    so it is stored encrypted."""
+    reference = secrets.token_urlsafe(32)
+    content = encrypt(json.dumps({"data": data, "prune": prune}))
+    cache.set(_PREVIEW_CACHE_PREFIX + reference, content, timeout=PREVIEW_MAX_AGE_SECONDS)
+    return signing.TimestampSigner(salt=_PREVIEW_SALT).sign(reference)
 
 
 def _unseal(payload: str) -> tuple[object, bool]:
-    sealed = signing.TimestampSigner(salt=_PREVIEW_SALT).unsign(payload, max_age=PREVIEW_MAX_AGE_SECONDS)
+    reference = signing.TimestampSigner(salt=_PREVIEW_SALT).unsign(payload, max_age=PREVIEW_MAX_AGE_SECONDS)
+    sealed = cache.get(_PREVIEW_CACHE_PREFIX + reference)
+    if sealed is None:
+        raise KeyError("the preview is no longer kept")
     content = json.loads(decrypt(sealed))
     return content["data"], bool(content["prune"])
+
+
+def _forget(payload: str) -> None:
+    reference = signing.TimestampSigner(salt=_PREVIEW_SALT).unsign(payload)
+    cache.delete(_PREVIEW_CACHE_PREFIX + reference)
 
 
 def _changed_fields(current: RemoteEnvironment, planned: RemoteEnvironment) -> list[str]:
@@ -167,6 +193,7 @@ def _apply(request, model_admin):
     except (ConfigError, SecretDecryptionError) as exc:
         errors = exc.errors if isinstance(exc, ConfigError) else [str(exc)]
         return _render_import(request, model_admin, form=ImportForm(), errors=errors)
+    _forget(request.POST["payload"])
     for environment in plan.create:
         model_admin.log_addition(request, environment, "Imported from a config file.")
     for environment in plan.update:

@@ -12,11 +12,12 @@ from rest_framework import serializers
 
 from deployments.models import Coordination, CoordinationStatus, CoordinationTarget, StageEvent
 from deployments.selectors import target_progress
+from powerautomation.api import RejectUnknownFieldsMixin
 
 # --- Requests ----------------------------------------------------------------------------
 
 
-class EC2Serializer(serializers.Serializer):
+class EC2Serializer(RejectUnknownFieldsMixin, serializers.Serializer):
     instance_id = serializers.CharField(
         required=False, allow_blank=True, max_length=64, help_text="EC2 instance id, e.g. i-0123456789abcdef0."
     )
@@ -25,8 +26,8 @@ class EC2Serializer(serializers.Serializer):
     )
 
 
-class TriggerLocalSerializer(serializers.Serializer):
-    """What `trigger_local` takes on its command line, as JSON."""
+class TriggerLocalSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """What `trigger_local` takes on its command line, as JSON; any other field is a 400."""
 
     environments = serializers.ListField(
         child=serializers.CharField(max_length=100),

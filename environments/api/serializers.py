@@ -4,7 +4,8 @@ Writes are validated by the model's own `full_clean()` (its `clean()` holds the
 cross-field rules), exactly as `import_environments` validates a file entry, and a new or
 replaced environment gets the same defaults an entry of the file gets. Secrets are
 write-only: a response says `<name>_set: true|false`, never a value. Left out of a PATCH
-or a PUT, a secret keeps its stored value; an empty string clears it.
+or a PUT, a secret keeps its stored value; an empty string clears it. A field the
+serializer does not have is a 400 naming it.
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -14,7 +15,7 @@ from rest_framework import serializers
 from environments.config import ENVIRONMENT_FIELDS
 from environments.models import SECRET_FIELDS, RemoteEnvironment
 from environments.services import environment_prepare, environment_save
-from powerautomation.api import field_errors
+from powerautomation.api import RejectUnknownFieldsMixin, field_errors
 
 HEALTH_FIELDS = ("last_health", "last_health_at", "last_health_detail", "last_health_latency_ms")
 READ_ONLY_FIELDS = (*HEALTH_FIELDS, "created_at", "updated_at")
@@ -26,7 +27,7 @@ def _secret_set(environment: RemoteEnvironment, name: str) -> bool:
     return bool(flag) if flag is not None else bool(getattr(environment, name))
 
 
-class RemoteEnvironmentSerializer(serializers.ModelSerializer):
+class RemoteEnvironmentSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     password_set = serializers.SerializerMethodField(help_text="A password is stored.")
     api_token_set = serializers.SerializerMethodField(help_text="An api_token is stored.")
     webhook_secret_set = serializers.SerializerMethodField(help_text="A webhook_secret is stored.")

@@ -1,8 +1,10 @@
 """Environment endpoints: list, create, read, replace, change, delete. Authentication,
 roles (VIEWER reads, ADMIN writes) and throttling come from REST_FRAMEWORK in settings."""
 
+from django import forms
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import BooleanField, Case, Q, Value, When
-from django_filters import rest_framework as filters
+from django_filters import BooleanFilter, rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -18,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from environments.api.serializers import RemoteEnvironmentSerializer
-from environments.config import ConfigError, export_config
+from environments.config import MAX_CONFIG_FILE_BYTES, ConfigError, export_config
 from environments.models import SECRET_FIELDS, RemoteEnvironment
 from environments.services import environments_import
 
@@ -44,7 +46,30 @@ def environments_for_reading():
     return RemoteEnvironment.objects.defer(*SECRET_FIELDS).annotate(**flags)
 
 
+class TrueOrFalseField(forms.Field):
+    """`true`/`false` (or `1`/`0`); anything else is an error, where django-filter's own
+    boolean filter quietly ignores it (`?enabled=maybe` listed every environment)."""
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        lowered = str(value).lower()
+        if lowered in ("true", "1"):
+            return True
+        if lowered in ("false", "0"):
+            return False
+        raise DjangoValidationError("must be true or false")
+
+
+class TrueOrFalseFilter(BooleanFilter):
+    # django-filter's base BooleanFilter (the schema says boolean), without the widget that
+    # turns any unknown value into "no filter".
+    field_class = TrueOrFalseField
+
+
 class EnvironmentFilter(filters.FilterSet):
+    enabled = TrueOrFalseFilter(help_text="Only enabled (true) or disabled (false) environments.")
+
     class Meta:
         model = RemoteEnvironment
         fields = ("enabled", "connection_method", "environment_type")
@@ -123,6 +148,9 @@ _IMPORT_RESULT = inline_serializer(
 class ConfigView(APIView):
     """The config file (`remote_environments.json`) as a whole, as `export_environments`
     and `import_environments` handle it."""
+
+    # A config file as big as `import_environments` reads (other bodies: DATA_UPLOAD_MAX_MEMORY_SIZE).
+    max_body_bytes = MAX_CONFIG_FILE_BYTES
 
     @extend_schema(
         operation_id="config_export",

@@ -288,6 +288,49 @@ def test_a_bad_import_file_names_the_problem_and_changes_nothing(operator, conte
     assert not RemoteEnvironment.objects.exists()
 
 
+def _uploaded(content: bytes) -> io.BytesIO:
+    file = io.BytesIO(content)
+    file.name = "remote_environments.json"
+    return file
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b'{"environments": ' + b"[" * 100_000, "Nested deeper than 64 levels"),
+        (b'{"environments": [], "environments": []}', "Duplicate key &#x27;environments&#x27;"),
+    ],
+    ids=["nested-100000-deep", "duplicate-key"],
+)
+def test_a_hostile_import_file_is_refused_naming_the_problem(operator, content, problem):
+    response = page(operator.post(IMPORT_URL, {"file": _uploaded(content)}))
+
+    assert problem in response
+    assert "Apply these changes" not in response
+
+
+def test_an_import_file_over_10_mib_is_refused_naming_the_limit(operator):
+    content = b'{"environments": [], "padding": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+
+    response = page(operator.post(IMPORT_URL, {"file": _uploaded(content)}))
+
+    assert "larger than 10 MiB, the limit for a config file" in response
+    assert "Apply these changes" not in response
+
+
+def test_an_import_file_of_several_mib_applies_after_its_preview(operator):
+    description = "a long description " * (4 * 1024 * 1024 // 19)  # about 4 MiB
+    data = {"environments": [config_entry("big_one", description=description)]}
+    preview = page(operator.post(IMPORT_URL, {"file": upload(data)}))
+    payload = re.search(r'name="payload" value="([^"]+)"', preview).group(1)
+    digest = re.search(r'name="digest" value="([^"]+)"', preview).group(1)
+
+    applied = operator.post(IMPORT_URL, {"payload": payload, "digest": digest}, follow=True)
+
+    assert "1 created, 0 updated, 0 unchanged, 0 deleted" in page(applied)
+    assert RemoteEnvironment.objects.get(environment_id="big_one").description == description
+
+
 def test_export_is_a_config_file_without_secrets(viewer):
     make_environment("linux_one", password="hidden-Password-1", health_check_url="http://127.0.0.1:9/health")
     response = viewer.get(ENVIRONMENTS_URL + "export/")

@@ -108,6 +108,53 @@ def test_list_filters_by_enabled_and_method(viewer_client, db):
     assert len(viewer_client.get(f"{LIST}?connection_method=ssh").json()) == 2
 
 
+@pytest.mark.parametrize("query", ["enabled=maybe", "connection_method=ftp", "environment_type=amiga"])
+def test_a_list_filter_with_a_value_it_cannot_take_is_400_naming_the_parameter(viewer_client, db, query):
+    make_environment("env_on")
+    parameter = query.split("=")[0]
+
+    response = viewer_client.get(f"{LIST}?{query}")
+
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == [parameter]
+
+
+def test_a_create_with_an_unknown_field_is_400_naming_it_and_stores_nothing(admin_client_api, db):
+    response = admin_client_api.post(LIST, {**SSH, "hostname": "typo.internal", "prot": 22}, format="json")
+
+    assert response.status_code == 400, response.content
+    assert sorted(response.json()) == ["hostname", "prot"]
+    assert not RemoteEnvironment.objects.exists()
+
+
+@pytest.mark.parametrize("method", ["put", "patch"])
+def test_a_change_with_an_unknown_field_is_400_naming_it_and_changes_nothing(admin_client_api, db, method):
+    make_environment("mac_local_001", description="as it was")
+
+    response = getattr(admin_client_api, method)(
+        detail("mac_local_001"), {**SSH, "description": "renamed", "timeout_seconds": 5}, format="json"
+    )
+
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == ["timeout_seconds"]
+    assert RemoteEnvironment.objects.get().description == "as it was"
+
+
+def test_a_description_with_a_control_character_is_400_naming_it(admin_client_api, db):
+    response = admin_client_api.post(LIST, {**SSH, "description": "Alex's Mac\x1b[2J"}, format="json")
+
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == ["description"]
+    assert not RemoteEnvironment.objects.exists()
+
+
+def test_a_description_may_hold_tabs_and_line_breaks(admin_client_api, db):
+    response = admin_client_api.post(LIST, {**SSH, "description": "Alex's Mac\r\n\tsecond line"}, format="json")
+
+    assert response.status_code == 201, response.content
+    assert RemoteEnvironment.objects.get().description == "Alex's Mac\r\n\tsecond line"
+
+
 class TestChanges:
     @pytest.fixture
     def stored(self, admin_client_api, db):

@@ -175,3 +175,21 @@ def test_concurrent_requests_with_one_idempotency_key_start_one_coordination():
     winner = Coordination.objects.get()
     assert {coordination_id for coordination_id, _ in results} == {winner.coordination_id}
     assert sum(created for _, created in results) == 1
+
+
+def test_a_trigger_with_an_unknown_field_is_400_naming_it_and_starts_nothing(admin_client_api, environments):
+    response = admin_client_api.post(URL, {"version": "v1.2.0", "environment": ["mac_local_001"]}, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json() == {"environment": ["unknown field: this endpoint does not take it"]}
+    assert not Coordination.objects.exists()
+
+
+def test_an_unknown_field_inside_ec2_is_400_naming_it_there(admin_client_api, environments):
+    body = {"ec2": {"instance_id": "i-0123456789abcdef0", "ip": "127.0.0.9"}}
+
+    response = admin_client_api.post(URL, body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json() == {"ec2": {"ip": ["unknown field: this endpoint does not take it"]}}
+    assert not Coordination.objects.exists()

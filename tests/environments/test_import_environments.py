@@ -4,6 +4,9 @@ or nothing."""
 
 import json
 import re
+import resource
+import subprocess
+import sys
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -21,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "import-test-password-5d0e"  # noqa: S105
 API_TOKEN = "import-test-token-a41c"  # noqa: S105
 BLOCK_NAMES = ("default_settings", "ssh_settings", "deployment_settings", "notification_settings")
+
+# The config file's size limit, as the README states it.
+MAX_CONFIG_FILE_BYTES = 10 * 1024 * 1024
 
 pytestmark = pytest.mark.django_db
 
@@ -313,6 +319,74 @@ def test_duplicate_environment_id_in_the_file_is_an_error(write_config):
 
     assert error.returncode == 2
     assert "environments[1] (twice).environment_id: 'twice' appears more than once" in output.stderr
+    assert not RemoteEnvironment.objects.exists()
+
+
+def test_a_file_with_two_environments_keys_exits_2_naming_the_key_and_prunes_nothing(write_config):
+    import_data(write_config, {"environments": [ssh_entry("listed_first"), ssh_entry("listed_too")]})
+    listed = ", ".join(json.dumps(ssh_entry(name)) for name in ("listed_first", "listed_too"))
+    path = write_config(f'{{"environments": [{listed}], "environments": []}}')
+
+    error, _ = run_failing_import(path, "--prune")
+
+    assert error.returncode == 2
+    assert str(error) == f"{path}: duplicate key 'environments': each key may appear only once in an object"
+    assert set(RemoteEnvironment.objects.values_list("environment_id", flat=True)) == {"listed_first", "listed_too"}
+
+
+def test_a_duplicate_key_inside_an_entry_is_named(write_config):
+    entry = json.dumps(ssh_entry("twice_keyed"))[:-1] + ', "port": 2200, "port": 2201}'
+
+    error, _ = run_failing_import(write_config(f'{{"environments": [{entry}]}}'))
+
+    assert error.returncode == 2
+    assert "duplicate key 'port'" in str(error)
+    assert not RemoteEnvironment.objects.exists()
+
+
+def test_a_file_nested_100000_deep_exits_2_naming_the_depth(write_config):
+    path = write_config('{"environments": ' + "[" * 100_000)
+
+    error, _ = run_failing_import(path)
+
+    assert error.returncode == 2
+    assert str(error) == f"{path}: nested deeper than 64 levels of arrays and objects"
+
+
+def test_a_file_over_10_mib_exits_2_naming_the_limit(write_config):
+    path = write_config('{"environments": [], "padding": "' + "x" * MAX_CONFIG_FILE_BYTES + '"}')
+
+    error, _ = run_failing_import(path)
+
+    assert error.returncode == 2
+    assert str(error) == f"{path}: larger than 10 MiB, the limit for a config file"
+
+
+def _at_most_a_gibibyte_of_memory() -> None:
+    # Should the command ever read a device again, it fails in this child, not the machine.
+    resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))
+
+
+@pytest.mark.e2e
+def test_a_device_is_refused_as_not_a_regular_file_with_status_2():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "import_environments", "/dev/zero"],
+        env=process_environment(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_at_most_a_gibibyte_of_memory,
+    )
+
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "/dev/zero: not a regular file" in result.stderr
+
+
+def test_a_description_with_a_nul_character_is_an_error_naming_the_field(write_config):
+    _, output = run_failing_import(write_config({"environments": [ssh_entry("nul_text", description="a\x00b")]}))
+
+    assert "environments[0] (nul_text).description: Control characters" in output.stderr
     assert not RemoteEnvironment.objects.exists()
 
 

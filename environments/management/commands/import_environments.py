@@ -1,8 +1,6 @@
-import json
-
 from django.core.management.base import BaseCommand, CommandError
 
-from environments.config import ConfigError
+from environments.config import ConfigError, ConfigFileError, read_config_file
 from environments.fields import SecretDecryptionError
 from environments.services import environments_import
 
@@ -19,12 +17,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, path, dry_run, prune, **options):
         try:
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except OSError as exc:
-            raise CommandError(f"{path}: cannot read the file: {exc.strerror}", returncode=2) from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CommandError(f"{path}: not valid JSON: {exc}", returncode=2) from None
+            data = read_config_file(path)
+        except ConfigFileError as exc:
+            raise CommandError(str(exc), returncode=2) from None
 
         try:
             plan = environments_import(data=data, prune=prune, dry_run=dry_run)
