@@ -247,7 +247,9 @@ def _check_types(entry: dict, label: str, errors: list[str]) -> bool:
 
 def apply_entry(environment: RemoteEnvironment, entry: dict, defaults: DeploymentDefaults, creating: bool) -> None:
     for name in ENVIRONMENT_FIELDS:
-        if name in entry:
+        if name in SECRET_FIELDS and name in entry:
+            environment.give_secret(name, entry[name])
+        elif name in entry:
             setattr(environment, name, entry[name])
         elif name in KEPT_WHEN_ABSENT and not creating:
             continue
