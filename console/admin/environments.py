@@ -1,6 +1,7 @@
 """The environments in the admin: register (form or config-file import), export, check,
 deploy, and approve SSH host keys. Roles as in the API: VIEWER reads, ADMIN does."""
 
+import json
 from functools import partial
 from urllib.parse import urlencode
 
@@ -19,6 +20,7 @@ from deployments.selectors import (
     environment_recent_targets,
     environments_with_last_outcome_columns,
 )
+from environments.config import masked_blocks
 from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import RETARGETING_HELP, SECRET_FIELDS, RemoteEnvironment, SettingsBlock
 from environments.services import (
@@ -287,5 +289,16 @@ class RemoteEnvironmentAdmin(RoleAdmin):
 
 @admin.register(SettingsBlock)
 class SettingsBlockAdmin(RoleAdmin):
+    """A VIEWER sees the values with every credential masked (a notification webhook URL
+    is one); an ADMIN edits them whole."""
+
     list_display = ("name", "updated_at")
-    readonly_fields = ("updated_at",)
+    readonly_fields = ("updated_at", "shown_values")
+
+    def get_fields(self, request, obj=None):
+        return ("name", "values", "updated_at") if can_operate(request) else ("name", "shown_values", "updated_at")
+
+    @admin.display(description="values")
+    def shown_values(self, obj):
+        values = masked_blocks({obj.name: obj.values})[obj.name] if obj is not None else {}
+        return format_html("<pre>{}</pre>", json.dumps(values, indent=2, ensure_ascii=False))
