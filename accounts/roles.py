@@ -26,3 +26,10 @@ def user_roles(user) -> frozenset[str]:
             cached = frozenset(names)
         user._api_roles = cached
     return cached
+
+
+def is_admin(user) -> bool:
+    """May `user` see what only ADMINs see (a response body an agent answered, EC2
+    user_data, a notification webhook's URL)? Everyone else, and a command or a
+    notification with no user, gets them masked."""
+    return ADMIN in user_roles(user)

@@ -134,6 +134,11 @@ class CoordinationTarget(models.Model):
         max_length=40, blank=True, help_text="Short reason for a failure: timeout, exit_code, ..."
     )
     error = models.TextField(blank=True)
+    response_excerpt = models.TextField(
+        blank=True,
+        help_text="The start of the body an agent answered when it refused the trigger (secrets blanked): "
+        "shown to ADMINs only.",
+    )
     attempts = models.PositiveIntegerField(default=0)
     exit_code = models.IntegerField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -10,6 +10,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -131,6 +132,52 @@ NOT_USED_SETTINGS = {
         "the platform sends no email; notification_webhook receives the summaries"
     ),
 }
+
+
+# Settings that are credentials (a Slack incoming-webhook URL is one): shown masked to
+# VIEWERs and in exports; an import that leaves one out, or brings back its mask, keeps it.
+SECRET_SETTINGS = (("notification_settings", "notification_webhook"),)
+MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """`scheme://host[:port]/***`: where it points, without the path and query that carry
+    the credential (nor a user:password@)."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}/{MASK}"
+
+
+def masked_blocks(blocks: dict[str, dict]) -> dict[str, dict]:
+    """The settings blocks with every credential masked (mask_url)."""
+    shown = {name: dict(values) for name, values in blocks.items()}
+    for block, key in SECRET_SETTINGS:
+        value = shown.get(block, {}).get(key)
+        if isinstance(value, str) and value:
+            shown[block][key] = mask_url(value)
+    return shown
+
+
+def _keep_stored_secret_settings(blocks: dict[str, dict], stored: dict[str, dict], errors: list[str]) -> None:
+    """Left out of an imported block, or given as its mask, a credential keeps its stored
+    value; a mask of anything else cannot be stored."""
+    for block, key in SECRET_SETTINGS:
+        if block not in blocks or not isinstance(blocks[block], dict):
+            continue
+        kept = stored.get(block, {}).get(key)
+        value = blocks[block].get(key)
+        if key not in blocks[block] or (kept and value == mask_url(kept)):
+            if kept:
+                blocks[block] = {**blocks[block], key: kept}
+        elif isinstance(value, str) and value.endswith("/" + MASK):
+            errors.append(
+                f"{block}.{key}: a masked URL (from an export) keeps only the stored one it masks; "
+                "give the full URL, or leave the key out to keep the stored one"
+            )
 
 
 class ConfigError(Exception):
@@ -290,7 +337,9 @@ def _check_types(entry: dict, label: str, errors: list[str]) -> bool:
 
 def apply_entry(environment: RemoteEnvironment, entry: dict, defaults: DeploymentDefaults, creating: bool) -> None:
     for name in ENVIRONMENT_FIELDS:
-        if name in entry:
+        if name in SECRET_FIELDS and name in entry:
+            environment.give_secret(name, entry[name])
+        elif name in entry:
             setattr(environment, name, entry[name])
         elif name in KEPT_WHEN_ABSENT and not creating:
             continue
@@ -328,10 +377,12 @@ def plan_import(data: Any, *, prune: bool = False) -> ImportPlan:
     if not isinstance(entries, list):
         raise ConfigError(["environments: must be a list of environment objects"])
 
+    stored = stored_blocks()
     plan.blocks = _validate_blocks(data, errors, plan.warnings)
+    _keep_stored_secret_settings(plan.blocks, stored, errors)
     defaults = DeploymentDefaults()
     if not errors:
-        defaults = DeploymentDefaults.from_blocks({**stored_blocks(), **plan.blocks})
+        defaults = DeploymentDefaults.from_blocks({**stored, **plan.blocks})
 
     existing = {env.environment_id: env for env in RemoteEnvironment.objects.all()}
     seen: set[str] = set()
@@ -380,7 +431,8 @@ def plan_import(data: Any, *, prune: bool = False) -> ImportPlan:
 
 
 def export_config(*, include_secrets: bool = False) -> dict:
-    """The stored environments and blocks in the config file format."""
+    """The stored environments and blocks in the config file format; without
+    `include_secrets`, no secret and every credential setting masked (mask_url)."""
     environments = []
     for environment in RemoteEnvironment.objects.order_by("environment_id"):
         entry: dict[str, Any] = {}
@@ -393,5 +445,5 @@ def export_config(*, include_secrets: bool = False) -> dict:
             entry[name] = value
         environments.append(entry)
     data: dict[str, Any] = {"environments": environments}
-    data.update(stored_blocks())
+    data.update(stored_blocks() if include_secrets else masked_blocks(stored_blocks()))
     return data

@@ -4,10 +4,18 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
+from environments.connectors import http_api, webhook
+from environments.connectors.base import Target
 from environments.connectors.ssh import parse_host_key
 from environments.fields import EncryptedTextField
 
 SECRET_FIELDS = ("password", "api_token", "webhook_secret")
+# The fields that say where a secret is sent (see RemoteEnvironment.secret_destinations).
+DESTINATION_FIELDS = ("connection_method", "host", "port", "api_endpoint", "webhook_url")
+RETARGETING_HELP = (
+    "Changing where it is sent (connection_method, host, port, api_endpoint or webhook_url) needs it again in the "
+    "same change: a stored secret is never sent to a new address."
+)
 
 identifier_validator = RegexValidator(
     r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}\Z",
@@ -65,7 +73,8 @@ class RemoteEnvironment(models.Model):
 
     Field names and meanings are those of the `remote_environments.json` config file.
     `password` and `api_token` are encrypted at rest and never leave the platform in a
-    response, log line, event or export (unless an export asks for them explicitly).
+    response, log line, event or export (unless an export asks for them explicitly), and a
+    stored one is never sent to a new address (see retargeted_secrets).
     """
 
     environment_id = models.CharField(max_length=100, unique=True, validators=[identifier_validator])
@@ -128,6 +137,7 @@ class RemoteEnvironment(models.Model):
     def save(self, *args, **kwargs) -> None:
         super().save(*args, **kwargs)
         self._remember_loaded(kwargs.get("update_fields"))
+        self._secrets_given: set[str] = set()  # given for that write, not for the next one
 
     def refresh_from_db(self, using=None, fields=None, from_queryset=None) -> None:
         # Also how Django loads a deferred field on first access: what it read is loaded.
@@ -165,8 +175,52 @@ class RemoteEnvironment(models.Model):
             if name in self.__dict__ and (name not in loaded or self.__dict__[name] != loaded[name])
         ]
 
+    def give_secret(self, name: str, value: str) -> None:
+        """Set the secret `name` as a write supplied it (even to its stored value): a
+        secret given again may go where the same write sends it (see retargeted_secrets)."""
+        setattr(self, name, value)
+        self._secrets_given = {*getattr(self, "_secrets_given", ()), name}
+
+    @staticmethod
+    def secret_destinations(values: dict) -> dict[str, str]:
+        """Where each secret goes, given the destination fields' values: the address the
+        connector sends it to ('' when the connection method does not use it)."""
+        target = Target(environment_id="", **{name: values[name] for name in DESTINATION_FIELDS})
+        method = values["connection_method"]
+        return {
+            "password": f"ssh://{target.host}:{target.port}" if method == ConnectionMethod.SSH else "",
+            "api_token": http_api.endpoint(target) if method == ConnectionMethod.HTTP_API else "",
+            "webhook_secret": webhook.endpoint(target) if method == ConnectionMethod.WEBHOOK else "",
+        }
+
+    def retargeted_secrets(self) -> dict[str, list[str]]:
+        """The stored secrets this unsaved change would send to a new address without
+        having been given again, each with the destination fields that changed."""
+        loaded = getattr(self, "_loaded_values", None)
+        if self._state.adding or not loaded:
+            return {}
+        now = {name: getattr(self, name) for name in DESTINATION_FIELDS}
+        before = {name: loaded.get(name, value) for name, value in now.items()}
+        old, new = self.secret_destinations(before), self.secret_destinations(now)
+        given = getattr(self, "_secrets_given", set())
+        changed = [name for name in DESTINATION_FIELDS if now[name] != before[name]]
+        return {
+            name: changed
+            for name in SECRET_FIELDS
+            if new[name]
+            and new[name] != old[name]
+            and loaded.get(name)  # a secret was stored
+            and name not in given
+            and self.__dict__.get(name) == loaded.get(name)  # and is still the stored one
+        }
+
     def clean(self) -> None:
         errors: dict[str, str] = {}
+        for name, changed in self.retargeted_secrets().items():
+            errors[name] = (
+                f"{', '.join(changed)} changed: give the {name} again in the same change, or clear it "
+                f"(a stored {name} is never sent to a new address)."
+            )
         if self.connection_method == ConnectionMethod.SSH:
             if not self.host:
                 errors["host"] = "SSH environments need a host."

@@ -12,7 +12,14 @@ from django_q.tasks import async_task
 from environments.config import ImportPlan, apply_entry, current_defaults, plan_import
 from environments.connectors import ConnectorError, DeploymentContext, Target, connector_for
 from environments.health import check_health
-from environments.models import Health, HealthChange, RemoteEnvironment, SettingsBlock, validate_host_key
+from environments.models import (
+    SECRET_FIELDS,
+    Health,
+    HealthChange,
+    RemoteEnvironment,
+    SettingsBlock,
+    validate_host_key,
+)
 
 CHECK_THREADS = 64
 
@@ -44,7 +51,9 @@ def environment_prepare(
     """The environment an API write would save, validated by the config file's rules;
     writes nothing. A new one takes the file's defaults for what `data` leaves out; a full
     update is like an imported entry (secrets, `enabled` and `host_key` kept when absent);
-    a partial update changes only what it names. Raises ValidationError naming fields."""
+    a partial update changes only what it names. A stored secret is never sent to a new
+    address: a change of where it goes (RemoteEnvironment.retargeted_secrets) must give it
+    again. Raises ValidationError naming fields."""
     if current is None:
         environment = RemoteEnvironment()
         apply_entry(environment, data, current_defaults(), creating=True)
@@ -56,7 +65,10 @@ def environment_prepare(
         environment = RemoteEnvironment.objects.get(pk=current.pk)
         if partial:
             for name, value in data.items():
-                setattr(environment, name, value)
+                if name in SECRET_FIELDS:
+                    environment.give_secret(name, value)
+                else:
+                    setattr(environment, name, value)
         else:
             apply_entry(environment, {**data, "environment_id": current.environment_id}, current_defaults(), False)
     # Uniqueness is the caller's field validation; the rest is the model's.

@@ -4,7 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.http import HTTPServer
+from deployments.models import Coordination, TriggerSource
+from deployments.services import coordination_start
+from deployments.tasks import run_coordination
+from environments.models import RemoteEnvironment, SettingsBlock
+from tests.support.http import Answer, HTTPServer
 from tests.support.processes import ROOT, QCluster, Web, process_environment
 from tests.support.sshd import start_sshd, stop_sshd
 
@@ -130,3 +134,27 @@ def web_server(transactional_db, settings, tmp_path):
         yield web.url
     finally:
         web.stop()
+
+
+# What an agent answered when it refused a trigger: a body that could hold anything.
+AGENT_BODY = "upstream: connection to db failed for user=deploy password=hunter2-c4f1"
+
+
+@pytest.fixture
+def refused_by_agent(transactional_db, http_server):
+    """A coordination run to its end whose only environment's agent answered HTTP 500
+    with AGENT_BODY (no retries): the rows a real run leaves."""
+    SettingsBlock.objects.update_or_create(name="default_settings", defaults={"values": {"retry_count": 0}})
+    http_server.answer("/api/deploy/init", Answer(500, AGENT_BODY))
+    RemoteEnvironment.objects.create(
+        environment_id="docker_agent",
+        environment_type="docker",
+        connection_method="http_api",
+        host="127.0.0.1",
+        port=http_server.port,
+        api_token="agent-token-0e2d",  # noqa: S106
+        timeout=20,
+    )
+    coordination = coordination_start(triggered_by=TriggerSource.COMMAND, coordination_id="deploy_refused")
+    run_coordination(coordination_pk=coordination.pk)
+    return Coordination.objects.get(pk=coordination.pk)

@@ -2,13 +2,14 @@
 services), their StageEvents and the auto-deploy claims. Who may do what follows the roles
 (accounts/admin_roles.py)."""
 
+import json
 from functools import partial
 
 from django.contrib import admin, messages
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from accounts.admin_roles import RecordAdmin
+from accounts.admin_roles import RecordAdmin, can_operate
 from console.coordination_page import coordination_page_context
 from console.presenters import (
     coordination_badge,
@@ -20,9 +21,18 @@ from console.presenters import (
 )
 from console.views import deployments as views
 from deployments.models import AutoDeploy, Coordination, StageEvent
+from deployments.redaction import ec2_config_shown, event_data_shown
 from deployments.selectors import annotated_progress, coordinations_with_progress
 from deployments.services import CoordinationConflict, coordination_cancel
 from deployments.stage_log import format_event
+
+# What a VIEWER's page shows instead of a field that may carry what only ADMINs see
+# (deployments/redaction.py).
+VIEWER_FIELDS = {"ec2_deployment_config": "ec2_config_shown", "data": "data_shown"}
+
+
+def shown_json(value) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
 
 
 @admin.register(Coordination)
@@ -62,7 +72,16 @@ class CoordinationAdmin(RecordAdmin):
         ("Settings this run used", {"classes": ("collapse",), "fields": ("settings",)}),
     )
     # Everything shown is read-only: a coordination changes only through its services.
-    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
+    readonly_fields = (*(name for _, options in fieldsets for name in options["fields"]), "ec2_config_shown")
+
+    def get_fieldsets(self, request, obj=None):
+        if can_operate(request):
+            return self.fieldsets
+        # A VIEWER sees user_data only as "set (N bytes)".
+        return tuple(
+            (title, {**options, "fields": tuple(VIEWER_FIELDS.get(name, name) for name in options["fields"])})
+            for title, options in self.fieldsets
+        )
 
     def get_queryset(self, request):
         return coordinations_with_progress(super().get_queryset(request))
@@ -114,6 +133,10 @@ class CoordinationAdmin(RecordAdmin):
     @admin.display(description="triggered by", ordering="triggered_by")
     def triggered(self, obj):
         return triggered_by_label(obj)
+
+    @admin.display(description="EC2 deployment config")
+    def ec2_config_shown(self, obj):
+        return shown_json(ec2_config_shown(obj.ec2_deployment_config, admin=False))
 
     @admin.display(description="retry of")
     def retry_of_link(self, obj):
@@ -173,7 +196,16 @@ class StageEventAdmin(RecordAdmin):
         "data",
         "created_at",
     )
-    readonly_fields = fields
+    readonly_fields = (*fields, "data_shown")
+
+    def get_fields(self, request, obj=None):
+        if can_operate(request):
+            return self.fields
+        return tuple(VIEWER_FIELDS.get(name, name) for name in self.fields)
+
+    @admin.display(description="data")
+    def data_shown(self, obj):
+        return shown_json(event_data_shown(obj.data, admin=False))
 
     @admin.display(description="coordination", ordering="coordination__coordination_id")
     def coordination_link(self, obj):

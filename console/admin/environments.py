@@ -1,6 +1,7 @@
 """The environments in the admin: register (form or config-file import), export, check,
 deploy, and approve SSH host keys. Roles as in the API: VIEWER reads, ADMIN does."""
 
+import json
 from functools import partial
 from urllib.parse import urlencode
 
@@ -19,8 +20,9 @@ from deployments.selectors import (
     environment_recent_targets,
     environments_with_last_outcome_columns,
 )
+from environments.config import masked_blocks
 from environments.connectors.ssh import fingerprint, parse_host_key
-from environments.models import SECRET_FIELDS, RemoteEnvironment, SettingsBlock
+from environments.models import RETARGETING_HELP, SECRET_FIELDS, RemoteEnvironment, SettingsBlock
 from environments.services import (
     environment_save,
     environments_check_queue,
@@ -70,15 +72,19 @@ class RemoteEnvironmentForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         for name in SECRET_FIELDS:
             stored = bool(self.instance.pk and getattr(self.instance, name))
-            self.fields[name].help_text = "Stored: set. Leave empty to keep it." if stored else "Stored: not set."
+            kept = "Stored: set. Leave empty to keep it. " if stored else "Stored: not set. "
+            self.fields[name].help_text = kept + RETARGETING_HELP
 
     def _post_clean(self):
-        # Put the kept secrets back before the model's own validation sees the instance.
+        # Put the kept secrets back before the model's own validation sees the instance;
+        # one typed in or cleared is given (the model then lets it go to a new address).
         cleared = self.cleaned_data.get("clear_secrets", [])
         stored = RemoteEnvironment.objects.filter(pk=self.instance.pk).first() if self.instance.pk else None
         for name in SECRET_FIELDS:
             if stored is not None and not self.cleaned_data.get(name) and name not in cleared:
                 self.cleaned_data[name] = getattr(stored, name)
+            elif name in self.cleaned_data:
+                self.instance.give_secret(name, self.cleaned_data[name])
         super()._post_clean()
 
 
@@ -283,5 +289,16 @@ class RemoteEnvironmentAdmin(RoleAdmin):
 
 @admin.register(SettingsBlock)
 class SettingsBlockAdmin(RoleAdmin):
+    """A VIEWER sees the values with every credential masked (a notification webhook URL
+    is one); an ADMIN edits them whole."""
+
     list_display = ("name", "updated_at")
-    readonly_fields = ("updated_at",)
+    readonly_fields = ("updated_at", "shown_values")
+
+    def get_fields(self, request, obj=None):
+        return ("name", "values", "updated_at") if can_operate(request) else ("name", "shown_values", "updated_at")
+
+    @admin.display(description="values")
+    def shown_values(self, obj):
+        values = masked_blocks({obj.name: obj.values})[obj.name] if obj is not None else {}
+        return format_html("<pre>{}</pre>", json.dumps(values, indent=2, ensure_ascii=False))

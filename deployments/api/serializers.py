@@ -2,7 +2,9 @@
 
 Responses are read-only ModelSerializers over rows the selectors loaded with everything
 they show (a constant number of queries per list). Secrets never appear here: they live on
-environments, and coordinations, targets and events hold none.
+environments, and coordinations, targets and events hold none. What only ADMINs see (an
+agent's answer body, EC2 user_data: deployments/redaction.py) is masked unless the request
+is an ADMIN's.
 """
 
 from django.conf import settings
@@ -10,7 +12,9 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from accounts.roles import is_admin
 from deployments.models import Coordination, CoordinationStatus, CoordinationTarget, StageEvent
+from deployments.redaction import HIDDEN, ec2_config_shown, event_data_shown, response_excerpt_shown
 from deployments.selectors import target_progress
 from powerautomation.api import RejectUnknownFieldsMixin
 
@@ -99,8 +103,20 @@ class TargetSummarySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+def for_admin(context: dict) -> bool:
+    """Does this serializer answer an ADMIN's request? A command's JSON or a notification
+    (no request) is shown as a VIEWER sees it."""
+    request = context.get("request")
+    return request is not None and is_admin(request.user)
+
+
 class TargetSerializer(serializers.ModelSerializer):
     """One environment's part in a coordination, in full."""
+
+    response_excerpt = serializers.SerializerMethodField(
+        help_text="The start of the body the agent answered when it refused the trigger: for ADMINs; "
+        f'"{HIDDEN}" for everyone else.'
+    )
 
     class Meta:
         model = CoordinationTarget
@@ -109,6 +125,7 @@ class TargetSerializer(serializers.ModelSerializer):
             "status",
             "reason",
             "error",
+            "response_excerpt",
             "exit_code",
             "attempts",
             "started_at",
@@ -117,6 +134,9 @@ class TargetSerializer(serializers.ModelSerializer):
             "output_bytes",
         )
         read_only_fields = fields
+
+    def get_response_excerpt(self, target: CoordinationTarget) -> str:
+        return response_excerpt_shown(target.response_excerpt, admin=for_admin(self.context))
 
 
 class CoordinationSummarySerializer(serializers.ModelSerializer):
@@ -177,11 +197,18 @@ class CoordinationDetailSerializer(CoordinationSummarySerializer):
     """A coordination in full: every environment's outcome and output tail."""
 
     environments = TargetSerializer(source="targets", many=True, read_only=True)
+    ec2_deployment_config = serializers.SerializerMethodField(
+        help_text='How the EC2 stage ran; its user_data shown as "set (N bytes)" to everyone but ADMINs.'
+    )
     events_url = serializers.SerializerMethodField(help_text="Its events, to follow progress.")
 
     class Meta(CoordinationSummarySerializer.Meta):
         fields = (*CoordinationSummarySerializer.Meta.fields, "ec2_deployment_config", "events_url")
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DictField())
+    def get_ec2_deployment_config(self, coordination: Coordination) -> dict:
+        return ec2_config_shown(coordination.ec2_deployment_config, admin=for_admin(self.context))
 
     def get_events_url(self, coordination: Coordination) -> str:
         return absolute_url(self.context, "api:coordination-events", coordination.coordination_id)
@@ -213,10 +240,18 @@ class TriggerAcceptedSerializer(serializers.Serializer):
 
 
 class StageEventSerializer(serializers.ModelSerializer):
+    data = serializers.SerializerMethodField(
+        help_text=f'Facts about the step; an agent\'s answer body (response_excerpt) is "{HIDDEN}" but to ADMINs.'
+    )
+
     class Meta:
         model = StageEvent
         fields = ("id", "created_at", "environment_id", "stage", "old_status", "new_status", "message", "data")
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DictField())
+    def get_data(self, event: StageEvent) -> dict:
+        return event_data_shown(event.data, admin=for_admin(self.context))
 
 
 class EventsPageSerializer(serializers.Serializer):

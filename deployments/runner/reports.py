@@ -9,6 +9,7 @@ from deployments.runner.output import OutputBook
 from deployments.runner.stopping import StopKind, Stopping
 from deployments.transitions import note, transition
 from environments.connectors import ConnectorError
+from environments.connectors.http import RESPONSE_EXCERPT
 from environments.services import environment_record_health
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def record_retry(
         f"attempt {attempt} failed: {error.message}; retrying in {delay:g} s",
         stage=Stage.TRIGGER,
         target=target,
-        data={"attempt": attempt, "reason": error.reason, "next_attempt": attempt + 1},
+        data={**error.data, "attempt": attempt, "reason": error.reason, "next_attempt": attempt + 1},
     )
 
 
@@ -54,6 +55,7 @@ def record_outcome(target: CoordinationTarget, outcome: Outcome, *, stopping: St
     fields = {"reason": outcome.reason, "exit_code": outcome.exit_code}
     if outcome.status != T.SUCCEEDED:
         fields["error"] = outcome.message
+        fields["response_excerpt"] = outcome.data.get(RESPONSE_EXCERPT, "")
     fields.update(output.fields_for(target))
     moved = transition(
         target,

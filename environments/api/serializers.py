@@ -4,8 +4,10 @@ Writes are validated by the model's own `full_clean()` (its `clean()` holds the
 cross-field rules), exactly as `import_environments` validates a file entry, and a new or
 replaced environment gets the same defaults an entry of the file gets. Secrets are
 write-only: a response says `<name>_set: true|false`, never a value. Left out of a PATCH
-or a PUT, a secret keeps its stored value; an empty string clears it. A field the
-serializer does not have is a 400 naming it.
+or a PUT, a secret keeps its stored value; an empty string clears it. A write that changes
+where a stored secret is sent (host, port, api_endpoint, webhook_url, connection_method)
+must give that secret again, or it is refused naming the secret. A field the serializer
+does not have is a 400 naming it.
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -13,7 +15,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from environments.config import ENVIRONMENT_FIELDS
-from environments.models import SECRET_FIELDS, RemoteEnvironment
+from environments.models import RETARGETING_HELP, SECRET_FIELDS, RemoteEnvironment
 from environments.services import environment_prepare, environment_save
 from powerautomation.api import RejectUnknownFieldsMixin, field_errors
 
@@ -43,7 +45,8 @@ class RemoteEnvironmentSerializer(RejectUnknownFieldsMixin, serializers.ModelSer
                 "allow_blank": True,
                 "trim_whitespace": False,
                 "style": {"input_type": "password"},
-                "help_text": "Write-only. Left out: the stored value is kept. Empty string: cleared.",
+                "help_text": "Write-only. Left out: the stored value is kept. Empty string: cleared. "
+                + RETARGETING_HELP,
             }
             for name in SECRET_FIELDS
         }

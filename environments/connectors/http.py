@@ -18,6 +18,9 @@ from environments.connectors.base import ConnectorError, DeploymentContext, Repo
 HEALTH_POLL_SECONDS = 5.0
 EXCERPT_CHARS = 200
 NOT_VERIFIED = "delivered, not verified"
+# The key of an agent's answer body in a ConnectorError's (and a StageEvent's) data.
+RESPONSE_EXCERPT = "response_excerpt"
+BODY_HIDDEN = "response body: ADMINs only"
 
 
 def utc_timestamp() -> str:
@@ -78,21 +81,28 @@ def _connection_detail(exc: Exception) -> str:
 
 
 def raise_for_answer(response: requests.Response, url: str, context: DeploymentContext, secrets: tuple) -> None:
-    """Errors for the answers that are not an acceptance or a finished run."""
+    """Errors for the answers that are not an acceptance or a finished run. The body the
+    agent answered could hold anything, so it stays out of the message (which VIEWERs
+    read): it goes in the error's data as `response_excerpt`, which only ADMINs see."""
     status = response.status_code
-    body = excerpt(response.text, *secrets)
+    if status == 409 and context.attempt > 1:
+        return  # an earlier attempt got through; its run is the one to wait for
     if status == 409:
-        if context.attempt > 1:
-            return  # an earlier attempt got through; its run is the one to wait for
-        raise ConnectorError(f"HTTP 409 from {url}: the agent is busy: {body}", reason="busy", permanent=True)
-    if status in (401, 403):
-        raise ConnectorError(
-            f"HTTP {status} from {url}: credentials refused: {body}", reason="auth_failed", permanent=True
-        )
-    if status >= 500:
-        raise ConnectorError(f"HTTP {status} from {url}: {body}", reason="server_error", permanent=False)
-    if status >= 300:
-        raise ConnectorError(f"HTTP {status} from {url}: {body}", reason="rejected", permanent=True)
+        what, reason, permanent = "the agent is busy", "busy", True
+    elif status in (401, 403):
+        what, reason, permanent = "credentials refused", "auth_failed", True
+    elif status >= 500:
+        what, reason, permanent = "server error", "server_error", False
+    elif status >= 300:
+        what, reason, permanent = "rejected", "rejected", True
+    else:
+        return
+    raise ConnectorError(
+        f"HTTP {status} from {url}: {what} ({BODY_HIDDEN})",
+        reason=reason,
+        permanent=permanent,
+        data={"status_code": status, RESPONSE_EXCERPT: excerpt(response.text, *secrets)},
+    )
 
 
 def parse_finished_run(response: requests.Response, url: str) -> RunResult:

@@ -214,6 +214,20 @@ def test_secrets_are_write_only_in_the_admin(operator):
     assert "first-Secret-1" not in history
 
 
+def test_moving_an_environment_to_another_host_needs_its_password_again(operator):
+    operator.post(ENVIRONMENTS_URL + "add/", _form_data())
+    environment = RemoteEnvironment.objects.get(environment_id="mac_one")
+
+    refused = page(operator.post(environment_url(environment), _form_data(password="", host="127.0.0.2")))
+    environment.refresh_from_db()
+    assert "errornote" in refused and "never sent to a new address" in refused
+    assert (environment.host, environment.password) == ("127.0.0.1", "first-Secret-1")
+
+    operator.post(environment_url(environment), _form_data(password="second-Secret-2", host="127.0.0.2"))
+    environment.refresh_from_db()
+    assert (environment.host, environment.password) == ("127.0.0.2", "second-Secret-2")
+
+
 def test_a_bad_environment_form_names_the_field_and_saves_nothing(operator):
     response = page(operator.post(ENVIRONMENTS_URL + "add/", _form_data(port="70000", password="")))
     assert "errornote" in response and "port" in response

@@ -187,7 +187,8 @@ class TestChanges:
         replacement = {
             "environment_type": "linux_local",
             "connection_method": "ssh",
-            "host": "127.0.0.2",
+            "host": "127.0.0.1",
+            "port": 2222,  # the same address: the kept password may still go there
             "username": "deploy",
             "ssh_key_path": "/keys/linux",
         }
@@ -196,9 +197,9 @@ class TestChanges:
         assert response.status_code == 200, response.content
         stored.refresh_from_db()
         # Left out: back to defaults, except secrets, enabled and host_key, which are kept.
-        assert (stored.port, stored.timeout, stored.description, stored.working_directory) == (22, 300, "", "")
+        assert (stored.timeout, stored.description, stored.working_directory) == (300, "", "")
         assert (stored.password, stored.enabled) == ("pw-for-mac", False)
-        assert (stored.host, stored.environment_type) == ("127.0.0.2", "linux_local")
+        assert (stored.ssh_key_path, stored.environment_type) == ("/keys/linux", "linux_local")
 
     def test_the_environment_id_cannot_change(self, admin_client_api, stored):
         response = admin_client_api.patch(detail("mac_local_001"), {"environment_id": "other"}, format="json")
@@ -245,3 +246,43 @@ class TestHostKeyApproval:
         assert response.status_code == 200, response.content
         stored.refresh_from_db()
         assert (stored.host_key, stored.host_key_approved_by, stored.host_key_approved_at) == ("", None, None)
+
+
+class TestRetargeting:
+    """A stored secret is never sent to a new address: a change of where it goes must give
+    it again (else a preflight would hand it to whoever listens there)."""
+
+    @pytest.fixture
+    def stored(self, db):
+        return make_environment(
+            "docker_one",
+            connection_method="http_api",
+            api_endpoint="http://127.0.0.1:8082/api/deploy/init",
+            api_token="stored-token-9b1e",  # noqa: S106
+        )
+
+    def test_patch_changing_api_endpoint_without_the_token_is_refused_naming_api_token(self, admin_client_api, stored):
+        change = {"api_endpoint": "http://127.0.0.1:9/listener"}
+        response = admin_client_api.patch(detail("docker_one"), change, format="json")
+
+        assert response.status_code == 400
+        assert list(response.json()) == ["api_token"]
+        stored.refresh_from_db()
+        assert (stored.api_endpoint, stored.api_token) == ("http://127.0.0.1:8082/api/deploy/init", "stored-token-9b1e")
+
+    def test_patch_changing_api_endpoint_with_a_new_token_keeps_both(self, admin_client_api, stored):
+        change = {"api_endpoint": "http://127.0.0.1:9/agent", "api_token": "new-token-44d0"}
+        response = admin_client_api.patch(detail("docker_one"), change, format="json")
+
+        assert response.status_code == 200, response.content
+        stored.refresh_from_db()
+        assert (stored.api_endpoint, stored.api_token) == ("http://127.0.0.1:9/agent", "new-token-44d0")
+
+    def test_put_changing_the_host_without_the_token_is_refused_naming_api_token(self, admin_client_api, stored):
+        replacement = {"environment_type": "docker", "connection_method": "http_api", "host": "127.0.0.2"}
+        response = admin_client_api.put(detail("docker_one"), replacement, format="json")
+
+        assert response.status_code == 400
+        assert list(response.json()) == ["api_token"]
+        stored.refresh_from_db()
+        assert stored.api_endpoint == "http://127.0.0.1:8082/api/deploy/init"

@@ -6,6 +6,7 @@ from django.core.management import CommandError, call_command
 from deployments.models import CoordinationStatus as C, TargetStatus as T, TriggerSource
 from deployments.services import coordination_start
 from deployments.transitions import transition
+from tests.factories import make_coordination
 
 pytestmark = pytest.mark.django_db
 
@@ -75,3 +76,20 @@ def test_history_rejects_a_limit_below_one(three_coordinations):
     with pytest.raises(CommandError) as caught:
         run("deployment_history", "--limit", "0")
     assert "--limit" in str(caught.value)
+
+
+def test_status_json_shows_an_agents_refusal_without_its_body(refused_by_agent):
+    record = json.loads(run("deployment_status", "deploy_refused", "--json"))
+
+    target = record["environments"][0]
+    assert "HTTP 500" in target["error"]
+    assert "hunter2-c4f1" not in json.dumps(record)
+
+
+def test_status_json_shows_user_data_only_as_its_size(db):
+    config = {"image_id": "ami-0123456789abcdef0", "instance_type": "t3.micro", "user_data": "PASSWORD=x-91c2"}
+    make_coordination("deploy_ud", C.COMPLETED, {}, ec2_deployment_config=config)
+
+    record = json.loads(run("deployment_status", "deploy_ud", "--json"))
+
+    assert record["ec2_deployment_config"]["user_data"] == "set (15 bytes)"

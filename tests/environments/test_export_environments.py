@@ -8,7 +8,7 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from environments.models import RemoteEnvironment, SettingsBlock
 from environments.services import environments_import
@@ -17,6 +17,7 @@ from environments.services import environments_import
 PASSWORD = "export-test-password-3f9a"  # noqa: S105
 API_TOKEN = "export-test-token-8c21"  # noqa: S105
 WEBHOOK_SECRET = "whsec_ZXhwb3J0LXRlc3Qtd2ViaG9vay1zZWNyZXQ="  # noqa: S105
+SLACK = "https://hooks.slack.com/services/T000/B000/slack-credential-5e77"  # a credential
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOO6/wqb4OSnbUGEUbiOZCt8iKLfjR5dTYcYuVfr04gB"
 
 pytestmark = pytest.mark.django_db
@@ -59,6 +60,7 @@ def environments():
             ],
             "default_settings": {"timeout": 120, "retry_count": 1},
             "ssh_settings": {"default_key_path": "~/.ssh/id_ed25519", "connection_timeout": 15},
+            "notification_settings": {"enable_notifications": True, "notification_webhook": SLACK},
         }
     )
 
@@ -147,3 +149,31 @@ def test_exported_file_imports_back_with_nothing_changed(tmp_path, options):
     assert {name: values for name, (values, _) in after["blocks"].items()} == {
         name: values for name, (values, _) in before["blocks"].items()
     }
+
+
+def test_export_shows_the_notification_webhook_only_as_its_host():
+    data = json.loads(export())
+
+    assert data["notification_settings"]["notification_webhook"] == "https://hooks.slack.com/***"
+    assert json.loads(export("--include-secrets"))["notification_settings"]["notification_webhook"] == SLACK
+
+
+def test_a_masked_webhook_that_is_not_the_stored_ones_is_refused_naming_it(tmp_path):
+    data = json.loads(export())
+    data["notification_settings"]["notification_webhook"] = "https://hooks.example.com/***"
+    path = tmp_path / "remote_environments.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+    stderr = StringIO()
+    with pytest.raises(CommandError):
+        call_command("import_environments", str(path), stdout=StringIO(), stderr=stderr)
+
+    assert "notification_settings.notification_webhook: a masked URL" in stderr.getvalue()
+    assert SettingsBlock.objects.get(name="notification_settings").values["notification_webhook"] == SLACK
+
+
+def test_a_block_leaving_the_webhook_out_keeps_the_stored_one():
+    environments_import(data={"environments": [], "notification_settings": {"enable_notifications": False}})
+
+    values = SettingsBlock.objects.get(name="notification_settings").values
+    assert values == {"enable_notifications": False, "notification_webhook": SLACK}

@@ -170,19 +170,29 @@ def test_http_api_refused_credentials_fail_at_once_without_showing_the_token(htt
 
     assert (outcome.status, outcome.reason) == (T.FAILED, "auth_failed")
     assert f"HTTP {status}" in outcome.message
-    assert "bad token ***" in outcome.message
-    assert TOKEN not in outcome.message
+    assert outcome.data["response_excerpt"] == '{"error": "bad token ***"}'
+    assert TOKEN not in outcome.message and TOKEN not in str(outcome.data)
     assert len(http_server.requests) == 1
 
 
-def test_http_api_other_4xx_fails_at_once_with_a_body_excerpt(http_server):
+def test_http_api_other_4xx_fails_at_once_with_a_body_excerpt_beside_the_message(http_server):
     http_server.answer("/api/deploy/init", Answer(422, '{"error": "action must be init_local_environment"}'))
 
     outcome = deliver(api_target(http_server), context(), defaults(), Reporter())
 
     assert (outcome.status, outcome.reason) == (T.FAILED, "rejected")
-    assert "HTTP 422" in outcome.message and "action must be" in outcome.message
+    assert "action must be" in outcome.data["response_excerpt"]
     assert len(http_server.requests) == 1
+
+
+def test_an_agents_answer_body_stays_out_of_the_message_which_keeps_the_status(http_server):
+    http_server.answer("/api/deploy/init", Answer(500, "stack trace: password=hunter2-b7d0"))
+
+    outcome = deliver(api_target(http_server), context(), defaults(retry_count=0), Reporter())
+
+    assert outcome.message.startswith("HTTP 500 from http://127.0.0.1:")
+    assert "hunter2-b7d0" not in outcome.message
+    assert outcome.data == {"status_code": 500, "response_excerpt": "stack trace: password=hunter2-b7d0"}
 
 
 def test_a_server_that_never_answers_is_retried_then_fails():
@@ -234,7 +244,7 @@ def test_409_on_a_first_attempt_means_the_agent_is_busy(http_server):
     outcome = deliver(api_target(http_server), context(), defaults(), Reporter())
 
     assert (outcome.status, outcome.reason) == (T.FAILED, "busy")
-    assert "deploy_x" in outcome.message
+    assert "deploy_x" in outcome.data["response_excerpt"]
 
 
 def test_409_on_a_retry_means_the_first_attempt_got_through(http_server):

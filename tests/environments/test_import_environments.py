@@ -690,3 +690,27 @@ def test_a_file_clearing_the_host_key_clears_its_approval(write_config):
 
     environment = RemoteEnvironment.objects.get()
     assert (environment.host_key, environment.host_key_approved_at) == ("", None)
+
+
+# --- Where secrets go -------------------------------------------------------------------
+
+
+def test_an_entry_moving_a_stored_token_to_a_new_endpoint_without_it_is_refused(write_config):
+    import_data(write_config, {"environments": [http_api_entry()]})
+    before = snapshot()
+
+    moved = without(http_api_entry(api_endpoint="http://127.0.0.1:9/listener"), "api_token")
+    _, output = run_failing_import(write_config({"environments": [moved]}))
+
+    assert "environments[0] (docker_local_001).api_token" in output.stderr
+    assert "never sent to a new address" in output.stderr
+    assert snapshot() == before
+
+
+def test_an_entry_moving_a_token_to_a_new_endpoint_with_it_is_imported(write_config):
+    import_data(write_config, {"environments": [http_api_entry()]})
+
+    import_data(write_config, {"environments": [http_api_entry(api_endpoint="http://127.0.0.1:9/agent")]})
+
+    environment = RemoteEnvironment.objects.get()
+    assert (environment.api_endpoint, environment.api_token) == ("http://127.0.0.1:9/agent", API_TOKEN)
