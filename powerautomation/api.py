@@ -1,20 +1,17 @@
 """Project-wide API plumbing: how request bodies are read and how errors become answers."""
 
 from collections.abc import Mapping
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, ValidationError as DjangoValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import serializers
-from rest_framework.exceptions import ParseError, ValidationError
-from rest_framework.parsers import BaseParser
-from rest_framework.renderers import JSONRenderer
+from rest_framework.exceptions import ValidationError
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from powerautomation import json_input
+from powerautomation.parsers import body_limit_message
 
 UNKNOWN_FIELD = "unknown field: this endpoint does not take it"
 
@@ -43,32 +40,6 @@ def exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
         exc = ValidationError(field_errors(exc, getattr(context.get("view"), "field_paths", None)))
     return drf_exception_handler(exc, context)
-
-
-def body_limit_message(limit: int) -> str:
-    return f"The request body is larger than {limit} bytes, the limit for this endpoint."
-
-
-class BoundedJSONParser(BaseParser):
-    """Every API body is read through this: at most `max_body_bytes` of the view (default
-    DATA_UPLOAD_MAX_MEMORY_SIZE), then parsed by the project's bounded JSON reader (depth,
-    duplicate keys, NaN), each refusal a 400 saying what is wrong. Not a JSONParser
-    subclass: DRF hands those `request.body`, which Django caps at
-    DATA_UPLOAD_MAX_MEMORY_SIZE whatever the view allows."""
-
-    media_type = "application/json"
-    renderer_class = JSONRenderer
-
-    def parse(self, stream, media_type=None, parser_context=None) -> Any:
-        view = (parser_context or {}).get("view")
-        limit = getattr(view, "max_body_bytes", None) or settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        raw = stream.read(limit + 1) if stream is not None else b""
-        if len(raw) > limit:
-            raise ParseError(body_limit_message(limit))
-        try:
-            return json_input.loads(raw)
-        except json_input.JSONInputError as exc:
-            raise ParseError(f"JSON parse error - {exc}") from None
 
 
 class RejectUnknownFieldsMixin:

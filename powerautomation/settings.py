@@ -363,7 +363,7 @@ REST_FRAMEWORK = {
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # Bounded: body size, nesting depth, duplicate keys (powerautomation/json_input.py).
-    "DEFAULT_PARSER_CLASSES": ["powerautomation.api.BoundedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["powerautomation.parsers.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "powerautomation.api.exception_handler",
     # Behind a reverse proxy, the number of proxies whose X-Forwarded-For to trust for

@@ -1,4 +1,4 @@
-"""Every JSON body of the API is read one way (powerautomation.api.BoundedJSONParser):
+"""Every JSON body of the API is read one way (powerautomation.parsers.BoundedJSONParser):
 bounded in size and depth, each key once; a hostile body is a 400 saying what is wrong,
 never a 500, and changes nothing."""
 
