@@ -241,6 +241,28 @@ def test_unknown_host_key_fails_the_environment_showing_the_fingerprint(sshd, ma
     assert event.data["offered_key"].split()[1] == sshd.host_public_key.split()[1]
 
 
+@pytest.mark.parametrize("known_hosts", ["", "no-such-known-hosts"], ids=["unset", "missing_file"])
+def test_without_a_known_hosts_file_or_pinned_key_the_host_is_refused_and_nothing_runs(
+    sshd, make_ssh_environment, settings, tmp_path, known_hosts
+):
+    """A fresh install: no SSH_KNOWN_HOSTS file and no pinned key. The offered key is never
+    trusted on first use."""
+    settings_blocks(retry_count=2)
+    settings.SSH_KNOWN_HOSTS = str(tmp_path / known_hosts) if known_hosts else ""
+    marker = sshd.scripts / f"fresh-install-ran-{known_hosts or 'unset'}"
+    make_ssh_environment("fresh_machine", sshd.script(f"fresh-{known_hosts or 'unset'}.sh", f"touch '{marker}'\n"))
+
+    coordination = start_and_run()
+
+    target = coordination.targets.get()
+    assert (target.status, target.reason, target.attempts) == (T.FAILED, "host_key_unknown", 1)
+    assert target.events.get(new_status=T.FAILED).data["fingerprint"] == fingerprint(
+        parse_host_key(sshd.host_public_key)
+    )
+    assert not marker.exists()
+    assert coordination.status == C.FAILED
+
+
 def test_secrets_never_reach_events_or_errors(sshd, make_ssh_environment):
     settings_blocks()
     password = "pw-8c1f5e-never-show-me"

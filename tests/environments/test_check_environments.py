@@ -8,6 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from environments.apps import HEALTH_SCHEDULE_NAME
+from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import Health, HealthChange, RemoteEnvironment, SettingsBlock
 from environments.tasks import check_environments_health
 from tests.support.http import Answer
@@ -104,11 +105,25 @@ def test_connectivity_preflight_authenticates_over_ssh_and_runs_nothing(sshd, ma
 def test_connectivity_preflight_reports_an_unknown_host_key_with_its_fingerprint(
     sshd, make_ssh_environment, settings, tmp_path
 ):
-    from environments.connectors.ssh import fingerprint, parse_host_key
-
     (tmp_path / "known_hosts").write_text("")
     settings.SSH_KNOWN_HOSTS = str(tmp_path / "known_hosts")
     make_ssh_environment("stranger", "./init_aicore.sh")
+
+    code, out = check("--connectivity", "--json")
+
+    assert code == 1
+    (report,) = json.loads(out)
+    assert report["ok"] is False
+    assert report["detail"].startswith("host_key_unknown: ")
+    assert report["data"]["fingerprint"] == fingerprint(parse_host_key(sshd.host_public_key))
+
+
+@pytest.mark.parametrize("known_hosts", ["", "no-such-known-hosts"], ids=["unset", "missing_file"])
+def test_connectivity_preflight_without_a_known_hosts_file_or_pinned_key_refuses_the_host(
+    sshd, make_ssh_environment, settings, tmp_path, known_hosts
+):
+    settings.SSH_KNOWN_HOSTS = str(tmp_path / known_hosts) if known_hosts else ""
+    make_ssh_environment("fresh_machine", "./init_aicore.sh")
 
     code, out = check("--connectivity", "--json")
 
