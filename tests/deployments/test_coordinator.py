@@ -179,6 +179,37 @@ def test_script_past_its_timeout_fails_with_reason_timeout(sshd, make_ssh_enviro
     assert coordination.status == C.FAILED
 
 
+def long_output_script(sshd, numbers: int, accents: int):
+    """A script printing `numbers` comma-separated numbers, then `accents` two-byte 'é',
+    then THE-END (no newlines, so the pseudo-terminal changes nothing); and that text."""
+    script = sshd.script(
+        f"long-output-{numbers}-{accents}.sh",
+        f"i=0\nwhile [ $i -lt {numbers} ]; do printf '%d,' $i; i=$((i+1)); done\n"
+        f"i=0\nwhile [ $i -lt {accents} ]; do printf '\\303\\251'; i=$((i+1)); done\n"
+        "printf 'THE-END'\n",
+    )
+    return script, "".join(f"{n}," for n in range(numbers)) + "é" * accents + "THE-END"
+
+
+def test_long_output_keeps_its_valid_utf8_end_within_the_bound_and_counts_every_byte(
+    sshd, make_ssh_environment, settings
+):
+    settings_blocks()
+    settings.DEPLOYMENT_OUTPUT_TAIL_BYTES = bound = 1024
+    script, printed = long_output_script(sshd, numbers=20000, accents=600)
+    # The bound's first byte is the second byte of an 'é': the cut splits a character.
+    assert (bound - len(b"THE-END")) % 2 == 1 and len(("é" * 600 + "THE-END").encode("utf-8")) > bound
+    make_ssh_environment("chatty", script)
+
+    target = start_and_run().targets.get()
+
+    assert target.status == T.SUCCEEDED
+    assert target.output_bytes == len(printed.encode("utf-8"))
+    tail = target.output_tail
+    assert printed.endswith(tail), "the tail must be the output's end, every character whole"
+    assert bound - 3 <= len(tail.encode("utf-8")) <= bound
+
+
 def test_healthy_check_succeeds_and_records_the_environment_health(sshd, make_ssh_environment, http_server):
     settings_blocks()
     http_server.answer("/health", 200)
