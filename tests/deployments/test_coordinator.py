@@ -19,6 +19,7 @@ from deployments.tasks import run_coordination
 from deployments.transitions import transition
 from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import Health, SettingsBlock
+from tests.support.http import Answer
 from tests.support.processes import in_thread
 
 pytestmark = pytest.mark.django_db
@@ -239,6 +240,23 @@ def test_failing_health_check_fails_the_environment_after_its_retries(sshd, make
     assert (target.status, target.reason, target.exit_code) == (T.FAILED, "health_check_failed", 0)
     assert "503" in target.error
     assert len(http_server.requests) == 2
+    environment.refresh_from_db()
+    assert environment.last_health == Health.UNHEALTHY
+    assert coordination.status == C.FAILED
+
+
+def test_a_health_check_redirecting_to_a_login_page_fails_the_environment(sshd, make_ssh_environment, http_server):
+    settings_blocks()
+    http_server.answer("/health", Answer(302, headers={"Location": http_server.url("/login")}))
+    http_server.answer("/login", Answer(200, "<html>sign in</html>", headers={"Content-Type": "text/html"}))
+    environment = make_ssh_environment(
+        "behind_login", sshd.script("ok.sh", "true\n"), health_check_url=http_server.url("/health")
+    )
+
+    coordination = start_and_run()
+
+    target = coordination.targets.get()
+    assert (target.status, target.reason) == (T.FAILED, "health_check_failed")
     environment.refresh_from_db()
     assert environment.last_health == Health.UNHEALTHY
     assert coordination.status == C.FAILED

@@ -80,6 +80,25 @@ def test_unhealthy_environment_exits_1_and_a_flip_is_recorded_with_its_time(http
     assert environment.last_health_changed_at == flips[-1].created_at
 
 
+def redirect_to_login(server) -> None:
+    """A health URL behind a login: 302 to a sign-in page that answers 200."""
+    server.answer("/health", Answer(302, headers={"Location": server.url("/login")}))
+    server.answer("/login", Answer(200, "<html>sign in</html>", headers={"Content-Type": "text/html"}))
+
+
+def test_a_health_url_redirecting_to_a_login_page_is_unhealthy(http_server):
+    redirect_to_login(http_server)
+    environment = http_environment("behind_login", http_server, health_check_url=http_server.url("/health"))
+
+    code, out = check("--environments", "behind_login", "--json")
+
+    assert code == 1
+    (report,) = json.loads(out)
+    assert report["ok"] is False
+    environment.refresh_from_db()
+    assert environment.last_health == Health.UNHEALTHY
+
+
 def test_an_environment_without_health_url_is_skipped_not_failed(http_server):
     environment = http_environment("no_url", http_server)
 
@@ -194,3 +213,12 @@ def test_the_scheduled_task_checks_enabled_environments_with_a_health_url(http_s
     assert check_environments_health() == 1
     assert RemoteEnvironment.objects.get(environment_id="checked").last_health == Health.HEALTHY
     assert RemoteEnvironment.objects.get(environment_id="disabled").last_health == Health.UNKNOWN
+
+
+def test_the_scheduled_task_counts_a_redirect_to_a_login_page_as_unhealthy(http_server):
+    redirect_to_login(http_server)
+    http_environment("behind_login", http_server, health_check_url=http_server.url("/health"))
+
+    check_environments_health()
+
+    assert RemoteEnvironment.objects.get(environment_id="behind_login").last_health == Health.UNHEALTHY

@@ -260,6 +260,21 @@ def test_without_a_callback_url_the_run_ends_when_the_health_check_turns_healthy
     assert http_server.paths().count("/health") >= 3
 
 
+def test_without_a_callback_url_a_health_url_redirecting_to_a_login_page_never_counts_as_healthy(
+    http_server, monkeypatch
+):
+    monkeypatch.setattr("environments.connectors.http.HEALTH_POLL_SECONDS", 0.2)
+    http_server.answer("/api/deploy/init", Answer(202, "{}"))
+    http_server.answer("/health", Answer(302, headers={"Location": http_server.url("/login")}))
+    http_server.answer("/login", Answer(200, "<html>sign in</html>", headers={"Content-Type": "text/html"}))
+    target = api_target(http_server, timeout=1, health_check_url=http_server.url("/health"))
+
+    outcome = deliver(target, context(callback_url="", deadline=time.time() + 1), defaults(), Reporter())
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "timeout")
+    assert "/health" in http_server.paths()
+
+
 def test_a_slow_health_url_counts_as_unhealthy(http_server):
     http_server.answer("/api/deploy/init", FINISHED_OK)
     http_server.answer("/health", Answer(200, "{}", delay=3))
