@@ -22,6 +22,14 @@ def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
 
 
+def test_the_signer_these_tests_use_reproduces_the_standard_webhooks_published_test_vector():
+    """What the agent accepts below is then what the spec calls a valid signature."""
+    signature = sign(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}'
+    )
+    assert signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
 @pytest.fixture
 def webhook_body(trigger_body):
     def make(**overrides) -> bytes:

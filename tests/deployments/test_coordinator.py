@@ -19,6 +19,7 @@ from deployments.tasks import run_coordination
 from deployments.transitions import transition
 from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import Health, SettingsBlock
+from tests.support.http import Answer
 from tests.support.processes import in_thread
 
 pytestmark = pytest.mark.django_db
@@ -179,6 +180,37 @@ def test_script_past_its_timeout_fails_with_reason_timeout(sshd, make_ssh_enviro
     assert coordination.status == C.FAILED
 
 
+def long_output_script(sshd, numbers: int, accents: int):
+    """A script printing `numbers` comma-separated numbers, then `accents` two-byte 'é',
+    then THE-END (no newlines, so the pseudo-terminal changes nothing); and that text."""
+    script = sshd.script(
+        f"long-output-{numbers}-{accents}.sh",
+        f"i=0\nwhile [ $i -lt {numbers} ]; do printf '%d,' $i; i=$((i+1)); done\n"
+        f"i=0\nwhile [ $i -lt {accents} ]; do printf '\\303\\251'; i=$((i+1)); done\n"
+        "printf 'THE-END'\n",
+    )
+    return script, "".join(f"{n}," for n in range(numbers)) + "é" * accents + "THE-END"
+
+
+def test_long_output_keeps_its_valid_utf8_end_within_the_bound_and_counts_every_byte(
+    sshd, make_ssh_environment, settings
+):
+    settings_blocks()
+    settings.DEPLOYMENT_OUTPUT_TAIL_BYTES = bound = 1024
+    script, printed = long_output_script(sshd, numbers=20000, accents=600)
+    # The bound's first byte is the second byte of an 'é': the cut splits a character.
+    assert (bound - len(b"THE-END")) % 2 == 1 and len(("é" * 600 + "THE-END").encode("utf-8")) > bound
+    make_ssh_environment("chatty", script)
+
+    target = start_and_run().targets.get()
+
+    assert target.status == T.SUCCEEDED
+    assert target.output_bytes == len(printed.encode("utf-8"))
+    tail = target.output_tail
+    assert printed.endswith(tail), "the tail must be the output's end, every character whole"
+    assert bound - 3 <= len(tail.encode("utf-8")) <= bound
+
+
 def test_healthy_check_succeeds_and_records_the_environment_health(sshd, make_ssh_environment, http_server):
     settings_blocks()
     http_server.answer("/health", 200)
@@ -213,6 +245,23 @@ def test_failing_health_check_fails_the_environment_after_its_retries(sshd, make
     assert coordination.status == C.FAILED
 
 
+def test_a_health_check_redirecting_to_a_login_page_fails_the_environment(sshd, make_ssh_environment, http_server):
+    settings_blocks()
+    http_server.answer("/health", Answer(302, headers={"Location": http_server.url("/login")}))
+    http_server.answer("/login", Answer(200, "<html>sign in</html>", headers={"Content-Type": "text/html"}))
+    environment = make_ssh_environment(
+        "behind_login", sshd.script("ok.sh", "true\n"), health_check_url=http_server.url("/health")
+    )
+
+    coordination = start_and_run()
+
+    target = coordination.targets.get()
+    assert (target.status, target.reason) == (T.FAILED, "health_check_failed")
+    environment.refresh_from_db()
+    assert environment.last_health == Health.UNHEALTHY
+    assert coordination.status == C.FAILED
+
+
 def test_health_checks_can_be_switched_off(sshd, make_ssh_environment, http_server):
     settings_blocks()
     SettingsBlock.objects.create(name="deployment_settings", values={"enable_health_check": False})
@@ -239,6 +288,28 @@ def test_unknown_host_key_fails_the_environment_showing_the_fingerprint(sshd, ma
     event = target.events.get(new_status=T.FAILED)
     assert event.data["fingerprint"] == offered
     assert event.data["offered_key"].split()[1] == sshd.host_public_key.split()[1]
+
+
+@pytest.mark.parametrize("known_hosts", ["", "no-such-known-hosts"], ids=["unset", "missing_file"])
+def test_without_a_known_hosts_file_or_pinned_key_the_host_is_refused_and_nothing_runs(
+    sshd, make_ssh_environment, settings, tmp_path, known_hosts
+):
+    """A fresh install: no SSH_KNOWN_HOSTS file and no pinned key. The offered key is never
+    trusted on first use."""
+    settings_blocks(retry_count=2)
+    settings.SSH_KNOWN_HOSTS = str(tmp_path / known_hosts) if known_hosts else ""
+    marker = sshd.scripts / f"fresh-install-ran-{known_hosts or 'unset'}"
+    make_ssh_environment("fresh_machine", sshd.script(f"fresh-{known_hosts or 'unset'}.sh", f"touch '{marker}'\n"))
+
+    coordination = start_and_run()
+
+    target = coordination.targets.get()
+    assert (target.status, target.reason, target.attempts) == (T.FAILED, "host_key_unknown", 1)
+    assert target.events.get(new_status=T.FAILED).data["fingerprint"] == fingerprint(
+        parse_host_key(sshd.host_public_key)
+    )
+    assert not marker.exists()
+    assert coordination.status == C.FAILED
 
 
 def test_secrets_never_reach_events_or_errors(sshd, make_ssh_environment):

@@ -1,6 +1,13 @@
 import pytest
 
-from deployments.models import CoordinationStatus as C, StageEvent, TargetStatus as T, TriggerSource
+from deployments.models import (
+    Coordination,
+    CoordinationStatus as C,
+    CoordinationTarget,
+    StageEvent,
+    TargetStatus as T,
+    TriggerSource,
+)
 from deployments.services import coordination_start
 from deployments.transitions import (
     COORDINATION_TRANSITIONS,
@@ -8,8 +15,32 @@ from deployments.transitions import (
     InvalidTransition,
     transition,
 )
+from tests.factories import make_coordination
 
 pytestmark = pytest.mark.django_db
+
+# The whole table, written out here on purpose (not read from the code): a move added to or
+# dropped from deployments.transitions must be a deliberate change to this test too.
+COORDINATION_MOVES = {
+    "pending": {"ec2_deploying", "failed", "cancelled"},
+    "ec2_deploying": {"ec2_completed", "failed", "cancelled"},
+    "ec2_completed": {"local_triggering", "failed", "cancelled"},
+    "local_triggering": {"local_deploying", "local_completed", "failed", "cancelled"},
+    "local_deploying": {"local_completed", "failed", "cancelled"},
+    "local_completed": {"completed", "failed", "cancelled"},
+    "completed": set(),
+    "failed": set(),
+    "cancelled": set(),
+}
+TARGET_MOVES = {
+    "pending": {"triggering", "failed", "cancelled"},
+    "triggering": {"running", "failed", "cancelled", "interrupted"},
+    "running": {"succeeded", "failed", "cancelled", "interrupted"},
+    "succeeded": set(),
+    "failed": set(),
+    "cancelled": set(),
+    "interrupted": set(),
+}
 
 
 @pytest.fixture
@@ -95,3 +126,48 @@ def test_stage_events_cannot_be_changed_or_deleted_one_by_one(coordination):
     assert StageEvent.objects.get(pk=event.pk).message != "rewritten"
     coordination.delete()  # deleting the whole coordination takes its events with it
     assert not StageEvent.objects.filter(pk=event.pk).exists()
+
+
+def wrong_answers(obj: Coordination | CoordinationTarget, table: dict[str, set[str]], *, listed: bool) -> list:
+    """Every move listed (or not listed) in `table` that `transition` does not allow (or
+    refuse), tried on `obj` put in the move's starting status directly, as a run leaves it."""
+    expected = "allowed" if listed else "refused"
+    pairs = [(old, new) for old in table for new in table if (new in table[old]) == listed]
+    return [(old, new) for old, new in pairs if attempt(obj, old, new) != expected]
+
+
+def attempt(obj: Coordination | CoordinationTarget, old: str, new: str) -> str:
+    """'allowed', 'refused' (InvalidTransition) or 'lost' (no move made) for `old` → `new`."""
+    type(obj).objects.filter(pk=obj.pk).update(status=old)
+    obj.status = old
+    try:
+        moved = transition(obj, new)
+    except InvalidTransition:
+        return "refused"
+    return "allowed" if moved and type(obj).objects.get(pk=obj.pk).status == new else "lost"
+
+
+@pytest.fixture
+def target() -> CoordinationTarget:
+    return make_coordination("deploy_table", C.LOCAL_DEPLOYING, {"env_a": T.PENDING}).targets.get()
+
+
+def test_the_written_out_tables_name_every_status():
+    assert set(COORDINATION_MOVES) == set(C.values)
+    assert set(TARGET_MOVES) == set(T.values)
+
+
+def test_every_coordination_move_the_table_lists_is_allowed(target):
+    assert wrong_answers(target.coordination, COORDINATION_MOVES, listed=True) == []
+
+
+def test_every_coordination_move_the_table_does_not_list_is_refused(target):
+    assert wrong_answers(target.coordination, COORDINATION_MOVES, listed=False) == []
+
+
+def test_every_target_move_the_table_lists_is_allowed(target):
+    assert wrong_answers(target, TARGET_MOVES, listed=True) == []
+
+
+def test_every_target_move_the_table_does_not_list_is_refused(target):
+    assert wrong_answers(target, TARGET_MOVES, listed=False) == []

@@ -8,6 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from environments.apps import HEALTH_SCHEDULE_NAME
+from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import Health, HealthChange, RemoteEnvironment, SettingsBlock
 from environments.tasks import check_environments_health
 from tests.support.http import Answer
@@ -79,6 +80,25 @@ def test_unhealthy_environment_exits_1_and_a_flip_is_recorded_with_its_time(http
     assert environment.last_health_changed_at == flips[-1].created_at
 
 
+def redirect_to_login(server) -> None:
+    """A health URL behind a login: 302 to a sign-in page that answers 200."""
+    server.answer("/health", Answer(302, headers={"Location": server.url("/login")}))
+    server.answer("/login", Answer(200, "<html>sign in</html>", headers={"Content-Type": "text/html"}))
+
+
+def test_a_health_url_redirecting_to_a_login_page_is_unhealthy(http_server):
+    redirect_to_login(http_server)
+    environment = http_environment("behind_login", http_server, health_check_url=http_server.url("/health"))
+
+    code, out = check("--environments", "behind_login", "--json")
+
+    assert code == 1
+    (report,) = json.loads(out)
+    assert report["ok"] is False
+    environment.refresh_from_db()
+    assert environment.last_health == Health.UNHEALTHY
+
+
 def test_an_environment_without_health_url_is_skipped_not_failed(http_server):
     environment = http_environment("no_url", http_server)
 
@@ -104,11 +124,25 @@ def test_connectivity_preflight_authenticates_over_ssh_and_runs_nothing(sshd, ma
 def test_connectivity_preflight_reports_an_unknown_host_key_with_its_fingerprint(
     sshd, make_ssh_environment, settings, tmp_path
 ):
-    from environments.connectors.ssh import fingerprint, parse_host_key
-
     (tmp_path / "known_hosts").write_text("")
     settings.SSH_KNOWN_HOSTS = str(tmp_path / "known_hosts")
     make_ssh_environment("stranger", "./init_aicore.sh")
+
+    code, out = check("--connectivity", "--json")
+
+    assert code == 1
+    (report,) = json.loads(out)
+    assert report["ok"] is False
+    assert report["detail"].startswith("host_key_unknown: ")
+    assert report["data"]["fingerprint"] == fingerprint(parse_host_key(sshd.host_public_key))
+
+
+@pytest.mark.parametrize("known_hosts", ["", "no-such-known-hosts"], ids=["unset", "missing_file"])
+def test_connectivity_preflight_without_a_known_hosts_file_or_pinned_key_refuses_the_host(
+    sshd, make_ssh_environment, settings, tmp_path, known_hosts
+):
+    settings.SSH_KNOWN_HOSTS = str(tmp_path / known_hosts) if known_hosts else ""
+    make_ssh_environment("fresh_machine", "./init_aicore.sh")
 
     code, out = check("--connectivity", "--json")
 
@@ -179,3 +213,12 @@ def test_the_scheduled_task_checks_enabled_environments_with_a_health_url(http_s
     assert check_environments_health() == 1
     assert RemoteEnvironment.objects.get(environment_id="checked").last_health == Health.HEALTHY
     assert RemoteEnvironment.objects.get(environment_id="disabled").last_health == Health.UNKNOWN
+
+
+def test_the_scheduled_task_counts_a_redirect_to_a_login_page_as_unhealthy(http_server):
+    redirect_to_login(http_server)
+    http_environment("behind_login", http_server, health_check_url=http_server.url("/health"))
+
+    check_environments_health()
+
+    assert RemoteEnvironment.objects.get(environment_id="behind_login").last_health == Health.UNHEALTHY

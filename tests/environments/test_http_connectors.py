@@ -1,9 +1,11 @@
 """http_api and webhook connectors against real HTTP servers on loopback. The retry
 policy is the coordinator's `deliver()`, which runs here without a database."""
 
+import base64
 import json
 import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
 from standardwebhooks import Webhook
@@ -270,6 +272,21 @@ def test_without_a_callback_url_the_run_ends_when_the_health_check_turns_healthy
     assert http_server.paths().count("/health") >= 3
 
 
+def test_without_a_callback_url_a_health_url_redirecting_to_a_login_page_never_counts_as_healthy(
+    http_server, monkeypatch
+):
+    monkeypatch.setattr("environments.connectors.http.HEALTH_POLL_SECONDS", 0.2)
+    http_server.answer("/api/deploy/init", Answer(202, "{}"))
+    http_server.answer("/health", Answer(302, headers={"Location": http_server.url("/login")}))
+    http_server.answer("/login", Answer(200, "<html>sign in</html>", headers={"Content-Type": "text/html"}))
+    target = api_target(http_server, timeout=1, health_check_url=http_server.url("/health"))
+
+    outcome = deliver(target, context(callback_url="", deadline=time.time() + 1), defaults(), Reporter())
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "timeout")
+    assert "/health" in http_server.paths()
+
+
 def test_a_slow_health_url_counts_as_unhealthy(http_server):
     http_server.answer("/api/deploy/init", FINISHED_OK)
     http_server.answer("/health", Answer(200, "{}", delay=3))
@@ -349,8 +366,20 @@ def test_webhook_never_shows_its_secret_or_signature_in_errors(http_server):
     assert target.webhook_secret not in outcome.message
 
 
-def test_signing_matches_the_spec_example_shape():
-    signature = sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_1", 1700000000, b'{"a":1}')
-    assert signature.startswith("v1,")
-    assert len(signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")) == 24
+def test_signing_reproduces_the_standard_webhooks_published_test_vector():
+    signature = sign(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}'
+    )
+    assert signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_signing_with_a_plain_secret_matches_the_reference_library_over_a_utf8_body():
+    body = json.dumps({"deployment_version": "v1.0.0-é", "n": 1}, ensure_ascii=False)
+    expected = Webhook(b"not-base64 secret").sign("msg_2Kx9", datetime.fromtimestamp(1700000000, UTC), body)
+
+    assert sign("not-base64 secret", "msg_2Kx9", 1700000000, body.encode("utf-8")) == expected
+
+
+def test_a_whsec_secret_is_its_base64_decoded_bytes_and_any_other_its_utf8_bytes():
+    assert signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") == base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     assert signing_key("plain") == b"plain"

@@ -6,9 +6,10 @@ import contextlib
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db import DatabaseError, connection
 from django.db.models.signals import pre_save
 
-from environments.models import Health, RemoteEnvironment
+from environments.models import Health, RemoteEnvironment, SettingsBlock
 from environments.services import (
     environment_pin_host_key,
     environment_prepare,
@@ -172,3 +173,89 @@ def test_saving_an_environment_deleted_meanwhile_is_a_validation_error_naming_it
 
     assert "deleted meanwhile" in caught.value.message_dict["environment_id"][0]
     assert not RemoteEnvironment.objects.filter(environment_id="linux_001").exists()
+
+
+# --- The import's all-or-nothing when a write fails half-way ------------------------------
+
+REFUSED_ID = "refused_by_the_database"
+
+
+def refusing_trigger_sql(vendor: str, table: str) -> tuple[list[str], list[str]]:
+    """The statements that create, then drop, a trigger rejecting REFUSED_ID's insert."""
+    if vendor == "postgresql":
+        return [
+            "CREATE FUNCTION pa_test_refuse_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.environment_id = '{REFUSED_ID}' THEN RAISE EXCEPTION 'refused by the test'; END IF; "
+            "RETURN NEW; END $$",
+            f"CREATE TRIGGER pa_test_refuse_insert BEFORE INSERT ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION pa_test_refuse_insert()",
+        ], [
+            f"DROP TRIGGER IF EXISTS pa_test_refuse_insert ON {table}",
+            "DROP FUNCTION IF EXISTS pa_test_refuse_insert()",
+        ]
+    return [
+        f"CREATE TRIGGER pa_test_refuse_insert BEFORE INSERT ON {table} "
+        f"WHEN NEW.environment_id = '{REFUSED_ID}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    ], ["DROP TRIGGER IF EXISTS pa_test_refuse_insert"]
+
+
+@pytest.fixture
+def database_refusing_an_insert():
+    """A trigger on this test's database that rejects inserting the environment
+    REFUSED_ID: a write failing after others succeeded (a constraint, a full disk)."""
+    create, drop = refusing_trigger_sql(connection.vendor, RemoteEnvironment._meta.db_table)
+    with connection.cursor() as cursor:
+        for statement in create:
+            cursor.execute(statement)
+    yield
+    with connection.cursor() as cursor:
+        for statement in drop:
+            cursor.execute(statement)
+
+
+def stored_state() -> dict:
+    """Every column of every environment and settings block."""
+    columns = [field.attname for field in RemoteEnvironment._meta.concrete_fields]
+    return {
+        "environments": {
+            environment.environment_id: {name: getattr(environment, name) for name in columns}
+            for environment in RemoteEnvironment.objects.all()
+        },
+        "blocks": {block.name: (block.values, block.updated_at) for block in SettingsBlock.objects.all()},
+    }
+
+
+def ssh_entry(environment_id: str, **fields) -> dict:
+    return {
+        "environment_id": environment_id,
+        "environment_type": "linux_local",
+        "connection_method": "ssh",
+        "host": "127.0.0.1",
+        "username": "deploy",
+        "ssh_key_path": "/keys/id_ed25519",
+        **fields,
+    }
+
+
+# Transactional: inside the test's own transaction a broken import's leftovers would be
+# hidden behind that transaction's error instead of showing in the rows.
+@pytest.mark.django_db(transaction=True)
+def test_an_import_whose_write_fails_half_way_writes_nothing_settings_blocks_included(
+    environment, database_refusing_an_insert
+):
+    SettingsBlock.objects.create(name="default_settings", values={"timeout": 60})
+    before = stored_state()
+    data = {
+        "default_settings": {"timeout": 120},
+        "deployment_settings": {"parallel_limit": 8},
+        "environments": [
+            ssh_entry("written_first"),
+            ssh_entry(REFUSED_ID),
+            ssh_entry("linux_001", description="changed by the file"),
+        ],
+    }
+
+    with pytest.raises((DatabaseError, ValidationError)):
+        environments_import(data=data)
+
+    assert stored_state() == before
