@@ -372,8 +372,8 @@ class Agent:
         """Start a run unless one is running. Returns (status, response body).
 
         1. A repeated Idempotency-Key (the run in progress or the last one) gets 202 again.
-        2. A webhook-id already seen gets 409 and no run.
-        3. A run in progress makes it 409 busy.
+        2. A webhook-id already seen gets 409 `"duplicate": true` and no run.
+        3. A run in progress makes it 409 busy, `"duplicate": false`.
         4. Otherwise the script starts; only then is the webhook-id remembered, so a delivery
            refused as busy can be redelivered later with the same id.
         """
@@ -384,9 +384,11 @@ class Agent:
             if webhook_id is not None:
                 self._forget_old_webhook_ids()
                 if webhook_id in self.webhook_ids:
-                    return 409, {"error": "duplicate delivery", "webhook_id": webhook_id}
+                    return 409, {"error": "duplicate delivery", "duplicate": True, "webhook_id": webhook_id}
             if self.running is not None:
-                return 409, {"error": "busy", "running_coordination_id": self.running.coordination_id}
+                # "duplicate": false tells a retrying coordinator this is another run, not its own.
+                running = self.running.coordination_id
+                return 409, {"error": "busy", "duplicate": False, "running_coordination_id": running}
             source = "webhook" if webhook_id is not None else "http_api"
             try:
                 run = Run(self, request, idempotency_key, source)

@@ -82,7 +82,7 @@ def raise_for_answer(response: requests.Response, url: str, context: DeploymentC
     status = response.status_code
     body = excerpt(response.text, *secrets)
     if status == 409:
-        if context.attempt > 1:
+        if context.attempt > 1 and is_duplicate_answer(response):
             return  # an earlier attempt got through; its run is the one to wait for
         raise ConnectorError(f"HTTP 409 from {url}: the agent is busy: {body}", reason="busy", permanent=True)
     if status in (401, 403):
@@ -93,6 +93,16 @@ def raise_for_answer(response: requests.Response, url: str, context: DeploymentC
         raise ConnectorError(f"HTTP {status} from {url}: {body}", reason="server_error", permanent=False)
     if status >= 300:
         raise ConnectorError(f"HTTP {status} from {url}: {body}", reason="rejected", permanent=True)
+
+
+def is_duplicate_answer(response: requests.Response) -> bool:
+    """A 409 that says this very delivery was already accepted (`"duplicate": true`; older
+    agents: `"error": "duplicate delivery"`), not that the agent is busy with another run."""
+    try:
+        data = response.json()
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and (data.get("duplicate") is True or data.get("error") == "duplicate delivery")
 
 
 def parse_finished_run(response: requests.Response, url: str) -> RunResult:

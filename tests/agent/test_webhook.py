@@ -130,7 +130,7 @@ def test_replayed_webhook_id_is_refused_and_runs_once(start_agent, webhook_body,
     response = deliver(agent, webhook_body(), secret=WHSEC, webhook_id="msg_once")
 
     assert response.status == 409
-    assert response.json == {"error": "duplicate delivery", "webhook_id": "msg_once"}
+    assert response.json == {"error": "duplicate delivery", "duplicate": True, "webhook_id": "msg_once"}
     assert agent.runs() == 1
 
 
@@ -168,7 +168,8 @@ def test_delivery_refused_as_busy_can_be_redelivered_with_the_same_id(start_agen
     redelivered = deliver(agent, webhook_body(coordination_id="second"), secret=WHSEC, webhook_id="msg_b")
 
     assert busy.status == 409
-    assert busy.json == {"error": "busy", "running_coordination_id": "first"}
+    assert busy.json == {"error": "busy", "duplicate": False, "running_coordination_id": "first"}
     assert redelivered.status == 202
     callback_receiver.wait_for_calls(2)
     assert agent.runs() == 2
+

@@ -14,6 +14,7 @@ from environments.config import DeploymentDefaults
 from environments.connectors import ConnectorError, DeploymentContext, Target
 from environments.connectors.http_api import HTTPAPIConnector
 from environments.connectors.webhook import WebhookConnector, sign, signing_key
+from tests.support.agent import BLOCKING_SCRIPT, Agent, request as agent_request
 from tests.support.http import Answer, silent_server
 
 TOKEN = "agent-token-5d1e-never-in-messages"
@@ -237,14 +238,46 @@ def test_409_on_a_first_attempt_means_the_agent_is_busy(http_server):
     assert "deploy_x" in outcome.message
 
 
-def test_409_on_a_retry_means_the_first_attempt_got_through(http_server):
-    http_server.answer("/api/deploy/init", Answer(502, "bad gateway"), Answer(409, '{"error": "duplicate"}'))
+def test_409_duplicate_on_a_retry_means_the_first_attempt_got_through(http_server):
+    duplicate = Answer(409, '{"error": "duplicate delivery", "duplicate": true, "webhook_id": "msg_1"}')
+    http_server.answer("/api/deploy/init", Answer(502, "bad gateway"), duplicate)
     reporter = Reporter(callback={"success": True, "exit_code": 0, "output": ""})
 
     outcome = deliver(api_target(http_server), context(), defaults(), reporter)
 
     assert outcome.status == T.SUCCEEDED
     assert reporter.waited
+
+
+def test_409_busy_on_a_retry_fails_as_busy_instead_of_waiting_for_a_callback(http_server):
+    busy = Answer(409, '{"error": "busy", "duplicate": false, "running_coordination_id": "deploy_other"}')
+    http_server.answer("/api/deploy/init", Answer(502, "bad gateway"), busy)
+    reporter = Reporter()
+
+    outcome = deliver(api_target(http_server), context(deadline=time.time() + 3), defaults(), reporter)
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "busy")
+    assert "deploy_other" in outcome.message
+    assert not reporter.waited
+
+
+def test_a_retry_to_the_real_agent_busy_with_another_run_fails_as_busy(tmp_path):
+    agent = Agent(tmp_path / "agent", BLOCKING_SCRIPT, token=TOKEN)
+    try:
+        other = {"action": "init_local_environment", "coordination_id": "deploy_other", "timeout": 30}
+        headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "deploy_other:docker_local_001"}
+        assert agent_request(agent.port, "POST", "/api/deploy/init", other, headers).status == 202
+        reporter = Reporter()
+
+        with pytest.raises(ConnectorError) as raised:
+            HTTPAPIConnector().run(api_target(agent), context(attempt=2, deadline=time.time() + 3), reporter)
+
+        assert raised.value.reason == "busy"
+        assert "deploy_other" in raised.value.message
+        assert not reporter.waited
+    finally:
+        (tmp_path / "agent" / "release").touch()
+        agent.stop()
 
 
 def test_without_a_callback_url_the_run_ends_when_the_health_check_turns_healthy(http_server, monkeypatch):
@@ -344,3 +377,4 @@ def test_signing_matches_the_spec_example_shape():
     assert signature.startswith("v1,")
     assert len(signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")) == 24
     assert signing_key("plain") == b"plain"
+
