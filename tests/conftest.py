@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.http import HTTPServer
+from tests.support.http import HTTPServer, HugeBodyServer
 from tests.support.processes import ROOT, QCluster, Web, process_environment
 from tests.support.sshd import start_sshd, stop_sshd
 
@@ -56,6 +56,20 @@ def http_server():
     server = HTTPServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def huge_body_server():
+    """Start loopback servers answering with a huge or endless body (HugeBodyServer)."""
+    servers: list[HugeBodyServer] = []
+
+    def start(**kwargs) -> HugeBodyServer:
+        servers.append(server := HugeBodyServer(**kwargs))
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
 
 
 @pytest.fixture

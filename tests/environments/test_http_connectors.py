@@ -15,7 +15,7 @@ from environments.connectors import ConnectorError, DeploymentContext, Target
 from environments.connectors.http_api import HTTPAPIConnector
 from environments.connectors.webhook import WebhookConnector, sign, signing_key
 from tests.support.agent import BLOCKING_SCRIPT, Agent, request as agent_request
-from tests.support.http import Answer, silent_server
+from tests.support.http import Answer, finishes, silent_server
 
 TOKEN = "agent-token-5d1e-never-in-messages"
 CALLBACK = "http://127.0.0.1:9/api/deployment/callback/tok-abc/"
@@ -378,3 +378,45 @@ def test_signing_matches_the_spec_example_shape():
     assert len(signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")) == 24
     assert signing_key("plain") == b"plain"
 
+
+# --- answers of any size ---------------------------------------------------------------------
+
+HUGE_BOUND = 20 * 1024 * 1024  # well under the 50 MB bodies, above what loopback socket buffers hold
+
+
+def test_an_http_api_500_with_a_50_mb_body_is_retried_with_bounded_reads_and_a_short_excerpt(huge_body_server):
+    server = huge_body_server(status=500)
+
+    outcome = deliver(api_target(server), context(), defaults(retry_count=1), Reporter())
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "server_error")
+    assert "HTTP 500" in outcome.message
+    assert len(outcome.message) < 1000
+    assert server.requests == 2
+    assert server.sent < HUGE_BOUND
+
+
+def test_a_webhook_400_with_an_endless_body_is_rejected_without_hanging(huge_body_server):
+    server = huge_body_server(status=400, size=None)
+
+    outcome = finishes(lambda: deliver(webhook_target(server), context(), defaults(), Reporter()))
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "rejected")
+    assert "HTTP 400" in outcome.message
+
+
+def test_an_http_api_200_larger_than_a_run_result_can_be_is_a_bad_response(huge_body_server):
+    server = huge_body_server(status=200)
+
+    outcome = deliver(api_target(server), context(), defaults(), Reporter())
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "bad_response")
+    assert server.sent < HUGE_BOUND
+
+
+def test_the_preflight_of_an_endpoint_answering_an_endless_body_ends_with_its_status(huge_body_server):
+    server = huge_body_server(status=404, size=None)
+
+    detail = finishes(lambda: HTTPAPIConnector().check(api_target(server), context()))
+
+    assert detail.endswith("answers (HTTP 404)")
