@@ -28,7 +28,7 @@ run: install
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	@echo "PowerAutomation on http://$(HOST):$(PORT)/admin/ (Ctrl-C stops web and worker)"
 	@trap 'kill -TERM $$web $$worker 2>/dev/null; wait' INT TERM EXIT; \
-	$(VENV)/bin/gunicorn powerautomation.wsgi --bind $(HOST):$(PORT) --workers 2 --threads 4 --access-logfile - & web=$$!; \
+	$(VENV)/bin/gunicorn -c powerautomation/gunicorn.conf.py powerautomation.wsgi --bind $(HOST):$(PORT) --workers 2 --threads 4 --access-logfile - & web=$$!; \
 	$(PY) manage.py qcluster & worker=$$!; \
 	wait -n $$web $$worker
 

@@ -6,7 +6,7 @@ cannot reach over SSH. One file, Python standard library only (3.9+), macOS, Lin
 
     python3 powerautomation_agent.py --port 8082 --script ./init_aicore.sh --token-file token.txt \
         [--webhook-secret-file secret.txt] [--bind 127.0.0.1] [--working-directory DIR] \
-        [--interpreter PATH] [--max-timeout 3600]
+        [--interpreter PATH] [--max-timeout 3600] [--state-file PATH]
 
 Endpoints:
     POST /api/deploy/init   Authorization: Bearer <token>; optional Idempotency-Key header
@@ -49,6 +49,7 @@ MAX_FIELD_CHARS = 1000
 WEBHOOK_TOLERANCE_SECONDS = 5 * 60
 WEBHOOK_ID_MEMORY_SECONDS = 10 * 60
 WEBHOOK_ID_MEMORY_SIZE = 10000
+STATE_FILE_NAME = "powerautomation-agent-webhook-ids.json"
 CALLBACK_BACKOFF_SECONDS = (1, 2, 4, 8)  # between the 5 attempts
 CALLBACK_TIMEOUT_SECONDS = 10
 TERMINATE_GRACE_SECONDS = 5
@@ -351,11 +352,66 @@ def send_callback(url: str, result: dict, coordination_id: str) -> str:
 # --- The agent ---------------------------------------------------------------------------------
 
 
+class WebhookIds:
+    """The webhook-ids that started a run in the last WEBHOOK_ID_MEMORY_SECONDS (at most
+    WEBHOOK_ID_MEMORY_SIZE), kept in a small JSON file so a delivery replayed after the agent
+    restarts is still refused. Wall-clock times, pruned by age on every load and save."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self.seen: collections.OrderedDict[str, float] = collections.OrderedDict()
+        if path:
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                stored = json.load(handle)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log(f"webhook-id file {self.path}: unreadable ({type(exc).__name__}); starting with none remembered")
+            return
+        if isinstance(stored, dict):
+            entries = [(k, v) for k, v in stored.items() if isinstance(k, str) and isinstance(v, (int, float))]
+            self.seen.update(sorted(entries, key=lambda entry: entry[1]))
+        self._prune()
+
+    def _prune(self) -> None:
+        cutoff = time.time() - WEBHOOK_ID_MEMORY_SECONDS
+        while self.seen and (next(iter(self.seen.values())) < cutoff or len(self.seen) > WEBHOOK_ID_MEMORY_SIZE):
+            self.seen.popitem(last=False)
+
+    def __contains__(self, webhook_id: str) -> bool:
+        self._prune()
+        return webhook_id in self.seen
+
+    def remember(self, webhook_id: str) -> None:
+        self.seen[webhook_id] = time.time()
+        self._prune()
+        if not self.path:
+            return
+        temporary = f"{self.path}.tmp"
+        try:
+            with open(temporary, "w", encoding="utf-8") as handle:
+                json.dump(dict(self.seen), handle)
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            log(f"webhook-id file {self.path}: cannot write it ({type(exc).__name__}); remembered in memory only")
+
+
 class Agent:
     """What the agent knows: its configuration, the run in progress and the most recent one."""
 
     def __init__(
-        self, *, command: list, working_directory: str, token: str, webhook_secret: str | None, max_timeout: int
+        self,
+        *,
+        command: list,
+        working_directory: str,
+        token: str,
+        webhook_secret: str | None,
+        max_timeout: int,
+        state_file: str | None = None,
     ):
         self.command = command
         self.working_directory = working_directory
@@ -366,14 +422,14 @@ class Agent:
         self.running: Run | None = None
         self.recent: Run | None = None  # the run in progress, or the last one to start
         self.last: dict | None = None
-        self.webhook_ids: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self.webhook_ids = WebhookIds(state_file)
 
     def trigger(self, request: dict, *, idempotency_key: str | None = None, webhook_id: str | None = None):
         """Start a run unless one is running. Returns (status, response body).
 
         1. A repeated Idempotency-Key (the run in progress or the last one) gets 202 again.
-        2. A webhook-id already seen gets 409 and no run.
-        3. A run in progress makes it 409 busy.
+        2. A webhook-id already seen gets 409 `"duplicate": true` and no run.
+        3. A run in progress makes it 409 busy, `"duplicate": false`.
         4. Otherwise the script starts; only then is the webhook-id remembered, so a delivery
            refused as busy can be redelivered later with the same id.
         """
@@ -381,12 +437,12 @@ class Agent:
             recent = self.recent
             if idempotency_key and recent is not None and recent.idempotency_key == idempotency_key:
                 return 202, {"accepted": True, "duplicate": True, "coordination_id": recent.coordination_id}
-            if webhook_id is not None:
-                self._forget_old_webhook_ids()
-                if webhook_id in self.webhook_ids:
-                    return 409, {"error": "duplicate delivery", "webhook_id": webhook_id}
+            if webhook_id is not None and webhook_id in self.webhook_ids:
+                return 409, {"error": "duplicate delivery", "duplicate": True, "webhook_id": webhook_id}
             if self.running is not None:
-                return 409, {"error": "busy", "running_coordination_id": self.running.coordination_id}
+                # "duplicate": false tells a retrying coordinator this is another run, not its own.
+                running = self.running.coordination_id
+                return 409, {"error": "busy", "duplicate": False, "running_coordination_id": running}
             source = "webhook" if webhook_id is not None else "http_api"
             try:
                 run = Run(self, request, idempotency_key, source)
@@ -394,17 +450,10 @@ class Agent:
                 log(f"run {request['coordination_id']}: could not start the script: {exc}")
                 return 500, {"error": f"could not start the script: {type(exc).__name__}: {exc.strerror}"}
             if webhook_id is not None:
-                self.webhook_ids[webhook_id] = time.monotonic()
-                while len(self.webhook_ids) > WEBHOOK_ID_MEMORY_SIZE:
-                    self.webhook_ids.popitem(last=False)
+                self.webhook_ids.remember(webhook_id)
             self.running = self.recent = run
             run.start()
             return 202, {"accepted": True, "coordination_id": run.coordination_id}
-
-    def _forget_old_webhook_ids(self) -> None:
-        cutoff = time.monotonic() - WEBHOOK_ID_MEMORY_SECONDS
-        while self.webhook_ids and next(iter(self.webhook_ids.values())) < cutoff:
-            self.webhook_ids.popitem(last=False)
 
     def run_finished(self, run: Run, summary: dict) -> None:
         with self.lock:
@@ -608,6 +657,11 @@ def parse_arguments(argv: list | None = None) -> argparse.Namespace:
     parser.add_argument("--working-directory", help="where the script runs (default: the script's folder)")
     parser.add_argument("--interpreter", help="run [INTERPRETER, SCRIPT], e.g. Git Bash's bash.exe on Windows")
     parser.add_argument("--max-timeout", type=int, default=3600, help="upper bound on a run, seconds (default 3600)")
+    parser.add_argument(
+        "--state-file",
+        help="where the webhook-ids seen in the last 10 minutes are kept across restarts "
+        "(default: powerautomation-agent-webhook-ids.json beside the webhook secret file)",
+    )
     args = parser.parse_args(argv)
 
     if not 0 <= args.port <= 65535:
@@ -632,6 +686,12 @@ def parse_arguments(argv: list | None = None) -> argparse.Namespace:
             webhook_key(args.webhook_secret)
         except (binascii.Error, ValueError):
             parser.error(f"--webhook-secret-file {args.webhook_secret_file}: not a valid 'whsec_<base64>' secret")
+        if args.state_file is None:
+            folder = os.path.dirname(os.path.abspath(args.webhook_secret_file))
+            args.state_file = os.path.join(folder, STATE_FILE_NAME)
+        folder = os.path.dirname(os.path.abspath(args.state_file))
+        if not os.access(folder, os.W_OK):
+            parser.error(f"--state-file {args.state_file}: cannot write in {folder} (pass a writable --state-file)")
     return args
 
 
@@ -657,6 +717,7 @@ def main(argv: list | None = None) -> int:
         token=args.token,
         webhook_secret=args.webhook_secret,
         max_timeout=args.max_timeout,
+        state_file=args.state_file,
     )
     try:
         server = make_server(agent, args.bind, args.port)

@@ -22,6 +22,7 @@ from deployments.models import Coordination, CoordinationStatus as C, Stage, Sta
 from deployments.notification_policy import notification_url, retry_delay
 from deployments.selectors import coordinations_listed
 from deployments.transitions import note
+from environments import http_answers
 from environments.connectors.http import excerpt, json_body
 from environments.connectors.webhook import sign
 
@@ -88,7 +89,7 @@ def delivery_id(coordination: Coordination) -> str:
     return f"msg_{digest[:32]}"
 
 
-def _post(url: str, body: bytes, webhook_id: str) -> requests.Response:
+def _post(url: str, body: bytes, webhook_id: str) -> http_answers.Answer:
     headers = {"Content-Type": "application/json"}
     secret = settings.NOTIFICATION_WEBHOOK_SECRET
     if secret:
@@ -101,7 +102,8 @@ def _post(url: str, body: bytes, webhook_id: str) -> requests.Response:
             }
         )
     timeout = settings.NOTIFICATION_TIMEOUT_SECONDS
-    return requests.post(
+    return http_answers.request(
+        "POST",
         url,
         data=body,
         headers=headers,

@@ -13,6 +13,7 @@ from django.utils import timezone
 from deployments.models import (
     COORDINATION_TERMINAL,
     TARGET_TERMINAL,
+    CallbackToken,
     Coordination,
     CoordinationStatus as C,
     CoordinationTarget,
@@ -85,6 +86,11 @@ def transition(
         if not moved:
             return False
         target = obj if isinstance(obj, CoordinationTarget) else None
+        if new_status in terminal:
+            # An agent's callback credential ends with its target or its coordination: a
+            # late or forged callback (after a cancel, a timeout, a result) finds no token.
+            ended = {"target_id": obj.pk} if target else {"target__coordination_id": obj.pk}
+            CallbackToken.objects.filter(**ended).delete()
         StageEvent.objects.create(
             coordination_id=target.coordination_id if target else obj.pk,
             target=target,

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import requests
 
+from environments import http_answers
+
 
 @dataclass(frozen=True)
 class HealthResult:
@@ -33,7 +35,10 @@ def check_health(
             return HealthResult(False, f"{detail}; stopped before the next try", latency_ms)
         started = time.monotonic()
         try:
-            response = requests.get(url, timeout=timeout, allow_redirects=False, verify=ca_bundle or True)
+            # The body is never needed: at most a few KiB are read, then the connection closes.
+            response = http_answers.request(
+                "GET", url, timeout=timeout, allow_redirects=False, verify=ca_bundle or True
+            )
         except requests.RequestException as exc:
             detail = f"GET {url}: {type(exc).__name__}"
             continue

@@ -422,9 +422,36 @@ if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Request paths can hold an agent's callback token: blanked on Django's request loggers
+    # (before any handler, ours or another's) and on our handler (whatever logged it).
+    "filters": {"callback_tokens": {"()": "powerautomation.log_redaction.RedactCallbackTokens"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["callback_tokens"]},
+        # runserver's request lines, as Django's default logging writes them.
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "django.server",
+            "filters": ["callback_tokens"],
+        },
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    # paramiko logs every transport error with tracebacks; our connector reports them.
-    "loggers": {"paramiko": {"level": "WARNING"}},
+    "loggers": {
+        "django.request": {"filters": ["callback_tokens"]},
+        "django.server": {
+            "handlers": ["django.server"],
+            "level": "INFO",
+            "propagate": False,
+            "filters": ["callback_tokens"],
+        },
+        # paramiko logs every transport error with tracebacks; our connector reports them.
+        "paramiko": {"level": "WARNING"},
+    },
 }

@@ -8,7 +8,7 @@ from deployments.models import Coordination, TriggerSource
 from deployments.services import coordination_start
 from deployments.tasks import run_coordination
 from environments.models import RemoteEnvironment, SettingsBlock
-from tests.support.http import Answer, HTTPServer
+from tests.support.http import Answer, HTTPServer, HugeBodyServer
 from tests.support.processes import ROOT, QCluster, Web, process_environment
 from tests.support.sshd import start_sshd, stop_sshd
 
@@ -60,6 +60,20 @@ def http_server():
     server = HTTPServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def huge_body_server():
+    """Start loopback servers answering with a huge or endless body (HugeBodyServer)."""
+    servers: list[HugeBodyServer] = []
+
+    def start(**kwargs) -> HugeBodyServer:
+        servers.append(server := HugeBodyServer(**kwargs))
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
 
 
 @pytest.fixture

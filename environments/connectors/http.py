@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 
 import requests
 
+from environments import http_answers
 from environments.connectors.base import ConnectorError, DeploymentContext, Reporter, RunResult, Target
+from environments.http_answers import Answer
 
 HEALTH_POLL_SECONDS = 5.0
 EXCERPT_CHARS = 200
@@ -21,6 +23,9 @@ NOT_VERIFIED = "delivered, not verified"
 # The key of an agent's answer body in a ConnectorError's (and a StageEvent's) data.
 RESPONSE_EXCERPT = "response_excerpt"
 BODY_HIDDEN = "response body: ADMINs only"
+# A finished run's answer carries the script's output (the agent keeps its last 64 KiB;
+# JSON escaping can double it); any other answer is read up to http_answers.ANSWER_BYTES.
+RUN_RESULT_BYTES = 256 * 1024
 
 
 def utc_timestamp() -> str:
@@ -39,16 +44,19 @@ def excerpt(text: str, *secrets: str) -> str:
 
 def post_trigger(
     url: str, *, body: bytes, headers: dict, context: DeploymentContext, secrets: tuple[str, ...]
-) -> requests.Response:
-    """POST the trigger; map transport failures to ConnectorError (retryable or not)."""
+) -> Answer:
+    """POST the trigger (reading at most RUN_RESULT_BYTES of the answer); map transport
+    failures to ConnectorError (retryable or not)."""
     remaining = context.deadline - time.time() if context.deadline else context.request_timeout
     if remaining <= 0:
         raise ConnectorError(
             "the environment's timeout passed before the trigger was sent", reason="timeout", permanent=True
         )
     try:
-        return requests.post(
+        return http_answers.request(
+            "POST",
             url,
+            limit=RUN_RESULT_BYTES,
             data=body,
             headers={"Content-Type": "application/json", **headers},
             timeout=(context.connect_timeout, min(context.request_timeout, max(remaining, 1.0))),
@@ -80,12 +88,12 @@ def _connection_detail(exc: Exception) -> str:
     return type(exc).__name__
 
 
-def raise_for_answer(response: requests.Response, url: str, context: DeploymentContext, secrets: tuple) -> None:
+def raise_for_answer(response: Answer, url: str, context: DeploymentContext, secrets: tuple) -> None:
     """Errors for the answers that are not an acceptance or a finished run. The body the
     agent answered could hold anything, so it stays out of the message (which VIEWERs
     read): it goes in the error's data as `response_excerpt`, which only ADMINs see."""
     status = response.status_code
-    if status == 409 and context.attempt > 1:
+    if status == 409 and context.attempt > 1 and is_duplicate_answer(response):
         return  # an earlier attempt got through; its run is the one to wait for
     if status == 409:
         what, reason, permanent = "the agent is busy", "busy", True
@@ -101,26 +109,38 @@ def raise_for_answer(response: requests.Response, url: str, context: DeploymentC
         f"HTTP {status} from {url}: {what} ({BODY_HIDDEN})",
         reason=reason,
         permanent=permanent,
-        data={"status_code": status, RESPONSE_EXCERPT: excerpt(response.text, *secrets)},
+        data={"status_code": status, RESPONSE_EXCERPT: excerpt(response.text[: http_answers.ANSWER_BYTES], *secrets)},
     )
 
 
-def parse_finished_run(response: requests.Response, url: str) -> RunResult:
-    """A `200` from an http_api agent: `{"success": bool, "exit_code": int, "output": str}`."""
+def is_duplicate_answer(response: Answer) -> bool:
+    """A 409 that says this very delivery was already accepted (`"duplicate": true`; older
+    agents: `"error": "duplicate delivery"`), not that the agent is busy with another run."""
+    try:
+        data = response.json()
+    except ValueError:
+        return False
+    return isinstance(data, dict) and (data.get("duplicate") is True or data.get("error") == "duplicate delivery")
+
+
+def parse_finished_run(response: Answer, url: str) -> tuple[RunResult, str]:
+    """A `200` from an http_api agent: `{"success": bool, "exit_code": int, "output": str}`
+    (at most RUN_RESULT_BYTES). Returns the result and the output."""
     try:
         data = response.json()
     except ValueError:
         data = None
     if not isinstance(data, dict) or not isinstance(data.get("success"), bool):
+        cut = "" if response.complete else f", or larger than {RUN_RESULT_BYTES} bytes"
         raise ConnectorError(
-            f'HTTP 200 from {url} without a run result ({{"success", "exit_code", "output"}})',
+            f'HTTP 200 from {url} without a run result ({{"success", "exit_code", "output"}}{cut})',
             reason="bad_response",
             permanent=True,
         )
     exit_code = data.get("exit_code")
     if isinstance(exit_code, bool) or not isinstance(exit_code, int):
         exit_code = 0 if data["success"] else 1
-    return RunResult(exit_code=exit_code)
+    return RunResult(exit_code=exit_code), finished_output(data)
 
 
 def finished_output(data: dict) -> str:
@@ -153,7 +173,8 @@ def await_completion(target: Target, context: DeploymentContext, reporter: Repor
 def _await_healthy(target: Target, context: DeploymentContext, reporter: Reporter) -> RunResult:
     while True:
         try:
-            response = requests.get(
+            response = http_answers.request(
+                "GET",
                 target.health_check_url,
                 timeout=context.connect_timeout,
                 allow_redirects=False,
@@ -179,7 +200,8 @@ def check_answers(url: str, context: DeploymentContext, headers: dict | None = N
     """Connectivity preflight: any HTTP answer below 500 means the endpoint is there. A GET
     triggers nothing (the agents only act on POST)."""
     try:
-        response = requests.get(
+        response = http_answers.request(
+            "GET",
             url,
             headers=headers or {},
             timeout=(context.connect_timeout, context.connect_timeout),

@@ -51,9 +51,8 @@ class HTTPAPIConnector:
         raise_for_answer(response, url, context, secrets)
         if response.status_code == 200:
             reporter.script_started(f"POST {url}: the agent ran the script")
-            result = parse_finished_run(response, url)
-            output = response.json().get("output")
-            if isinstance(output, str) and output:
+            result, output = parse_finished_run(response, url)
+            if output:
                 reporter.output(output if output.endswith("\n") else output + "\n")
             return result
         return await_completion(target, context, reporter, f"POST {url}: accepted (HTTP {response.status_code})")

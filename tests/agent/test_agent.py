@@ -204,7 +204,7 @@ def test_second_trigger_while_one_runs_is_busy(start_agent, trigger_body, callba
     response = agent.trigger(trigger_body(coordination_id="second"))
 
     assert response.status == 409
-    assert response.json == {"error": "busy", "running_coordination_id": "first"}
+    assert response.json == {"error": "busy", "duplicate": False, "running_coordination_id": "first"}
     (agent.home / "release").touch()
     callback_receiver.wait_for_calls(1)
     assert agent.runs() == 1

@@ -9,7 +9,14 @@ import time
 
 import pytest
 
-from tests.support.agent import BLOCKING_SCRIPT, wait_until
+from tests.support.agent import (
+    BLOCKING_SCRIPT,
+    DEFAULT_SCRIPT,
+    launch_agent,
+    run_agent_command,
+    wait_until,
+    write_script,
+)
 
 WHSEC = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 PLAIN_SECRET = "a plain shared secret"
@@ -138,7 +145,7 @@ def test_replayed_webhook_id_is_refused_and_runs_once(start_agent, webhook_body,
     response = deliver(agent, webhook_body(), secret=WHSEC, webhook_id="msg_once")
 
     assert response.status == 409
-    assert response.json == {"error": "duplicate delivery", "webhook_id": "msg_once"}
+    assert response.json == {"error": "duplicate delivery", "duplicate": True, "webhook_id": "msg_once"}
     assert agent.runs() == 1
 
 
@@ -176,7 +183,48 @@ def test_delivery_refused_as_busy_can_be_redelivered_with_the_same_id(start_agen
     redelivered = deliver(agent, webhook_body(coordination_id="second"), secret=WHSEC, webhook_id="msg_b")
 
     assert busy.status == 409
-    assert busy.json == {"error": "busy", "running_coordination_id": "first"}
+    assert busy.json == {"error": "busy", "duplicate": False, "running_coordination_id": "first"}
     assert redelivered.status == 202
     callback_receiver.wait_for_calls(2)
     assert agent.runs() == 2
+
+
+def test_a_delivery_replayed_after_the_agent_restarts_is_refused_and_runs_once(
+    tmp_path, webhook_body, callback_receiver
+):
+    body, home = webhook_body(), tmp_path / "agent"
+    first = launch_agent(home, tmp_path / "first.log", DEFAULT_SCRIPT, webhook_secret=WHSEC)
+    try:
+        first.wait_listening()
+        timestamp = int(time.time())
+        signature = sign(WHSEC, "msg_replayed", timestamp, body)
+        replay = {"secret": WHSEC, "webhook_id": "msg_replayed", "timestamp": timestamp, "signature": signature}
+        assert deliver(first, body, **replay).status == 202
+        callback_receiver.wait_for_calls(1)
+        first.wait_idle()
+    finally:
+        first.stop()
+    second = launch_agent(home, tmp_path / "second.log", DEFAULT_SCRIPT, webhook_secret=WHSEC)
+    try:
+        second.wait_listening()
+
+        response = deliver(second, body, **replay)
+
+        assert response.status == 409
+        assert response.json["error"] == "duplicate delivery"
+        assert second.runs() == 1
+    finally:
+        second.stop()
+
+
+def test_the_agent_refuses_to_start_when_it_cannot_keep_the_webhook_ids(tmp_path):
+    script = write_script(tmp_path / "init_aicore.sh", DEFAULT_SCRIPT)
+    (tmp_path / "token.txt").write_text("t\n")
+    (tmp_path / "secret.txt").write_text(WHSEC + "\n")
+    args = ["--port", "0", "--script", str(script), "--token-file", str(tmp_path / "token.txt")]
+    args += ["--webhook-secret-file", str(tmp_path / "secret.txt"), "--state-file", "/nonexistent/ids.json"]
+
+    result = run_agent_command(args)
+
+    assert result.returncode == 2
+    assert "--state-file /nonexistent/ids.json: cannot write" in result.stderr

@@ -7,8 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from deployments.models import CallbackToken, CoordinationTarget, TriggerSource
-from deployments.services import coordination_start
+from deployments.models import CallbackToken, CoordinationTarget, TargetStatus, TriggerSource
+from deployments.services import coordination_cancel, coordination_start
+from deployments.transitions import transition
 from environments.models import RemoteEnvironment
 
 pytestmark = pytest.mark.django_db
@@ -106,3 +107,61 @@ def test_long_output_keeps_its_tail(client, target, settings):
     output = CallbackToken.objects.get(target=target).result["output"]
     assert len(output) == 1024
     assert output.endswith("THE END")
+
+
+def test_a_callback_after_its_target_was_cancelled_gets_404_and_changes_nothing(client, target):
+    coordination_cancel(coordination=target.coordination)
+
+    response = post(client, TOKEN, {"success": True, "exit_code": 0, "output": "forged"})
+
+    assert response.status_code == 404
+    target.refresh_from_db()
+    assert target.status == TargetStatus.CANCELLED
+    assert not CallbackToken.objects.filter(target=target, used_at__isnull=False).exists()
+
+
+def test_a_callback_after_its_running_targets_coordination_was_cancelled_gets_404(client, target):
+    transition(target, TargetStatus.TRIGGERING)
+    transition(target, TargetStatus.RUNNING)
+    coordination_cancel(coordination=target.coordination)
+
+    response = post(client, TOKEN, {"success": True, "exit_code": 0, "output": "forged"})
+
+    assert response.status_code == 404
+    assert not CallbackToken.objects.filter(target=target, used_at__isnull=False).exists()
+
+
+def test_a_callback_after_its_target_succeeded_gets_404(client, target):
+    transition(target, TargetStatus.TRIGGERING)
+    transition(target, TargetStatus.RUNNING)
+    transition(target, TargetStatus.SUCCEEDED)
+
+    assert post(client, TOKEN, {"success": False, "exit_code": 1}).status_code == 404
+
+
+def test_a_deeply_nested_body_with_a_bogus_token_gets_404_not_500(client, target):
+    assert post(client, "not-a-token", "[" * 100_000).status_code == 404
+
+
+def test_a_deeply_nested_body_with_a_live_token_is_a_400_naming_the_problem(client, target):
+    response = post(client, TOKEN, "[" * 100_000)
+
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["non_field_errors"][0]
+    assert CallbackToken.objects.get(target=target).used_at is None
+
+
+def test_a_body_with_a_duplicate_key_is_a_400_naming_the_key(client, target):
+    response = post(client, TOKEN, '{"success": false, "exit_code": 1, "success": true}')
+
+    assert response.status_code == 400
+    assert "duplicate key 'success'" in response.json()["non_field_errors"][0]
+    assert CallbackToken.objects.get(target=target).used_at is None
+
+
+def test_a_body_over_the_limit_is_a_400_and_the_token_stays_usable(client, target):
+    response = post(client, TOKEN, '{"success": true, "output": "' + "x" * (2 * 1024 * 1024) + '"}')
+
+    assert response.status_code == 400
+    assert "too large" in response.json()["non_field_errors"][0]
+    assert post(client, TOKEN, {"success": True, "exit_code": 0}).status_code == 200

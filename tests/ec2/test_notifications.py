@@ -211,3 +211,17 @@ def test_the_worker_posts_a_signed_summary_retrying_a_failed_delivery(
     assert body["data"]["failed_environments"] == []
     notice = coordination.events.get(stage=Stage.NOTIFY)
     assert notice.message == f"notification delivered to http://127.0.0.1:{http_server.port} (HTTP 200, attempt 2)"
+
+
+@pytest.mark.django_db
+def test_a_receiver_answering_a_50_mb_error_is_read_only_a_few_kib_per_attempt(huge_body_server, settings):
+    settings.NOTIFICATION_RETRIES = 1
+    settings.NOTIFICATION_RETRY_DELAY_SECONDS = 0
+    server = huge_body_server(status=503)
+    notify_to(server.url(HOOK))
+
+    result = coordination_notify(coordination_pk=ended_coordination().pk)
+
+    assert "failed after 2 attempts: HTTP 503: xxx" in result
+    assert len(result) < 1000
+    assert server.sent < 20 * 1024 * 1024

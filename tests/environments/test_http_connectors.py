@@ -16,7 +16,8 @@ from environments.config import DeploymentDefaults
 from environments.connectors import ConnectorError, DeploymentContext, Target
 from environments.connectors.http_api import HTTPAPIConnector
 from environments.connectors.webhook import WebhookConnector, sign, signing_key
-from tests.support.http import Answer, silent_server
+from tests.support.agent import BLOCKING_SCRIPT, Agent, request as agent_request
+from tests.support.http import Answer, finishes, silent_server
 
 TOKEN = "agent-token-5d1e-never-in-messages"
 CALLBACK = "http://127.0.0.1:9/api/deployment/callback/tok-abc/"
@@ -249,14 +250,46 @@ def test_409_on_a_first_attempt_means_the_agent_is_busy(http_server):
     assert "deploy_x" in outcome.data["response_excerpt"]
 
 
-def test_409_on_a_retry_means_the_first_attempt_got_through(http_server):
-    http_server.answer("/api/deploy/init", Answer(502, "bad gateway"), Answer(409, '{"error": "duplicate"}'))
+def test_409_duplicate_on_a_retry_means_the_first_attempt_got_through(http_server):
+    duplicate = Answer(409, '{"error": "duplicate delivery", "duplicate": true, "webhook_id": "msg_1"}')
+    http_server.answer("/api/deploy/init", Answer(502, "bad gateway"), duplicate)
     reporter = Reporter(callback={"success": True, "exit_code": 0, "output": ""})
 
     outcome = deliver(api_target(http_server), context(), defaults(), reporter)
 
     assert outcome.status == T.SUCCEEDED
     assert reporter.waited
+
+
+def test_409_busy_on_a_retry_fails_as_busy_instead_of_waiting_for_a_callback(http_server):
+    busy = Answer(409, '{"error": "busy", "duplicate": false, "running_coordination_id": "deploy_other"}')
+    http_server.answer("/api/deploy/init", Answer(502, "bad gateway"), busy)
+    reporter = Reporter()
+
+    outcome = deliver(api_target(http_server), context(deadline=time.time() + 3), defaults(), reporter)
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "busy")
+    assert "deploy_other" in outcome.message
+    assert not reporter.waited
+
+
+def test_a_retry_to_the_real_agent_busy_with_another_run_fails_as_busy(tmp_path):
+    agent = Agent(tmp_path / "agent", BLOCKING_SCRIPT, token=TOKEN)
+    try:
+        other = {"action": "init_local_environment", "coordination_id": "deploy_other", "timeout": 30}
+        headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "deploy_other:docker_local_001"}
+        assert agent_request(agent.port, "POST", "/api/deploy/init", other, headers).status == 202
+        reporter = Reporter()
+
+        with pytest.raises(ConnectorError) as raised:
+            HTTPAPIConnector().run(api_target(agent), context(attempt=2, deadline=time.time() + 3), reporter)
+
+        assert raised.value.reason == "busy"
+        assert "deploy_other" in raised.value.message
+        assert not reporter.waited
+    finally:
+        (tmp_path / "agent" / "release").touch()
+        agent.stop()
 
 
 def test_without_a_callback_url_the_run_ends_when_the_health_check_turns_healthy(http_server, monkeypatch):
@@ -383,3 +416,46 @@ def test_signing_with_a_plain_secret_matches_the_reference_library_over_a_utf8_b
 def test_a_whsec_secret_is_its_base64_decoded_bytes_and_any_other_its_utf8_bytes():
     assert signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") == base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     assert signing_key("plain") == b"plain"
+
+
+# --- answers of any size ---------------------------------------------------------------------
+
+HUGE_BOUND = 20 * 1024 * 1024  # well under the 50 MB bodies, above what loopback socket buffers hold
+
+
+def test_an_http_api_500_with_a_50_mb_body_is_retried_with_bounded_reads_and_a_short_excerpt(huge_body_server):
+    server = huge_body_server(status=500)
+
+    outcome = deliver(api_target(server), context(), defaults(retry_count=1), Reporter())
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "server_error")
+    assert "HTTP 500" in outcome.message
+    assert len(outcome.message) < 1000
+    assert server.requests == 2
+    assert server.sent < HUGE_BOUND
+
+
+def test_a_webhook_400_with_an_endless_body_is_rejected_without_hanging(huge_body_server):
+    server = huge_body_server(status=400, size=None)
+
+    outcome = finishes(lambda: deliver(webhook_target(server), context(), defaults(), Reporter()))
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "rejected")
+    assert "HTTP 400" in outcome.message
+
+
+def test_an_http_api_200_larger_than_a_run_result_can_be_is_a_bad_response(huge_body_server):
+    server = huge_body_server(status=200)
+
+    outcome = deliver(api_target(server), context(), defaults(), Reporter())
+
+    assert (outcome.status, outcome.reason) == (T.FAILED, "bad_response")
+    assert server.sent < HUGE_BOUND
+
+
+def test_the_preflight_of_an_endpoint_answering_an_endless_body_ends_with_its_status(huge_body_server):
+    server = huge_body_server(status=404, size=None)
+
+    detail = finishes(lambda: HTTPAPIConnector().check(api_target(server), context()))
+
+    assert detail.endswith("answers (HTTP 404)")

@@ -205,8 +205,9 @@ def launch_agent(
     home: Path, log_path: Path, script: str, *, webhook_secret: str | None = None, args=()
 ) -> AgentProcess:
     """Start the agent in `home` (made here) with `script` (a /bin/sh body) as its init script
-    and TOKEN as its token; it may not listen yet (`AgentProcess.wait_listening`)."""
-    home.mkdir()
+    and TOKEN as its token (`home` may be an earlier agent's, to restart it); it may not listen
+    yet (`AgentProcess.wait_listening`)."""
+    home.mkdir(exist_ok=True)
     write_script(home / "init_aicore.sh", script)
     (home / "token.txt").write_text(TOKEN + "\n")
     command = [

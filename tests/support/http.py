@@ -97,3 +97,87 @@ def silent_server() -> tuple[socket.socket, int]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     return sock, sock.getsockname()[1]
+
+
+class HugeBodyServer:
+    """A loopback server answering every request with `status` and a body far larger than
+    any cap: `size` bytes generated as they are sent (Content-Length), or, with size=None, an
+    endless chunked body. `sent` counts the body bytes the client let it send."""
+
+    def __init__(self, status: int = 200, size: int | None = 50 * 1024 * 1024):
+        self.sent = 0
+        self.requests = 0
+        self.lock = threading.Lock()
+        self.closed = threading.Event()  # ends the bodies still being sent
+        owner = self
+        block = b"x" * 65536
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                with owner.lock:
+                    owner.requests += 1
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain")
+                if size is None:
+                    self.send_header("Transfer-Encoding", "chunked")
+                else:
+                    self.send_header("Content-Length", str(size))
+                self.end_headers()
+                remaining = size
+                try:
+                    while (remaining is None or remaining > 0) and not owner.closed.is_set():
+                        chunk = block if remaining is None else block[:remaining]
+                        frame = b"%x\r\n%s\r\n" % (len(chunk), chunk) if size is None else chunk
+                        self.wfile.write(frame)
+                        with owner.lock:
+                            owner.sent += len(chunk)
+                        if remaining is not None:
+                            remaining -= len(chunk)
+                except OSError:
+                    pass  # the client hung up: what a capped reader does
+                self.close_connection = True
+
+            do_GET = do_POST = _handle  # noqa: N815 (http.server's names)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.closed.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def finishes(function, *, within: float = 30.0):
+    """Run `function()` in a thread; its result, or AssertionError when it is still running
+    after `within` seconds (an endless body would otherwise hang the test itself)."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = function()
+        except BaseException as exc:  # noqa: BLE001 (handed to the test)
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(within)
+    if thread.is_alive():
+        raise AssertionError(f"still reading after {within} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

@@ -157,8 +157,9 @@ class Web:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "powerautomation.wsgi", "--bind", f"127.0.0.1:{self.port}"]
-            + ["--workers", str(workers), "--threads", str(threads)],
+            [str(Path(sys.executable).parent / "gunicorn"), "-c", "powerautomation/gunicorn.conf.py"]
+            + ["powerautomation.wsgi", "--bind", f"127.0.0.1:{self.port}"]
+            + ["--workers", str(workers), "--threads", str(threads), "--access-logfile", "-"],
             env=env,
             cwd=ROOT,
             stdout=self.log,
