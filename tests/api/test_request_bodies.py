@@ -104,13 +104,10 @@ def test_a_config_import_body_over_the_config_file_limit_is_a_400_naming_it(admi
     assert f"larger than {MAX_CONFIG_FILE_BYTES} bytes" in response.json()["detail"]
 
 
-def test_a_body_django_refuses_as_too_big_is_answered_in_json_under_api(client, db):
-    # The agents' callback reads request.body, which Django refuses over DATA_UPLOAD_MAX_MEMORY_SIZE.
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    body = b'{"output": "' + b"x" * limit + b'"}'
-
-    response = client.post("/api/deployment/callback/no-such-token/", data=body, content_type="application/json")
+def test_a_request_django_itself_refuses_is_answered_in_json_under_api(client, db):
+    # A Host header outside ALLOWED_HOSTS is refused by Django before any view (handler400).
+    response = client.get("/api/deployment/status", HTTP_HOST="not-allowed.invalid")
 
     assert response.status_code == 400
     assert response["Content-Type"] == "application/json"
-    assert f"larger than {limit} bytes" in response.json()["detail"]
+    assert response.json() == {"detail": "Bad request."}
