@@ -1,4 +1,7 @@
 from django.apps import AppConfig
+from django.core import checks
+
+from powerautomation.checks import debug_is_off
 
 
 class AccountsConfig(AppConfig):
@@ -7,3 +10,7 @@ class AccountsConfig(AppConfig):
 
     name = "accounts"
     verbose_name = "Accounts"
+
+    def ready(self) -> None:
+        # The project's own checks: the bottom app registers them, whatever else is installed.
+        checks.register(debug_is_off, checks.Tags.security)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from environments import bounds
 from environments.models import SECRET_FIELDS, ConnectionMethod, RemoteEnvironment, SettingsBlock
 from powerautomation import json_input
 
@@ -50,30 +51,6 @@ ENVIRONMENT_FIELDS = STRING_FIELDS + INTEGER_FIELDS + BOOLEAN_FIELDS
 KEPT_WHEN_ABSENT = SECRET_FIELDS + ("enabled", "host_key")
 
 
-def _positive_int(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        return "must be a whole number of at least 1"
-    return None
-
-
-def _non_negative_int(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return "must be a whole number of at least 0"
-    return None
-
-
-def _non_negative_number(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        return "must be a number of at least 0"
-    return None
-
-
-def _positive_number(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        return "must be a number greater than 0"
-    return None
-
-
 def _boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
@@ -96,21 +73,22 @@ def _optional_http_url(value: Any) -> str | None:
     return None
 
 
+# Numbers take their limits from environments.bounds, as the model's validators do.
 BLOCK_SCHEMAS = {
     "default_settings": {
-        "timeout": _positive_int,
-        "retry_count": _non_negative_int,
-        "retry_delay": _non_negative_number,
-        "health_check_timeout": _positive_number,
-        "health_check_retries": _non_negative_int,
+        "timeout": bounds.TIMEOUT.problem,
+        "retry_count": bounds.RETRY_COUNT.problem,
+        "retry_delay": bounds.RETRY_DELAY.problem,
+        "health_check_timeout": bounds.HEALTH_CHECK_TIMEOUT.problem,
+        "health_check_retries": bounds.HEALTH_CHECK_RETRIES.problem,
     },
     "ssh_settings": {
         "default_key_path": _string,
-        "connection_timeout": _positive_number,
-        "command_timeout": _positive_int,
+        "connection_timeout": bounds.CONNECT_TIMEOUT.problem,
+        "command_timeout": bounds.TIMEOUT.problem,
     },
     "deployment_settings": {
-        "parallel_limit": _positive_int,
+        "parallel_limit": bounds.PARALLEL_LIMIT.problem,
         "log_level": _log_level,
         "enable_health_check": _boolean,
         "auto_retry_on_failure": _boolean,
@@ -236,6 +214,17 @@ class ImportPlan:
     warnings: list[str] = field(default_factory=list)
 
 
+CLAMPED_DEFAULTS = {
+    "retry_count": bounds.RETRY_COUNT,
+    "retry_delay": bounds.RETRY_DELAY,
+    "health_check_timeout": bounds.HEALTH_CHECK_TIMEOUT,
+    "health_check_retries": bounds.HEALTH_CHECK_RETRIES,
+    "parallel_limit": bounds.PARALLEL_LIMIT,
+    "connect_timeout": bounds.CONNECT_TIMEOUT,
+    "default_timeout": bounds.TIMEOUT,
+}
+
+
 @dataclass(frozen=True)
 class DeploymentDefaults:
     """The settings a coordination runs with: the config file's blocks over the platform's
@@ -250,6 +239,13 @@ class DeploymentDefaults:
     connect_timeout: float = 10.0
     default_timeout: int = 300
     default_key_path: str = ""
+
+    def __post_init__(self) -> None:
+        # Defence in depth: a stored block or snapshot that escaped validation cannot make
+        # a wait overflow (timedelta, Event.wait) and fail the whole coordination.
+        for name, bound in CLAMPED_DEFAULTS.items():
+            value = getattr(self, name)
+            object.__setattr__(self, name, bound.clamp_int(value) if bound.integer else float(bound.clamp(value)))
 
     @classmethod
     def from_blocks(cls, blocks: dict[str, dict]) -> "DeploymentDefaults":

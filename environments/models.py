@@ -4,6 +4,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
+from environments import bounds
 from environments.connectors import http_api, webhook
 from environments.connectors.base import Target
 from environments.connectors.ssh import parse_host_key
@@ -26,6 +27,15 @@ host_validator = RegexValidator(
     "Enter a host name or an IP address.",
 )
 http_url_validator = URLValidator(schemes=["http", "https"])
+
+
+def bound_validators(bound: bounds.Bound) -> list:
+    """The model's side of a shared bound (the config file's blocks use the same one)."""
+    message = f"Enter {bound.describe()}."
+    return [
+        MinValueValidator(int(bound.minimum), message=message),
+        MaxValueValidator(int(bound.maximum), message=message),
+    ]
 
 
 def validate_no_control_characters(value: str) -> None:
@@ -81,7 +91,7 @@ class RemoteEnvironment(models.Model):
     environment_type = models.CharField(max_length=20, choices=EnvironmentType.choices)
     connection_method = models.CharField(max_length=20, choices=ConnectionMethod.choices)
     host = models.CharField(max_length=253, blank=True, validators=[host_validator])
-    port = models.PositiveIntegerField(default=22, validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    port = models.PositiveIntegerField(default=22, validators=bound_validators(bounds.PORT))
     username = models.CharField(max_length=255, blank=True, validators=[validate_no_control_characters])
     ssh_key_path = models.CharField(max_length=1024, blank=True, validators=[validate_no_control_characters])
     password = EncryptedTextField(blank=True)
@@ -96,7 +106,9 @@ class RemoteEnvironment(models.Model):
     )
     working_directory = models.CharField(max_length=1024, blank=True, validators=[validate_no_control_characters])
     health_check_url = models.CharField(max_length=2048, blank=True, validators=[http_url_validator])
-    timeout = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1)], help_text="Seconds.")
+    timeout = models.PositiveIntegerField(
+        default=300, validators=bound_validators(bounds.TIMEOUT), help_text="Seconds, at most 604800 (7 days)."
+    )
     description = models.TextField(blank=True, validators=[validate_no_control_characters_in_text])
     enabled = models.BooleanField(default=True)
     host_key = models.TextField(

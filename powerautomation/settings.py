@@ -20,6 +20,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from deployments import patterns  # no Django imports: safe before the apps load
+from environments import bounds  # the same
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -40,7 +41,9 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
 
 
-def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+def env_int(name: str, default: int, *, minimum: int = 0, maximum: int) -> int:
+    """Every integer setting has a bound both ways: a huge value would overflow a date or
+    a wait at run time instead of failing here, naming the variable."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -50,7 +53,12 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, not {raw!r}") from None
     if value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}")
+    if value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, not {value}")
     return value
+
+
+HOUR, DAY = 3600, bounds.DAY_SECONDS
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -115,6 +123,33 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
+# --- HTTPS behind a TLS proxy (production; README "Running on several machines") --------
+# Cookies only over HTTPS, HTTP redirected to HTTPS, HSTS. The proxy must set the header
+# named by DJANGO_SECURE_PROXY_SSL_HEADER (e.g. X-Forwarded-Proto: https) and strip it
+# from clients' requests, or any client could claim HTTPS.
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", False)
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0, maximum=2 * 365 * DAY)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+
+
+def _proxy_ssl_header() -> tuple[str, str] | None:
+    name = env_str("DJANGO_SECURE_PROXY_SSL_HEADER").strip()
+    if not name:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9-]+", name):
+        raise ImproperlyConfigured(
+            f"DJANGO_SECURE_PROXY_SSL_HEADER must be a header name such as X-Forwarded-Proto, not {name!r}"
+        )
+    return ("HTTP_" + name.upper().replace("-", "_"), "https")
+
+
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header()
+# Debug pages and error reports hide secrets, URLs with credentials and the notification webhook.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "powerautomation.debug.ExceptionReporterFilter"
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -169,7 +204,7 @@ def _database() -> dict:
     if not url:
         url = f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
     try:
-        config = dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0))
+        config = dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, maximum=DAY))
     except Exception as exc:  # the parser raises several types; all mean a bad URL
         raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
     if config["ENGINE"] == "django.db.backends.sqlite3":
@@ -179,7 +214,7 @@ def _database() -> dict:
         # makes writers queue instead of erroring.
         config["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",
-            "timeout": env_int("SQLITE_BUSY_TIMEOUT", 20, minimum=1),
+            "timeout": env_int("SQLITE_BUSY_TIMEOUT", 20, minimum=1, maximum=HOUR),
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
         test_name = env_str("DATABASE_TEST_NAME")
@@ -221,7 +256,7 @@ FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEY", [])
 
 # --- SSH -------------------------------------------------------------------------------
 SSH_KNOWN_HOSTS = env_str("SSH_KNOWN_HOSTS") or str(Path.home() / ".ssh" / "known_hosts")
-SSH_CONNECT_TIMEOUT = env_int("SSH_CONNECT_TIMEOUT", 10, minimum=1)
+SSH_CONNECT_TIMEOUT = env_int("SSH_CONNECT_TIMEOUT", 10, minimum=1, maximum=int(bounds.CONNECT_TIMEOUT.maximum))
 
 # --- HTTP API, webhook and callbacks -----------------------------------------------------
 # The platform's address as the local environments reach it: callback URLs are built on it.
@@ -233,38 +268,40 @@ HTTP_CA_BUNDLE = env_str("HTTP_CA_BUNDLE")
 if HTTP_CA_BUNDLE and not os.path.isfile(HTTP_CA_BUNDLE):
     raise ImproperlyConfigured(f"HTTP_CA_BUNDLE: no such file {HTTP_CA_BUNDLE!r}")
 # Seconds an agent may take to answer a trigger request (not the run: that is the timeout).
-HTTP_TRIGGER_TIMEOUT = env_int("HTTP_TRIGGER_TIMEOUT", 30, minimum=1)
+HTTP_TRIGGER_TIMEOUT = env_int("HTTP_TRIGGER_TIMEOUT", 30, minimum=1, maximum=HOUR)
 # Minutes between scheduled health checks of every enabled environment.
-HEALTH_CHECK_INTERVAL_MINUTES = env_int("HEALTH_CHECK_INTERVAL_MINUTES", 5, minimum=1)
+HEALTH_CHECK_INTERVAL_MINUTES = env_int("HEALTH_CHECK_INTERVAL_MINUTES", 5, minimum=1, maximum=DAY // 60)
 
 # --- The coordinator -------------------------------------------------------------------
 # How many environments one coordination triggers at once when the config file's
 # deployment_settings.parallel_limit does not say. Threads inside one task, so the
 # django-q2 worker count never caps it.
-DEPLOYMENT_PARALLEL_LIMIT = env_int("DEPLOYMENT_PARALLEL_LIMIT", 256, minimum=1)
+DEPLOYMENT_PARALLEL_LIMIT = env_int(
+    "DEPLOYMENT_PARALLEL_LIMIT", 256, minimum=1, maximum=int(bounds.PARALLEL_LIMIT.maximum)
+)
 # Crash safety. Each coordinator task renews a lease every third of this; when a worker
 # dies its lease expires and the reaper (every minute, and at every worker start) marks
 # its started environments interrupted and hands the coordination to a live worker.
-DEPLOYMENT_LEASE_SECONDS = env_int("DEPLOYMENT_LEASE_SECONDS", 30, minimum=2)
+DEPLOYMENT_LEASE_SECONDS = env_int("DEPLOYMENT_LEASE_SECONDS", 30, minimum=2, maximum=HOUR)
 # How long the reaper waits before queueing a coordination nobody picked up again.
-DEPLOYMENT_REQUEUE_SECONDS = env_int("DEPLOYMENT_REQUEUE_SECONDS", 60, minimum=1)
+DEPLOYMENT_REQUEUE_SECONDS = env_int("DEPLOYMENT_REQUEUE_SECONDS", 60, minimum=1, maximum=DAY)
 # SIGTERM to a worker: running sessions get this long to finish, then are hung up and
 # marked interrupted; environments not started yet go to another worker.
-DEPLOYMENT_SHUTDOWN_GRACE_SECONDS = env_int("DEPLOYMENT_SHUTDOWN_GRACE_SECONDS", 30, minimum=0)
+DEPLOYMENT_SHUTDOWN_GRACE_SECONDS = env_int("DEPLOYMENT_SHUTDOWN_GRACE_SECONDS", 30, minimum=0, maximum=HOUR)
 # Tasks sharing one coordination's deliveries (more spread a large fan-out over several
 # worker processes or clusters; each claims targets with a conditional update).
-DEPLOYMENT_TASKS_PER_COORDINATION = env_int("DEPLOYMENT_TASKS_PER_COORDINATION", 1, minimum=1)
+DEPLOYMENT_TASKS_PER_COORDINATION = env_int("DEPLOYMENT_TASKS_PER_COORDINATION", 1, minimum=1, maximum=64)
 # Bytes of each environment's output kept in its record (the tail).
-DEPLOYMENT_OUTPUT_TAIL_BYTES = env_int("DEPLOYMENT_OUTPUT_TAIL_BYTES", 65536, minimum=1024)
+DEPLOYMENT_OUTPUT_TAIL_BYTES = env_int("DEPLOYMENT_OUTPUT_TAIL_BYTES", 65536, minimum=1024, maximum=16 * 1024 * 1024)
 
 # --- EC2, auto-deploy, notifications ---------------------------------------------------
 # The EC2 stage (a coordination's ec2_deployment_config: wait for an instance or launch
 # one) uses boto3's standard chain for credentials and region (AWS_ACCESS_KEY_ID, AWS_PROFILE,
 # an instance role, AWS_DEFAULT_REGION, ...); AWS_ENDPOINT_URL points it at an emulator.
 # It may take this long, from the coordination's start, before it fails with a timeout.
-EC2_STAGE_TIMEOUT_SECONDS = env_int("EC2_STAGE_TIMEOUT_SECONDS", 900, minimum=1)
+EC2_STAGE_TIMEOUT_SECONDS = env_int("EC2_STAGE_TIMEOUT_SECONDS", 900, minimum=1, maximum=DAY)
 # Seconds between two looks at the instance (and at platform_health_url).
-EC2_POLL_SECONDS = env_int("EC2_POLL_SECONDS", 5, minimum=1)
+EC2_POLL_SECONDS = env_int("EC2_POLL_SECONDS", 5, minimum=1, maximum=HOUR)
 # AUTO_DEPLOY_ON_STARTUP=true: the first web or worker process that starts with a
 # DEPLOYMENT_VERSION no coordination has yet triggers one deployment of it to every enabled
 # environment (once per version, whatever the number of processes and machines).
@@ -291,22 +328,22 @@ if NOTIFICATION_WEBHOOK_SECRET.startswith("whsec_"):
         ) from None
 # Failed deliveries (connection errors, timeouts, 408, 429, 5xx) are retried this many
 # times, waiting NOTIFICATION_RETRY_DELAY_SECONDS, then twice that, and so on.
-NOTIFICATION_RETRIES = env_int("NOTIFICATION_RETRIES", 3)
-NOTIFICATION_RETRY_DELAY_SECONDS = env_int("NOTIFICATION_RETRY_DELAY_SECONDS", 2)
-NOTIFICATION_TIMEOUT_SECONDS = env_int("NOTIFICATION_TIMEOUT_SECONDS", 10, minimum=1)
+NOTIFICATION_RETRIES = env_int("NOTIFICATION_RETRIES", 3, maximum=20)
+NOTIFICATION_RETRY_DELAY_SECONDS = env_int("NOTIFICATION_RETRY_DELAY_SECONDS", 2, maximum=HOUR)
+NOTIFICATION_TIMEOUT_SECONDS = env_int("NOTIFICATION_TIMEOUT_SECONDS", 10, minimum=1, maximum=300)
 
 # --- django-q2 -------------------------------------------------------------------------
 # A coordination is one task that fans out with threads. Q_TIMEOUT bounds it (the
 # coordinator ends its own run a minute before); Q_RETRY, after which the ORM broker hands
 # an unacknowledged task to another worker, must exceed it or a live run is started twice.
-Q_TIMEOUT = env_int("Q_TIMEOUT", 7200, minimum=120)
-Q_RETRY = env_int("Q_RETRY", Q_TIMEOUT + 600, minimum=1)
+Q_TIMEOUT = env_int("Q_TIMEOUT", 7200, minimum=120, maximum=30 * DAY)
+Q_RETRY = env_int("Q_RETRY", Q_TIMEOUT + 600, minimum=1, maximum=31 * DAY)
 if Q_RETRY <= Q_TIMEOUT:
     raise ImproperlyConfigured(f"Q_RETRY ({Q_RETRY}) must be greater than Q_TIMEOUT ({Q_TIMEOUT})")
 
 Q_CLUSTER = {
     "name": "powerautomation",
-    "workers": env_int("Q_WORKERS", 2, minimum=1),
+    "workers": env_int("Q_WORKERS", 2, minimum=1, maximum=256),
     "timeout": Q_TIMEOUT,
     "retry": Q_RETRY,
     # A coordination task that raised is not run again by the broker: the coordinator
@@ -341,7 +378,7 @@ def _env_throttle_rate(name: str, default: str) -> str:
 
 
 # Days a token made by `create_api_token` lives unless it says otherwise; 0: no expiry.
-API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 365)
+API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 365, maximum=3650)
 REST_KNOX = {
     "TOKEN_TTL": timedelta(days=API_TOKEN_TTL_DAYS) if API_TOKEN_TTL_DAYS else None,
     "AUTH_HEADER_PREFIX": "Token",
@@ -368,7 +405,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "powerautomation.api.exception_handler",
     # Behind a reverse proxy, the number of proxies whose X-Forwarded-For to trust for
     # the anonymous limit's client address (default: none, the connection's address).
-    "NUM_PROXIES": env_int("API_NUM_PROXIES", 0) or None,
+    "NUM_PROXIES": env_int("API_NUM_PROXIES", 0, maximum=10) or None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "PowerAutomation deployment coordinator API",

@@ -1,12 +1,14 @@
 """Settings come from environment variables; a bad value stops start-up with a message
 naming the variable."""
 
+import os
+import re
 import subprocess
 import sys
 
 import pytest
 
-from tests.support.processes import ROOT, start_with, wait_until
+from tests.support.processes import ROOT, manage, start_with, wait_until
 
 
 def test_defaults_start():
@@ -33,6 +35,26 @@ def test_a_bad_value_fails_naming_the_variable(variable, value, message):
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "limit"),
+    [
+        ("API_TOKEN_TTL_DAYS", 3650),
+        ("SSH_CONNECT_TIMEOUT", 300),
+        ("DEPLOYMENT_PARALLEL_LIMIT", 10000),
+        ("DEPLOYMENT_LEASE_SECONDS", 3600),
+        ("HEALTH_CHECK_INTERVAL_MINUTES", 1440),
+        ("NOTIFICATION_RETRY_DELAY_SECONDS", 3600),
+        ("Q_TIMEOUT", 2592000),
+    ],
+)
+def test_a_huge_value_fails_naming_the_variable_and_its_limit(variable, limit):
+    result = start_with(**{variable: "1000000000000"})
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert f"{variable} must be at most {limit}, not 1000000000000" in result.stderr
 
 
 def test_retry_must_exceed_the_task_timeout():
@@ -150,3 +172,46 @@ def test_the_secret_key_file_is_made_private_where_the_file_system_has_no_hard_l
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert local_secret_key(path) == key
     assert [p.name for p in tmp_path.iterdir()] == [".secret_key"]  # no temporary file left
+
+
+# --- Production settings (README "Running on several machines") --------------------------
+
+# Documented values that cannot be used as they stand: placeholders, and hosts that are not
+# loopback (tests talk only to 127.0.0.1).
+LOCAL_STAND_INS = {
+    "DATABASE_URL": "postgres://powerautomation:SECRET@127.0.0.1:5432/powerautomation",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "DJANGO_SECRET_KEY": "kV3q9-Zt7yXw2LpN8sRb4HmCfD6gJ0aE1uTiOo5WnYzQxKlMvBc",
+    "FIELD_ENCRYPTION_KEY": "Jl2aC8yqW0mXh8CcV4-3v7Qm6x7g2u4pC7eXf6wq9Zs=",
+}
+
+
+def documented_production_settings() -> dict[str, str]:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Running on several machines\n", 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"^export ([A-Z0-9_]+)=(\S*)", section, flags=re.MULTILINE))
+
+
+def check_deploy(variables: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **variables}  # noqa: S108
+    return manage(["check", "--deploy", "--fail-level", "WARNING"], env)
+
+
+def test_check_deploy_is_clean_with_exactly_the_documented_production_settings():
+    documented = documented_production_settings()
+    assert set(LOCAL_STAND_INS) <= set(documented)
+
+    result = check_deploy({**documented, **LOCAL_STAND_INS})
+
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_fails_without_the_https_settings():
+    documented = {**documented_production_settings(), **LOCAL_STAND_INS}
+    without_https = {name: value for name, value in documented.items() if not name.startswith("DJANGO_SECURE")}
+
+    result = check_deploy(without_https)
+
+    assert result.returncode != 0
+    assert "security.W008" in result.stderr

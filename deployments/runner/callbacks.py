@@ -9,6 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from deployments.models import CallbackToken, CoordinationTarget
+from environments import bounds
 
 # Methods whose agent reports the run's end by calling back.
 CALLBACK_METHODS = frozenset({"http_api", "webhook"})
@@ -23,7 +24,8 @@ class Callbacks:
 
     def issue(self, target: CoordinationTarget, *, timeout: int) -> None:
         """A single-use, unguessable token bound to this target, expiring with its
-        timeout; stored only as a hash. None without PLATFORM_BASE_URL (no callbacks)."""
+        timeout (clamped: a stored value beyond the bound cannot overflow the date); stored
+        only as a hash. None without PLATFORM_BASE_URL (no callbacks)."""
         if not settings.PLATFORM_BASE_URL:
             return
         token = secrets.token_urlsafe(32)
@@ -31,7 +33,7 @@ class Callbacks:
             target=target,
             defaults={
                 "token_hash": CallbackToken.hash_of(token),
-                "expires_at": timezone.now() + timedelta(seconds=timeout),
+                "expires_at": timezone.now() + timedelta(seconds=bounds.TIMEOUT.clamp(timeout)),
                 "used_at": None,
                 "result": None,
             },

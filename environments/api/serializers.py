@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from environments import bounds
 from environments.config import ENVIRONMENT_FIELDS
 from environments.models import RETARGETING_HELP, SECRET_FIELDS, RemoteEnvironment
 from environments.services import environment_prepare, environment_save
@@ -21,6 +22,13 @@ from powerautomation.api import RejectUnknownFieldsMixin, field_errors
 
 HEALTH_FIELDS = ("last_health", "last_health_at", "last_health_detail", "last_health_latency_ms")
 READ_ONLY_FIELDS = (*HEALTH_FIELDS, "created_at", "updated_at")
+# Out of range: the same message as the model's validators and the config file import.
+BOUNDED_FIELDS = {"port": bounds.PORT, "timeout": bounds.TIMEOUT}
+
+
+def _range_messages(bound: bounds.Bound) -> dict:
+    message = f"Enter {bound.describe()}."
+    return {"error_messages": {"min_value": message, "max_value": message, "max_string_length": message}}
 
 
 def _secret_set(environment: RemoteEnvironment, name: str) -> bool:
@@ -49,7 +57,7 @@ class RemoteEnvironmentSerializer(RejectUnknownFieldsMixin, serializers.ModelSer
                 + RETARGETING_HELP,
             }
             for name in SECRET_FIELDS
-        }
+        } | {name: _range_messages(bound) for name, bound in BOUNDED_FIELDS.items()}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

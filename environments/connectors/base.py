@@ -9,6 +9,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from environments import bounds
+
 
 @dataclass(frozen=True)
 class Target:
@@ -33,8 +35,11 @@ class Target:
 
     @classmethod
     def of(cls, environment: object) -> "Target":
-        """The target of an environment row (read by attribute: connectors touch no model)."""
-        return cls(**{name: getattr(environment, name) for name in cls.__dataclass_fields__})
+        """The target of an environment row (read by attribute: connectors touch no model).
+        Its timeout is clamped: a stored value beyond the bound cannot overflow a deadline."""
+        values = {name: getattr(environment, name) for name in cls.__dataclass_fields__}
+        values["timeout"] = bounds.TIMEOUT.clamp_int(values["timeout"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -234,6 +234,14 @@ def test_a_bad_environment_form_names_the_field_and_saves_nothing(operator):
     assert not RemoteEnvironment.objects.exists()
 
 
+def test_an_environment_form_timeout_beyond_seven_days_names_the_limit_and_saves_nothing(operator):
+    response = page(operator.post(ENVIRONMENTS_URL + "add/", _form_data(timeout=str(10**12))))
+
+    assert "errornote" in response
+    assert "Enter a whole number from 1 to 604800 seconds (7 days)." in response
+    assert not RemoteEnvironment.objects.exists()
+
+
 def test_import_shows_a_preview_and_changes_nothing_until_applied(operator):
     make_environment("linux_one", host="127.0.0.1", port=22)
     make_environment("linux_gone")

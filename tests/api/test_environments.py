@@ -93,6 +93,25 @@ def test_an_http_api_environment_needs_its_token(admin_client_api, db):
     assert created.json()["api_token_set"] is True
 
 
+@pytest.mark.parametrize("timeout", [604801, 10**12])
+def test_a_timeout_beyond_seven_days_is_400_naming_the_field_and_the_limit(admin_client_api, db, timeout):
+    response = admin_client_api.post(LIST, {**SSH, "timeout": timeout}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"timeout": ["Enter a whole number from 1 to 604800 seconds (7 days)."]}
+    assert not RemoteEnvironment.objects.exists()
+
+
+def test_a_settings_change_beyond_the_bound_is_400_and_keeps_the_stored_timeout(admin_client_api, db):
+    make_environment("mac_local_001", timeout=120)
+
+    response = admin_client_api.patch(detail("mac_local_001"), {"timeout": 10**12}, format="json")
+
+    assert response.status_code == 400
+    assert "604800" in response.json()["timeout"][0]
+    assert RemoteEnvironment.objects.get().timeout == 120
+
+
 def test_a_duplicate_environment_id_is_400(admin_client_api, db):
     make_environment("mac_local_001")
     response = admin_client_api.post(LIST, SSH, format="json")

@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from environments.config import plan_import
+from environments.config import ConfigError, plan_import
 from environments.models import RemoteEnvironment
 
 pytestmark = pytest.mark.django_db
@@ -34,3 +34,41 @@ def queries_to_plan(count: int) -> int:
 
 def test_planning_an_import_of_existing_environments_takes_the_same_queries_for_any_number():
     assert queries_to_plan(20) == queries_to_plan(1)
+
+
+# --- Bounds ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("block", "key", "value", "limit"),
+    [
+        ("default_settings", "timeout", 10**12, "from 1 to 604800 seconds (7 days)"),
+        ("default_settings", "retry_count", 10**6, "from 0 to 100"),
+        ("default_settings", "retry_delay", 1e12, "from 0 to 3600 seconds"),
+        ("default_settings", "retry_delay", float("nan"), "from 0 to 3600 seconds"),
+        ("default_settings", "health_check_timeout", 1e12, "greater than 0 to 300 seconds"),
+        ("default_settings", "health_check_retries", 10**6, "from 0 to 100"),
+        ("ssh_settings", "connection_timeout", float("inf"), "greater than 0 to 300 seconds"),
+        ("ssh_settings", "command_timeout", 10**12, "from 1 to 604800 seconds (7 days)"),
+        ("deployment_settings", "parallel_limit", 10**9, "from 1 to 10000"),
+    ],
+)
+def test_a_settings_block_number_beyond_its_bound_is_an_error_naming_the_setting_and_the_limit(
+    block, key, value, limit
+):
+    with pytest.raises(ConfigError) as raised:
+        plan_import({"environments": [entry("bounded")], block: {key: value}})
+
+    assert any(error.startswith(f"{block}.{key}: must be") and limit in error for error in raised.value.errors)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "limit"), [("timeout", 10**12, "604800 seconds (7 days)"), ("port", 65536, "65535")]
+)
+def test_an_environment_number_beyond_its_bound_is_an_error_naming_the_field_and_the_limit(field, value, limit):
+    with pytest.raises(ConfigError) as raised:
+        plan_import({"environments": [{**entry("bounded"), field: value}]})
+
+    assert any(
+        error.startswith(f"environments[0] (bounded).{field}:") and limit in error for error in raised.value.errors
+    )

@@ -11,6 +11,7 @@ from deployments.models import CoordinationStatus, StageEvent, TriggerSource
 from deployments.selectors import coordination_detail, coordination_finished
 from deployments.services import coordination_start
 from deployments.stage_log import format_event, format_total
+from environments import bounds
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STILL_RUNNING = 0, 1, 2, 3
 FOLLOW_POLL_SECONDS = 0.25
@@ -39,8 +40,9 @@ def _positive_seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
+    problem = bounds.FOLLOW_TIMEOUT.problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{problem}, not {text!r}")
     return value
 
 
