@@ -35,25 +35,28 @@ class Bound:
     def problem(self, value: Any) -> str | None:
         """Why `value` is refused (a message naming the limits), or None."""
         wanted = int if self.integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, wanted) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            return f"must be {self.describe()}"
+        if isinstance(value, float) and not math.isfinite(value):  # an int of any size compares exactly
             return f"must be {self.describe()}"
         too_low = value <= self.minimum if self.above_minimum else value < self.minimum
         if too_low or value > self.maximum:
             return f"must be {self.describe()}"
         return None
 
-    def clamp(self, value: float) -> float:
-        """`value` brought inside the bound: NaN (or no number at all) becomes the maximum,
-        a value at or below an exclusive minimum becomes 1 (a wait of 0 is refused by the
-        libraries that wait)."""
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-            return self.maximum
+    def clamp(self, value: float, fallback: float | None = None) -> float:
+        """`value` brought inside the bound: NaN (or no number at all) becomes `fallback`
+        (a setting's default) or, without one, the maximum; a value at or below an
+        exclusive minimum becomes 1 (a wait of 0 is refused by the libraries that wait)."""
+        not_a_number = not isinstance(value, (int, float)) or isinstance(value, bool)
+        if not_a_number or (isinstance(value, float) and math.isnan(value)):
+            return self.maximum if fallback is None else self.clamp(fallback)
         if self.above_minimum and value <= self.minimum:
             return min(1, self.maximum)
         return min(max(value, self.minimum), self.maximum)
 
-    def clamp_int(self, value: int) -> int:
-        return int(self.clamp(value))
+    def clamp_int(self, value: int, fallback: int | None = None) -> int:
+        return int(self.clamp(value, fallback))
 
 
 # An environment's run, and default_settings.timeout: a week is longer than any init script.

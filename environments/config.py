@@ -244,8 +244,9 @@ class DeploymentDefaults:
         # Defence in depth: a stored block or snapshot that escaped validation cannot make
         # a wait overflow (timedelta, Event.wait) and fail the whole coordination.
         for name, bound in CLAMPED_DEFAULTS.items():
-            value = getattr(self, name)
-            object.__setattr__(self, name, bound.clamp_int(value) if bound.integer else float(bound.clamp(value)))
+            value, fallback = getattr(self, name), type(self).__dataclass_fields__[name].default
+            clamped = bound.clamp_int(value, fallback) if bound.integer else float(bound.clamp(value, fallback))
+            object.__setattr__(self, name, clamped)
 
     @classmethod
     def from_blocks(cls, blocks: dict[str, dict]) -> "DeploymentDefaults":
@@ -257,12 +258,13 @@ class DeploymentDefaults:
             retry_count = 0
         return cls(
             retry_count=retry_count,
-            retry_delay=float(default.get("retry_delay", cls.retry_delay)),
-            health_check_timeout=float(default.get("health_check_timeout", cls.health_check_timeout)),
+            # Not float(): a stored 10**400 or "abc" must reach the clamp, not raise here.
+            retry_delay=default.get("retry_delay", cls.retry_delay),
+            health_check_timeout=default.get("health_check_timeout", cls.health_check_timeout),
             health_check_retries=default.get("health_check_retries", cls.health_check_retries),
             enable_health_check=deployment.get("enable_health_check", True),
             parallel_limit=deployment.get("parallel_limit", settings.DEPLOYMENT_PARALLEL_LIMIT),
-            connect_timeout=float(ssh.get("connection_timeout", settings.SSH_CONNECT_TIMEOUT)),
+            connect_timeout=ssh.get("connection_timeout", settings.SSH_CONNECT_TIMEOUT),
             default_timeout=default.get("timeout", cls.default_timeout),
             default_key_path=ssh.get("default_key_path", ""),
         )
@@ -282,6 +284,16 @@ def stored_blocks() -> dict[str, dict]:
 
 def current_defaults() -> DeploymentDefaults:
     return DeploymentDefaults.from_blocks(stored_blocks())
+
+
+def settings_block_problems(name: str, values: Any) -> list[str]:
+    """What is wrong with one settings block as the admin edits it, by the config file's
+    rules (names, types, bounds); empty when it may be saved."""
+    if name not in BLOCK_SCHEMAS:
+        return [f"{name!r} is not a settings block; known blocks: {', '.join(BLOCK_SCHEMAS)}"]
+    errors: list[str] = []
+    _validate_blocks({name: values}, errors, [])
+    return errors
 
 
 def _validate_blocks(data: dict, errors: list[str], warnings: list[str]) -> dict[str, dict]:

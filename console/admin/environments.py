@@ -20,7 +20,7 @@ from deployments.selectors import (
     environment_recent_targets,
     environments_with_last_outcome_columns,
 )
-from environments.config import masked_blocks
+from environments.config import masked_blocks, settings_block_problems
 from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import RETARGETING_HELP, SECRET_FIELDS, RemoteEnvironment, SettingsBlock
 from environments.services import (
@@ -28,6 +28,7 @@ from environments.services import (
     environments_check_queue,
     environments_delete,
 )
+from powerautomation import json_input
 
 
 class RemoteEnvironmentForm(forms.ModelForm):
@@ -287,11 +288,43 @@ class RemoteEnvironmentAdmin(RoleAdmin):
         )
 
 
+class SettingsBlockForm(forms.ModelForm):
+    """The block's values as JSON text, read by the project's bounded JSON reader (depth,
+    duplicate keys, NaN) and checked by the config file's rules for that block (names,
+    types, bounds), so the admin is no way around them."""
+
+    values = forms.CharField(widget=forms.Textarea(attrs={"rows": 16, "cols": 80}))
+
+    class Meta:
+        model = SettingsBlock
+        fields = ("name", "values")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and not self.is_bound:
+            self.initial["values"] = json.dumps(self.instance.values, indent=2, ensure_ascii=False)
+
+    def clean_values(self):
+        try:
+            return json_input.loads(self.cleaned_data["values"])
+        except json_input.JSONInputError as exc:
+            raise forms.ValidationError(f"not valid JSON: {exc}") from None
+
+    def clean(self):
+        data = super().clean()
+        if "values" in data and data.get("name"):
+            problems = settings_block_problems(data["name"], data["values"])
+            if problems:
+                self.add_error("values", problems)
+        return data
+
+
 @admin.register(SettingsBlock)
 class SettingsBlockAdmin(RoleAdmin):
     """A VIEWER sees the values with every credential masked (a notification webhook URL
     is one); an ADMIN edits them whole."""
 
+    form = SettingsBlockForm
     list_display = ("name", "updated_at")
     readonly_fields = ("updated_at", "shown_values")
 
