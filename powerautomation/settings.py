@@ -372,7 +372,7 @@ INSTALLED_APPS += ["knox", "django_filters", "drf_spectacular", "drf_spectacular
 
 def _env_throttle_rate(name: str, default: str) -> str:
     raw = env_str(name, default).strip()
-    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", raw):
+    if not re.fullmatch(r"[1-9][0-9]{0,8}/(s|sec|second|m|min|minute|h|hour|d|day)", raw):
         raise ImproperlyConfigured(f"{name} must be a rate such as 600/minute (per s, m, h or d), not {raw!r}")
     return raw
 

@@ -26,6 +26,8 @@ BODY_HIDDEN = "response body: ADMINs only"
 # A finished run's answer carries the script's output (the agent keeps its last 64 KiB;
 # JSON escaping can double it); any other answer is read up to http_answers.ANSWER_BYTES.
 RUN_RESULT_BYTES = 256 * 1024
+# An exit code as the callback takes it: what the database's integer column holds.
+EXIT_CODE_MIN, EXIT_CODE_MAX = -(2**31), 2**31 - 1
 
 
 def utc_timestamp() -> str:
@@ -138,8 +140,8 @@ def parse_finished_run(response: Answer, url: str) -> tuple[RunResult, str]:
             permanent=True,
         )
     exit_code = data.get("exit_code")
-    if isinstance(exit_code, bool) or not isinstance(exit_code, int):
-        exit_code = 0 if data["success"] else 1
+    if isinstance(exit_code, bool) or not isinstance(exit_code, int) or not EXIT_CODE_MIN <= exit_code <= EXIT_CODE_MAX:
+        exit_code = 0 if data["success"] else 1  # the database column holds a 32-bit integer
     return RunResult(exit_code=exit_code), finished_output(data)
 
 

@@ -65,6 +65,13 @@ class TestCreateApiToken:
         with pytest.raises(CommandError, match="--expires-in"):
             create_token("deploy-bot", "--expires-in", "-1")
 
+    def test_an_expiry_beyond_ten_years_is_refused_before_anything_is_written(self, db):
+        user = make_user("deploy-bot")
+        with pytest.raises(CommandError, match="--expires-in.*at most 3650"):
+            create_token("deploy-bot", "--role", "ADMIN", "--expires-in", str(10**12))
+        assert not user.groups.exists()
+        assert not AuthToken.objects.filter(user=user).exists()
+
     def test_the_command_exits_2_on_bad_input(self, transactional_db):
         from tests.support.processes import process_environment
 
@@ -150,7 +157,12 @@ def start_with(**variables) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("API_THROTTLE_RATE", "lots"), ("API_ANON_THROTTLE_RATE", "10/fortnight"), ("API_TOKEN_TTL_DAYS", "-1")],
+    [
+        ("API_THROTTLE_RATE", "lots"),
+        ("API_ANON_THROTTLE_RATE", "10/fortnight"),
+        ("API_TOKEN_TTL_DAYS", "-1"),
+        ("API_THROTTLE_RATE", "9" * 5000 + "/minute"),  # a number Python refuses to read
+    ],
 )
 def test_a_bad_api_setting_stops_start_up_naming_it(variable, value):
     result = start_with(**{variable: value})

@@ -72,6 +72,12 @@ def test_history_lists_finished_coordinations_newest_first_up_to_the_limit(three
     assert [r["coordination_id"] for r in limited] == ["deploy_failed"]
 
 
+def test_history_rejects_a_limit_beyond_its_bound(three_coordinations):
+    with pytest.raises(CommandError) as caught:
+        run("deployment_history", "--limit", str(10**30))
+    assert "--limit" in str(caught.value) and "10000" in str(caught.value)
+
+
 def test_history_rejects_a_limit_below_one(three_coordinations):
     with pytest.raises(CommandError) as caught:
         run("deployment_history", "--limit", "0")

@@ -143,6 +143,18 @@ def test_http_api_uses_api_endpoint_when_set(http_server):
     assert http_server.paths() == ["/custom/deploy"]
 
 
+@pytest.mark.parametrize("exit_code", [2**40, -(2**40)])
+def test_http_api_200_with_an_exit_code_no_process_has_is_read_as_success_or_failure(http_server, exit_code):
+    """The target's exit_code column holds 32 bits: an agent's 2**40 must not fail the
+    write (OverflowError on SQLite, DataError on PostgreSQL)."""
+    body = {"success": False, "exit_code": exit_code, "output": ""}
+    http_server.answer("/api/deploy/init", Answer(200, json.dumps(body)))
+
+    outcome = deliver(api_target(http_server), context(), defaults(), Reporter())
+
+    assert (outcome.status, outcome.reason, outcome.exit_code) == (T.FAILED, "exit_code", 1)
+
+
 def test_http_api_200_is_a_finished_run_with_its_exit_code_and_output(http_server):
     http_server.answer("/api/deploy/init", Answer(200, json.dumps({"success": False, "exit_code": 3, "output": "x"})))
     reporter = Reporter()

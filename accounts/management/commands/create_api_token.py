@@ -10,6 +10,8 @@ from knox.models import AuthToken
 from accounts.roles import ROLES, user_roles
 
 EXIT_BAD_INPUT = 2
+# As API_TOKEN_TTL_DAYS: a longer expiry overflows a date, and no token should live longer.
+MAX_DAYS = 3650
 
 
 def _days(text: str) -> int:
@@ -19,6 +21,8 @@ def _days(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number of days, not {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 (no expiry) or more")
+    if value > MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_DAYS} days (10 years)")
     return value
 
 

@@ -7,14 +7,16 @@ from deployments.api.serializers import CoordinationSummarySerializer
 from deployments.management.commands.deployment_status import _summary_line
 from deployments.selectors import coordinations_finished, coordinations_listed
 
+MAX_LIMIT = 10_000
+
 
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_LIMIT}")
     return value
 
 
