@@ -23,7 +23,7 @@ from deployments.notification_policy import notification_url, retry_delay
 from deployments.selectors import coordinations_listed
 from deployments.transitions import note
 from environments import http_answers
-from environments.connectors.http import excerpt, json_body
+from environments.connectors.http import RESPONSE_EXCERPT, excerpt, json_body
 from environments.connectors.webhook import sign
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def coordination_notify(*, coordination_pk: int) -> str:
     body = json_body(summary(coordination))
     webhook_id = delivery_id(coordination)
     attempts = settings.NOTIFICATION_RETRIES + 1
-    problem = ""
+    problem = answered = ""
     for attempt in range(1, attempts + 1):
         try:
             response = _post(url, body, webhook_id)
@@ -152,7 +152,9 @@ def coordination_notify(*, coordination_pk: int) -> str:
                 )
                 return message
             status = response.status_code
-            problem = f"HTTP {status}: {excerpt(response.text, url, settings.NOTIFICATION_WEBHOOK_SECRET)}"
+            # The receiver's answer could hold anything: kept where only ADMINs read it.
+            problem = f"HTTP {status} (response body: ADMINs only)"
+            answered = excerpt(response.text, url, settings.NOTIFICATION_WEBHOOK_SECRET)
             retryable = status >= 500 or status in (408, 429)
         if not retryable or attempt == attempts:
             break
@@ -161,5 +163,6 @@ def coordination_notify(*, coordination_pk: int) -> str:
         time.sleep(delay)
     message = f"notification to {where} failed after {attempt} attempt{'s' if attempt > 1 else ''}: {problem}"
     logger.warning("coordination %s: %s", coordination.coordination_id, message)
-    note(coordination, message, stage=Stage.NOTIFY, data={"delivered": False, "attempts": attempt})
+    data = {"delivered": False, "attempts": attempt, **({RESPONSE_EXCERPT: answered} if answered else {})}
+    note(coordination, message, stage=Stage.NOTIFY, data=data)
     return message

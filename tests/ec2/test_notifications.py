@@ -8,7 +8,14 @@ from django_q.brokers import get_broker
 from django_q.signing import SignedPackage
 from standardwebhooks import Webhook
 
-from deployments.models import Coordination, CoordinationStatus as C, Stage, TargetStatus as T, TriggerSource
+from deployments.models import (
+    Coordination,
+    CoordinationStatus as C,
+    Stage,
+    StageEvent,
+    TargetStatus as T,
+    TriggerSource,
+)
 from deployments.notifications import coordination_notify, summary
 from deployments.runner.sequence import fail_unfinished
 from deployments.services import coordination_cancel, coordination_start
@@ -92,11 +99,14 @@ def test_a_receiver_that_keeps_failing_gets_bounded_retries_and_the_coordination
     result = coordination_notify(coordination_pk=coordination.pk)
 
     assert http_server.paths() == [HOOK] * 3
-    assert result == f"notification to http://127.0.0.1:{http_server.port} failed after 3 attempts: HTTP 503: down"
+    assert result == (
+        f"notification to http://127.0.0.1:{http_server.port} failed after 3 attempts: "
+        "HTTP 503 (response body: ADMINs only)"
+    )
     coordination.refresh_from_db()
     assert coordination.status == C.FAILED
     (notice,) = coordination.events.filter(stage=Stage.NOTIFY)
-    assert (notice.message, notice.data) == (result, {"delivered": False, "attempts": 3})
+    assert (notice.message, notice.data) == (result, {"delivered": False, "attempts": 3, "response_excerpt": "down"})
     assert not notice.new_status
 
 
@@ -109,7 +119,8 @@ def test_a_4xx_answer_is_not_retried(http_server, settings):
     result = coordination_notify(coordination_pk=ended_coordination().pk)
 
     assert http_server.paths() == [HOOK]
-    assert result.endswith("failed after 1 attempt: HTTP 404: no such hook")
+    assert result.endswith("failed after 1 attempt: HTTP 404 (response body: ADMINs only)")
+    assert "no such hook" not in result  # the answer could be anything: events are VIEWER-readable
 
 
 @pytest.mark.django_db
@@ -222,6 +233,8 @@ def test_a_receiver_answering_a_50_mb_error_is_read_only_a_few_kib_per_attempt(h
 
     result = coordination_notify(coordination_pk=ended_coordination().pk)
 
-    assert "failed after 2 attempts: HTTP 503: xxx" in result
-    assert len(result) < 1000
+    assert "failed after 2 attempts: HTTP 503" in result
+    (notice,) = StageEvent.objects.filter(stage=Stage.NOTIFY)
+    assert notice.data["response_excerpt"].startswith("xxx")
+    assert len(notice.data["response_excerpt"]) < 1000
     assert server.sent < 20 * 1024 * 1024
