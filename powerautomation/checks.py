@@ -1,7 +1,11 @@
 """The project's own system checks (they run with runserver, migrate, check, qcluster)."""
 
+import logging
+
 from django.conf import settings
 from django.core import checks
+
+logger = logging.getLogger(__name__)
 
 
 def debug_is_off(app_configs, **kwargs) -> list[checks.CheckMessage]:
@@ -17,3 +21,10 @@ def debug_is_off(app_configs, **kwargs) -> list[checks.CheckMessage]:
             id="powerautomation.W001",
         )
     ]
+
+
+def warn_if_debug(process: str) -> None:
+    """The web process runs no system checks (gunicorn, the WSGI entry point): it says so
+    in its log at start instead."""
+    for message in debug_is_off(None):
+        logger.warning("%s process: %s %s (%s)", process, message.msg, message.hint, message.id)

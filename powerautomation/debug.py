@@ -9,8 +9,8 @@ import re
 
 from django.views.debug import SafeExceptionReporterFilter
 
-# scheme://user:password@host or scheme://:password@host or scheme://token@host
-URL_WITH_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s@]*@", re.IGNORECASE)
+# scheme://user:password@host, scheme://:password@host, scheme://token@host, or ...?password=
+URL_WITH_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://([^/?#\s@]*@|[^\s]*[?&]password=)", re.IGNORECASE)
 
 
 class ExceptionReporterFilter(SafeExceptionReporterFilter):

@@ -10,7 +10,14 @@ powerautomation/gunicorn_logging.py on gunicorn's.
 import logging
 import re
 
-CALLBACK_PATH = re.compile(r"(/api/deployment/callback/)[^/\s?#\"']*")
+
+def _any_encoding(literal: str) -> str:
+    """A pattern for `literal` with any of its characters percent-encoded (`%6B` for `k`):
+    gunicorn logs the raw request line, and Django routes `/callbac%6B/` like `/callback/`."""
+    return "".join(f"(?:{re.escape(char)}|%{ord(char):02x})" for char in literal)
+
+
+CALLBACK_PATH = re.compile(f"({_any_encoding('/api/deployment/callback/')})[^/\\s?#\"']*", re.IGNORECASE)
 REDACTED = r"\1***"
 
 

@@ -59,3 +59,38 @@ def test_debug_off_passes_the_system_check(settings):
     settings.DEBUG = False
 
     assert "powerautomation.W001" not in [message.id for message in checks.run_checks(tags=[checks.Tags.security])]
+
+
+def test_the_web_process_says_in_its_log_at_start_that_debug_is_on(tmp_path):
+    """gunicorn runs no system checks: the WSGI entry point warns instead."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.processes import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(DJANGO_SETTINGS_MODULE="powerautomation.settings", DJANGO_DEBUG="true", DJANGO_SECRET_KEY="test-key")
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    result = subprocess.run(
+        [sys.executable, "-c", "import powerautomation.wsgi"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "powerautomation.W001" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://:pw-4711@127.0.0.1:6379/0", "redis://127.0.0.1:6379/0?password=pw-4711", "rediss://u:pw-4711@h/0"]
+)
+def test_a_url_with_a_password_in_any_form_is_hidden_on_the_error_page(url):
+    from powerautomation.debug import ExceptionReporterFilter
+
+    shown = ExceptionReporterFilter().cleanse_setting("LOCATION", url)
+
+    assert "pw-4711" not in str(shown)

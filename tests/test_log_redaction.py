@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from deployments.models import CallbackToken, CoordinationTarget, TriggerSource
 from deployments.services import coordination_start
+from powerautomation.log_redaction import redact_callback_tokens
 from tests.factories import make_environment
 from tests.support.processes import wait_until
 
@@ -61,3 +62,18 @@ def test_the_web_processs_access_and_error_logs_never_show_a_callback_token(web_
     assert TOKEN not in log
     assert "Bad Request: /api/deployment/callback/***/" in log  # Django's own line, redacted
     assert all('"POST /api/deployment/callback/***/ HTTP/1.1"' in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/deployment/callbac%6B/{token}/",  # Django decodes PATH_INFO: this routes to the callback
+        "/api%2Fdeployment%2Fcallback%2F{token}/",
+        "/api/deployment/callback/{token}/",
+    ],
+)
+def test_a_percent_encoded_callback_path_is_redacted_too(path):
+    token = "pretend-live-token-7c1f"
+    line = f'127.0.0.1 - - "POST {path.format(token=token)} HTTP/1.1" 400 58'
+
+    assert token not in redact_callback_tokens(line)
