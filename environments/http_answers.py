@@ -4,20 +4,25 @@ A health URL, an agent or a notification receiver can answer with a body of any 
 that never ends. Every request the platform makes to a machine goes through `request` here:
 the body is streamed, at most `limit` bytes are kept, reading stops after `read_seconds`,
 and the connection is closed (never drained), so one bad machine costs a worker a few KiB
-and a bounded time.
+and a bounded time. The body is read as it came off the wire (not decompressed), so every
+request asks for it uncompressed (`Accept-Encoding: identity`): requests would otherwise
+offer gzip, and a gzip answer is not JSON.
 """
 
-import json
 import time
 from dataclasses import dataclass
 
 import requests
 import urllib3
 
+from powerautomation import json_input
+
 # What an error excerpt, a health check, a preflight or a notification receiver's answer
 # needs. A finished run's {"success", "exit_code", "output"} is allowed more: RUN_RESULT_BYTES.
 ANSWER_BYTES = 4 * 1024
 READ_CHUNK_BYTES = 4 * 1024
+# The raw stream is read undecoded: ask for the body as it is.
+NO_COMPRESSION = {"Accept-Encoding": "identity"}
 
 
 @dataclass(frozen=True)
@@ -31,13 +36,11 @@ class Answer:
         return self.body.decode("utf-8", errors="replace")
 
     def json(self) -> object:
-        """The body as JSON; ValueError when it is not JSON, nested too deeply or cut short."""
+        """The body as strict JSON (powerautomation/json_input: no duplicate keys, NaN or
+        deep nesting); ValueError when it is not, or when it was cut short."""
         if not self.complete:
             raise ValueError("the answer was cut short")
-        try:
-            return json.loads(self.body)
-        except RecursionError:
-            raise ValueError("the answer is nested too deeply") from None
+        return json_input.loads(self.body)  # JSONInputError is a ValueError
 
 
 def request(
@@ -46,7 +49,8 @@ def request(
     """`requests.request(method, url, ...)` that reads at most `limit` bytes of the body, for
     at most the read timeout in all. Raises what requests raises before the status line."""
     read_seconds = timeout[1] if isinstance(timeout, tuple) else timeout
-    response = requests.request(method, url, timeout=timeout, stream=True, **kwargs)
+    headers = {**(kwargs.pop("headers", None) or {}), **NO_COMPRESSION}
+    response = requests.request(method, url, timeout=timeout, stream=True, headers=headers, **kwargs)
     try:
         body, complete = _read(response.raw, limit, time.monotonic() + read_seconds)
     finally:

@@ -19,3 +19,25 @@ def test_a_wait_timeout_beyond_seven_days_is_refused_naming_the_flag_and_the_lim
     assert "--timeout" in str(raised.value)
     assert "604800 seconds (7 days)" in str(raised.value)
     assert not Coordination.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ('{"instance_id": ' * 100000 + '"i-1"' + "}" * 100000, "nested deeper than 64 levels"),
+        ('{"instance_id": "i-0123456789abcdef0", "instance_id": "i-0fedcba9876543210"}', "duplicate key 'instance_id'"),
+        ('{"instance_id": "i-0123456789abcdef0", "wait_seconds": NaN}', "NaN is not a JSON number"),
+        ('{"instance_id": "i-0123456789abcdef0", "wait_seconds": 1e400}', "1e400 is out of range"),
+    ],
+    ids=["deep", "duplicate key", "NaN", "1e400"],
+)
+def test_an_ec2_config_that_is_not_strict_json_exits_2_naming_the_flag(config, problem):
+    make_environment("linux_local_001")
+
+    with pytest.raises(CommandError) as raised:
+        call_command("trigger_local", "--ec2-config", config)
+
+    assert raised.value.returncode == 2
+    assert str(raised.value).startswith("--ec2-config: ")
+    assert problem in str(raised.value)
+    assert not Coordination.objects.exists()

@@ -12,6 +12,7 @@ from deployments.selectors import coordination_detail, coordination_finished
 from deployments.services import coordination_start
 from deployments.stage_log import format_event, format_total
 from environments import bounds
+from powerautomation import json_input
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STILL_RUNNING = 0, 1, 2, 3
 FOLLOW_POLL_SECONDS = 0.25
@@ -86,9 +87,9 @@ class Command(BaseCommand):
         ec2_config = None
         if options["ec2_config"] is not None:
             try:
-                ec2_config = json.loads(options["ec2_config"])
-            except json.JSONDecodeError as exc:
-                raise CommandError(f"--ec2-config: not valid JSON: {exc}", returncode=EXIT_BAD_INPUT) from None
+                ec2_config = json_input.loads(options["ec2_config"])
+            except json_input.JSONInputError as exc:  # not JSON, too deep, a key twice, NaN
+                raise CommandError(f"--ec2-config: {exc}", returncode=EXIT_BAD_INPUT) from None
         try:
             coordination = coordination_start(
                 triggered_by=TriggerSource.COMMAND,
