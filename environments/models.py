@@ -99,13 +99,13 @@ class RemoteEnvironment(models.Model):
     webhook_secret = EncryptedTextField(
         blank=True, help_text="Signs webhook deliveries (Standard Webhooks). 'whsec_<base64>' or any text."
     )
-    api_endpoint = models.CharField(max_length=2048, blank=True, validators=[http_url_validator])
-    webhook_url = models.CharField(max_length=2048, blank=True, validators=[http_url_validator])
+    api_endpoint = models.CharField(max_length=2048, blank=True, validators=[validate_no_control_characters, http_url_validator])
+    webhook_url = models.CharField(max_length=2048, blank=True, validators=[validate_no_control_characters, http_url_validator])
     init_script_path = models.CharField(
         max_length=1024, default="./init_aicore.sh", validators=[validate_no_control_characters]
     )
     working_directory = models.CharField(max_length=1024, blank=True, validators=[validate_no_control_characters])
-    health_check_url = models.CharField(max_length=2048, blank=True, validators=[http_url_validator])
+    health_check_url = models.CharField(max_length=2048, blank=True, validators=[validate_no_control_characters, http_url_validator])
     timeout = models.PositiveIntegerField(
         default=300, validators=bound_validators(bounds.TIMEOUT), help_text="Seconds, at most 604800 (7 days)."
     )

@@ -83,3 +83,20 @@ def test_a_change_that_keeps_every_secrets_address_needs_no_secret_again():
     environment.description = "moved"
 
     environment.full_clean()
+
+
+@pytest.mark.parametrize("field", ["api_endpoint", "webhook_url", "health_check_url"])
+@pytest.mark.parametrize("character", ["\x00", "\x1b"])
+def test_a_url_with_a_control_character_is_refused_naming_the_field(field, character):
+    """URLValidator lets NUL and ESC through; PostgreSQL refuses NUL in a write."""
+    values = {
+        "environment_id": "api_001",
+        "environment_type": "docker",
+        "connection_method": "http_api",
+        "api_token": "token-value",
+        "api_endpoint": "http://127.0.0.1:8082/api/deploy/init",
+        field: f"http://127.0.0.1:8082/{character}x",
+    }
+    with pytest.raises(ValidationError) as caught:
+        RemoteEnvironment(**values).full_clean(validate_unique=False)
+    assert field in caught.value.message_dict
