@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
 import os
 import signal
 import socket
@@ -50,6 +51,7 @@ WEBHOOK_TOLERANCE_SECONDS = 5 * 60
 WEBHOOK_ID_MEMORY_SECONDS = 10 * 60
 WEBHOOK_ID_MEMORY_SIZE = 10000
 STATE_FILE_NAME = "powerautomation-agent-webhook-ids.json"
+MAX_JSON_DEPTH = 64  # arrays and objects inside one another; far below Python's recursion limit
 CALLBACK_BACKOFF_SECONDS = (1, 2, 4, 8)  # between the 5 attempts
 CALLBACK_TIMEOUT_SECONDS = 10
 TERMINATE_GRACE_SECONDS = 5
@@ -93,14 +95,78 @@ class BadRequest(Exception):
     """Input the agent refuses; the message names the field."""
 
 
+# --- JSON in ---------------------------------------------------------------------------------
+
+
+class JSONRefused(ValueError):
+    """JSON the agent will not read; the message says why."""
+
+
+def _check_depth(text: str, max_depth: int) -> None:
+    """One pass over the text: refuse arrays/objects nested deeper than max_depth. Brackets
+    inside strings (escapes included) do not count; malformed JSON is left to the parser."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise JSONRefused(f"JSON nested too deep (more than {max_depth} levels)")
+        elif char in "]}":
+            depth -= 1
+
+
+def _unique_object(pairs: list) -> dict:
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            shown = key if len(key) <= 100 else key[:100] + "..."
+            raise JSONRefused(f"duplicate key {shown!r}")
+        result[key] = value
+    return result
+
+
+def _refuse_constant(name: str):
+    raise JSONRefused(f"{name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise JSONRefused(f"number {text[:100]} is out of range")
+    return value
+
+
+def loads(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH):
+    """json.loads for everything the agent reads: bounded nesting, no duplicate keys, no NaN,
+    Infinity or out-of-range numbers. Raises JSONRefused (or another ValueError, e.g. a
+    UnicodeDecodeError or json.JSONDecodeError) for anything else."""
+    text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+    _check_depth(text, max_depth)
+    return json.loads(
+        text, object_pairs_hook=_unique_object, parse_constant=_refuse_constant, parse_float=_finite_float
+    )
+
+
 # --- Request checks ------------------------------------------------------------------------
 
 
 def validate_trigger(body: bytes, *, webhook: bool) -> dict:
     """Parse and check a trigger body; return it, or raise BadRequest naming the field."""
     try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        data = loads(body)
+    except JSONRefused as exc:
+        raise BadRequest(f"body: {exc}") from None
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, ints beyond the digit limit
         raise BadRequest(f"body: not valid JSON ({type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise BadRequest("body: must be a JSON object")

@@ -228,3 +228,13 @@ def test_the_agent_refuses_to_start_when_it_cannot_keep_the_webhook_ids(tmp_path
 
     assert result.returncode == 2
     assert "--state-file /nonexistent/ids.json: cannot write" in result.stderr
+
+
+def test_deeply_nested_signed_delivery_is_refused_and_nothing_runs(start_agent):
+    agent = start_agent(webhook_secret=WHSEC)
+
+    response = deliver(agent, b"{" * 60000, secret=WHSEC)
+
+    assert response.status == 400
+    assert "nested too deep" in response.json["error"]
+    assert agent.runs() == 0
