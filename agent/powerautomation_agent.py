@@ -34,6 +34,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -51,6 +52,7 @@ WEBHOOK_TOLERANCE_SECONDS = 5 * 60
 WEBHOOK_ID_MEMORY_SECONDS = 10 * 60
 WEBHOOK_ID_MEMORY_SIZE = 10000
 STATE_FILE_NAME = "powerautomation-agent-webhook-ids.json"
+MAX_STATE_FILE_BYTES = 2 * 1024 * 1024
 MAX_JSON_DEPTH = 64  # arrays and objects inside one another; far below Python's recursion limit
 CALLBACK_BACKOFF_SECONDS = (1, 2, 4, 8)  # between the 5 attempts
 CALLBACK_TIMEOUT_SECONDS = 10
@@ -430,16 +432,21 @@ class WebhookIds:
             self._load()
 
     def _load(self) -> None:
+        """Read the file if it is there; a file too large or not readable is logged and ignored."""
         try:
-            with open(self.path, encoding="utf-8") as handle:
-                stored = json.load(handle)
+            with open(self.path, "rb") as handle:
+                raw = handle.read(MAX_STATE_FILE_BYTES + 1)
+            if len(raw) > MAX_STATE_FILE_BYTES:
+                raise JSONRefused(f"larger than {MAX_STATE_FILE_BYTES} bytes")
+            stored = loads(raw)
         except FileNotFoundError:
             return
         except (OSError, ValueError) as exc:
-            log(f"webhook-id file {self.path}: unreadable ({type(exc).__name__}); starting with none remembered")
+            reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, JSONRefused) else type(exc).__name__
+            log(f"webhook-id file {self.path}: ignored ({reason}); starting with none remembered")
             return
         if isinstance(stored, dict):
-            entries = [(k, v) for k, v in stored.items() if isinstance(k, str) and isinstance(v, (int, float))]
+            entries = [(k, t) for k, v in stored.items() if isinstance(k, str) and (t := _timestamp(v)) is not None]
             self.seen.update(sorted(entries, key=lambda entry: entry[1]))
         self._prune()
 
@@ -457,13 +464,35 @@ class WebhookIds:
         self._prune()
         if not self.path:
             return
-        temporary = f"{self.path}.tmp"
         try:
-            with open(temporary, "w", encoding="utf-8") as handle:
-                json.dump(dict(self.seen), handle)
-            os.replace(temporary, self.path)
+            self._save()
         except OSError as exc:
             log(f"webhook-id file {self.path}: cannot write it ({type(exc).__name__}); remembered in memory only")
+
+    def _save(self) -> None:
+        """Write to a new, unpredictably named file beside the state file (created exclusively,
+        so a planted symlink cannot redirect it), then rename it over the state file."""
+        folder, name = os.path.split(os.path.abspath(self.path))
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                json.dump(dict(self.seen), handle, allow_nan=False)
+            os.replace(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+
+def _timestamp(value) -> float | None:
+    """A remembered id's wall-clock time, or None if it is not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 class Agent:

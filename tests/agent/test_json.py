@@ -1,6 +1,7 @@
 """The agent's bounded JSON reader (`loads`), in process: the agent is one file, loaded by path."""
 
 import importlib.util
+import json
 import time
 
 import pytest
@@ -62,3 +63,14 @@ def test_bytes_are_read_as_utf_8(agent_module):
     assert agent_module.loads('{"é": 1.5}'.encode()) == {"é": 1.5}
     with pytest.raises(UnicodeDecodeError):
         agent_module.loads(b'"\xff"')
+
+
+def test_a_remembered_id_whose_time_overflows_a_float_is_dropped(agent_module, tmp_path):
+    """10**400 is valid JSON and never older than the cutoff: the id would be refused for ever."""
+    path = tmp_path / "ids.json"
+    path.write_text(json.dumps({"msg_ok": time.time(), "msg_bad": 10**400}))
+
+    ids = agent_module.WebhookIds(str(path))
+
+    assert "msg_ok" in ids
+    assert "msg_bad" not in ids
