@@ -28,11 +28,13 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -50,6 +52,8 @@ WEBHOOK_TOLERANCE_SECONDS = 5 * 60
 WEBHOOK_ID_MEMORY_SECONDS = 10 * 60
 WEBHOOK_ID_MEMORY_SIZE = 10000
 STATE_FILE_NAME = "powerautomation-agent-webhook-ids.json"
+MAX_STATE_FILE_BYTES = 2 * 1024 * 1024
+MAX_JSON_DEPTH = 64  # arrays and objects inside one another; far below Python's recursion limit
 CALLBACK_BACKOFF_SECONDS = (1, 2, 4, 8)  # between the 5 attempts
 CALLBACK_TIMEOUT_SECONDS = 10
 TERMINATE_GRACE_SECONDS = 5
@@ -93,14 +97,78 @@ class BadRequest(Exception):
     """Input the agent refuses; the message names the field."""
 
 
+# --- JSON in ---------------------------------------------------------------------------------
+
+
+class JSONRefused(ValueError):
+    """JSON the agent will not read; the message says why."""
+
+
+def _check_depth(text: str, max_depth: int) -> None:
+    """One pass over the text: refuse arrays/objects nested deeper than max_depth. Brackets
+    inside strings (escapes included) do not count; malformed JSON is left to the parser."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise JSONRefused(f"JSON nested too deep (more than {max_depth} levels)")
+        elif char in "]}":
+            depth -= 1
+
+
+def _unique_object(pairs: list) -> dict:
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            shown = key if len(key) <= 100 else key[:100] + "..."
+            raise JSONRefused(f"duplicate key {shown!r}")
+        result[key] = value
+    return result
+
+
+def _refuse_constant(name: str):
+    raise JSONRefused(f"{name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise JSONRefused(f"number {text[:100]} is out of range")
+    return value
+
+
+def loads(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH):
+    """json.loads for everything the agent reads: bounded nesting, no duplicate keys, no NaN,
+    Infinity or out-of-range numbers. Raises JSONRefused (or another ValueError, e.g. a
+    UnicodeDecodeError or json.JSONDecodeError) for anything else."""
+    text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+    _check_depth(text, max_depth)
+    return json.loads(
+        text, object_pairs_hook=_unique_object, parse_constant=_refuse_constant, parse_float=_finite_float
+    )
+
+
 # --- Request checks ------------------------------------------------------------------------
 
 
 def validate_trigger(body: bytes, *, webhook: bool) -> dict:
     """Parse and check a trigger body; return it, or raise BadRequest naming the field."""
     try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        data = loads(body)
+    except JSONRefused as exc:
+        raise BadRequest(f"body: {exc}") from None
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, ints beyond the digit limit
         raise BadRequest(f"body: not valid JSON ({type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise BadRequest("body: must be a JSON object")
@@ -364,16 +432,21 @@ class WebhookIds:
             self._load()
 
     def _load(self) -> None:
+        """Read the file if it is there; a file too large or not readable is logged and ignored."""
         try:
-            with open(self.path, encoding="utf-8") as handle:
-                stored = json.load(handle)
+            with open(self.path, "rb") as handle:
+                raw = handle.read(MAX_STATE_FILE_BYTES + 1)
+            if len(raw) > MAX_STATE_FILE_BYTES:
+                raise JSONRefused(f"larger than {MAX_STATE_FILE_BYTES} bytes")
+            stored = loads(raw)
         except FileNotFoundError:
             return
         except (OSError, ValueError) as exc:
-            log(f"webhook-id file {self.path}: unreadable ({type(exc).__name__}); starting with none remembered")
+            reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, JSONRefused) else type(exc).__name__
+            log(f"webhook-id file {self.path}: ignored ({reason}); starting with none remembered")
             return
         if isinstance(stored, dict):
-            entries = [(k, v) for k, v in stored.items() if isinstance(k, str) and isinstance(v, (int, float))]
+            entries = [(k, t) for k, v in stored.items() if isinstance(k, str) and (t := _timestamp(v)) is not None]
             self.seen.update(sorted(entries, key=lambda entry: entry[1]))
         self._prune()
 
@@ -391,13 +464,35 @@ class WebhookIds:
         self._prune()
         if not self.path:
             return
-        temporary = f"{self.path}.tmp"
         try:
-            with open(temporary, "w", encoding="utf-8") as handle:
-                json.dump(dict(self.seen), handle)
-            os.replace(temporary, self.path)
+            self._save()
         except OSError as exc:
             log(f"webhook-id file {self.path}: cannot write it ({type(exc).__name__}); remembered in memory only")
+
+    def _save(self) -> None:
+        """Write to a new, unpredictably named file beside the state file (created exclusively,
+        so a planted symlink cannot redirect it), then rename it over the state file."""
+        folder, name = os.path.split(os.path.abspath(self.path))
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                json.dump(dict(self.seen), handle, allow_nan=False)
+            os.replace(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+
+def _timestamp(value) -> float | None:
+    """A remembered id's wall-clock time, or None if it is not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 class Agent:

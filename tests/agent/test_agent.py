@@ -1,5 +1,6 @@
 """The local agent over http_api: a real agent process, a real callback receiver, loopback only."""
 
+import json
 import signal
 import sys
 import time
@@ -143,6 +144,38 @@ def test_body_that_is_not_json_is_refused(agent):
 
     assert response.status == 400
     assert response.json["error"].startswith("body:")
+
+
+def test_deeply_nested_body_is_refused_and_the_agent_keeps_answering(agent):
+    """Plain json.loads raised RecursionError here and the agent dropped the connection."""
+    response = agent.trigger(b"[" * 60000)
+
+    assert response.status == 400
+    assert response.json["error"].startswith("body:")
+    assert "nested too deep" in response.json["error"]
+    assert agent.health()["running"] is None
+
+
+def test_body_with_a_duplicate_key_is_refused_naming_the_key(agent, trigger_body):
+    body = json.dumps(trigger_body())[:-1] + ', "action": "reboot"}'
+
+    response = agent.trigger(body.encode())
+
+    assert response.status == 400
+    assert response.json["error"] == "body: duplicate key 'action'"
+    assert agent.runs() == 0
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_body_with_a_non_finite_number_is_refused(agent, trigger_body, number):
+    body = json.dumps(trigger_body())[:-1] + f', "extra": {number}}}'
+
+    response = agent.trigger(body.encode())
+
+    assert response.status == 400
+    assert response.json["error"].startswith("body:")
+    assert number in response.json["error"]
+    assert agent.runs() == 0
 
 
 def test_body_that_is_not_an_object_is_refused(agent):

@@ -20,6 +20,7 @@ from tests.support.agent import (
 
 WHSEC = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 PLAIN_SECRET = "a plain shared secret"
+STATE_FILE_NAME = "powerautomation-agent-webhook-ids.json"  # the default, beside the secret file
 
 
 def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
@@ -228,3 +229,87 @@ def test_the_agent_refuses_to_start_when_it_cannot_keep_the_webhook_ids(tmp_path
 
     assert result.returncode == 2
     assert "--state-file /nonexistent/ids.json: cannot write" in result.stderr
+
+
+def test_deeply_nested_signed_delivery_is_refused_and_nothing_runs(start_agent):
+    agent = start_agent(webhook_secret=WHSEC)
+
+    response = deliver(agent, b"{" * 60000, secret=WHSEC)
+
+    assert response.status == 400
+    assert "nested too deep" in response.json["error"]
+    assert agent.runs() == 0
+
+
+def start_with_state_file(tmp_path, content: bytes):
+    """An agent whose default webhook-id file already holds `content`."""
+    home = tmp_path / "agent"
+    home.mkdir()
+    (home / STATE_FILE_NAME).write_bytes(content)
+    agent = launch_agent(home, tmp_path / "agent.log", DEFAULT_SCRIPT, webhook_secret=WHSEC)
+    agent.wait_listening()
+    return agent
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"[" * 60000, b'{"msg_old": 1, "msg_old": 2}', b"\xff\xfe not utf-8"],
+    ids=["too-deep", "duplicate-key", "not-utf-8"],
+)
+def test_an_unreadable_webhook_id_file_is_logged_and_ignored(tmp_path, webhook_body, callback_receiver, content):
+    agent = start_with_state_file(tmp_path, content)
+    try:
+        assert deliver(agent, webhook_body(), secret=WHSEC).status == 202
+        callback_receiver.wait_for_calls(1)
+        assert "webhook-id file" in agent.log()
+        assert "ignored" in agent.log()
+    finally:
+        agent.stop()
+
+
+def test_a_webhook_id_file_over_2_mib_is_logged_and_ignored(tmp_path, webhook_body, callback_receiver):
+    stored = {"msg_big": time.time(), "padding": "x" * (2 * 1024 * 1024)}
+    agent = start_with_state_file(tmp_path, json.dumps(stored).encode())
+    try:
+        response = deliver(agent, webhook_body(), secret=WHSEC, webhook_id="msg_big")
+
+        assert response.status == 202
+        assert "larger than 2097152 bytes" in agent.log()
+    finally:
+        agent.stop()
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "1e400"])
+def test_a_webhook_id_file_with_a_non_finite_time_is_ignored(tmp_path, webhook_body, callback_receiver, number):
+    """A NaN or infinite time would never be pruned: the id would be refused for ever."""
+    agent = start_with_state_file(tmp_path, f'{{"msg_forever": {number}}}'.encode())
+    try:
+        response = deliver(agent, webhook_body(), secret=WHSEC, webhook_id="msg_forever")
+
+        assert response.status == 202
+        assert "ignored" in agent.log()
+    finally:
+        agent.stop()
+
+
+def test_the_webhook_id_file_is_not_written_through_a_planted_symlink(tmp_path, webhook_body, callback_receiver):
+    home = tmp_path / "agent"
+    home.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("do not overwrite\n")
+    (home / f"{STATE_FILE_NAME}.tmp").symlink_to(victim)
+    agent = launch_agent(home, tmp_path / "agent.log", DEFAULT_SCRIPT, webhook_secret=WHSEC)
+    try:
+        agent.wait_listening()
+
+        assert deliver(agent, webhook_body(), secret=WHSEC, webhook_id="msg_linked").status == 202
+        callback_receiver.wait_for_calls(1)
+
+        assert victim.read_text() == "do not overwrite\n"
+        state = home / STATE_FILE_NAME
+        assert not state.is_symlink()
+        assert "msg_linked" in json.loads(state.read_text())
+        leftovers = {p.name for p in home.iterdir() if p.name.endswith(".tmp")}
+        assert leftovers == {f"{STATE_FILE_NAME}.tmp"}  # only the planted link; no temp file left
+    finally:
+        agent.stop()
