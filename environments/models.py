@@ -43,6 +43,10 @@ def validate_no_control_characters(value: str) -> None:
         raise ValidationError("Control characters (newlines, NUL, ...) are not allowed.")
 
 
+# URLValidator lets NUL and ESC through; PostgreSQL refuses NUL in a write.
+URL_VALIDATORS = [validate_no_control_characters, http_url_validator]
+
+
 def validate_no_control_characters_in_text(value: str) -> None:
     """Free text (a description): line breaks and tabs are text; NUL and the other control
     characters are not (PostgreSQL refuses NUL, and the rest only hide what a page shows)."""
@@ -99,13 +103,13 @@ class RemoteEnvironment(models.Model):
     webhook_secret = EncryptedTextField(
         blank=True, help_text="Signs webhook deliveries (Standard Webhooks). 'whsec_<base64>' or any text."
     )
-    api_endpoint = models.CharField(max_length=2048, blank=True, validators=[validate_no_control_characters, http_url_validator])
-    webhook_url = models.CharField(max_length=2048, blank=True, validators=[validate_no_control_characters, http_url_validator])
+    api_endpoint = models.CharField(max_length=2048, blank=True, validators=URL_VALIDATORS)
+    webhook_url = models.CharField(max_length=2048, blank=True, validators=URL_VALIDATORS)
     init_script_path = models.CharField(
         max_length=1024, default="./init_aicore.sh", validators=[validate_no_control_characters]
     )
     working_directory = models.CharField(max_length=1024, blank=True, validators=[validate_no_control_characters])
-    health_check_url = models.CharField(max_length=2048, blank=True, validators=[validate_no_control_characters, http_url_validator])
+    health_check_url = models.CharField(max_length=2048, blank=True, validators=URL_VALIDATORS)
     timeout = models.PositiveIntegerField(
         default=300, validators=bound_validators(bounds.TIMEOUT), help_text="Seconds, at most 604800 (7 days)."
     )
