@@ -4,6 +4,8 @@ changes, deletes and operates (deploy, check, cancel, retry, import, approve hos
 Users need `is_staff` to sign in to the admin at all; a staff user with neither role sees
 none of these models. Django's per-model permissions play no part here."""
 
+from functools import partial
+
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 
@@ -49,6 +51,11 @@ class RoleAdmin(admin.ModelAdmin):
 
     def has_operate_permission(self, request) -> bool:
         return can_operate(request)
+
+    def admin_view_of(self, view):
+        """A view function `view(request, *, model_admin, ...)` as one of this admin's
+        pages: signed-in staff only (the view checks the role itself)."""
+        return self.admin_site.admin_view(partial(view, model_admin=self))
 
 
 class RecordAdmin(RoleAdmin):

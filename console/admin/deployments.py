@@ -3,7 +3,6 @@ services), their StageEvents and the auto-deploy claims. Who may do what follows
 (accounts/admin_roles.py)."""
 
 import json
-from functools import partial
 
 from django.contrib import admin, messages
 from django.urls import path, reverse
@@ -87,9 +86,7 @@ class CoordinationAdmin(RecordAdmin):
         return coordinations_with_progress(super().get_queryset(request))
 
     def get_urls(self):
-        def wrap(view):
-            return self.admin_site.admin_view(partial(view, model_admin=self))
-
+        wrap = self.admin_view_of
         name = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
             path("deploy/", wrap(views.deploy_view), name=f"{name}_deploy"),

@@ -2,7 +2,6 @@
 deploy, and approve SSH host keys. Roles as in the API: VIEWER reads, ADMIN does."""
 
 import json
-from functools import partial
 from urllib.parse import urlencode
 
 from django import forms
@@ -166,9 +165,7 @@ class RemoteEnvironmentAdmin(RoleAdmin):
         return queryset
 
     def get_urls(self):
-        def wrap(view):
-            return self.admin_site.admin_view(partial(view, model_admin=self))
-
+        wrap = self.admin_view_of
         name = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
             path("import/", wrap(views.import_view), name=f"{name}_import"),

@@ -28,6 +28,15 @@ class Request:
         return json.loads(self.body)
 
 
+def serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, int, threading.Thread]:
+    """Serve `handler` on a free loopback port in a daemon thread: (server, port, thread)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    return server, server.server_address[1], thread
+
+
 class HTTPServer:
     """A loopback HTTP server with scripted answers, recording every request.
 
@@ -62,11 +71,7 @@ class HTTPServer:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
+        self.server, self.port, self.thread = serve(Handler)
 
     def answer(self, path: str, *answers) -> None:
         with self.lock:
@@ -147,11 +152,7 @@ class HugeBodyServer:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
+        self.server, self.port, self.thread = serve(Handler)
 
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
