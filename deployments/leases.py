@@ -144,8 +144,10 @@ def coordinations_reap() -> ReapReport:
         if lease_reap(lease=lease):
             report.leases += 1
     quiet_since = now - timedelta(seconds=max(lease_seconds() * 2, settings.DEPLOYMENT_REQUEUE_SECONDS))
+    # Awaiting approval, a coordination has no lead by design: approving it queues one.
     orphans = (
         Coordination.objects.filter(status__in=COORDINATION_ACTIVE)
+        .exclude(status=C.AWAITING_APPROVAL)
         .exclude(leases__is_lead=True)
         .exclude(requeued_at__gt=quiet_since)
     )

@@ -11,6 +11,7 @@ class CoordinationStatus(models.TextChoices):
     EC2_COMPLETED = "ec2_completed", "EC2 completed"
     LOCAL_TRIGGERING = "local_triggering", "Triggering local environments"
     LOCAL_DEPLOYING = "local_deploying", "Local environments deploying"
+    AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
     LOCAL_COMPLETED = "local_completed", "Local environments finished"
     COMPLETED = "completed", "Completed"
     FAILED = "failed", "Failed"
@@ -65,11 +66,29 @@ class Coordination(models.Model):
     triggered_by_user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    approved_at = models.DateTimeField(
+        null=True, blank=True, help_text="When an ADMIN approved the rollout after its first wave."
+    )
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     ec2_instance_id = models.CharField(max_length=64, blank=True)
     ec2_public_ip = models.CharField(max_length=64, blank=True)
     version = models.CharField(max_length=100, blank=True)
     ec2_deployment_config = models.JSONField(default=dict, blank=True)
     settings = models.JSONField(default=dict, blank=True, help_text="The deployment defaults this run uses.")
+    rollout = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The rollout policy this run uses (environments.rollout), with its waves and failure budget "
+        "resolved against its targets when it was created.",
+    )
+    # Where the rollout is, kept in the database so that a worker that dies anywhere
+    # (mid-wave, in a pause, awaiting approval) leaves the next one exactly this.
+    wave = models.PositiveIntegerField(default=0, help_text="The wave open now (0: none opened yet).")
+    next_wave_at = models.DateTimeField(
+        null=True, blank=True, help_text="During a pause between waves: when the next wave may open."
+    )
     error = models.TextField(blank=True, help_text="Why the coordination failed, in one paragraph.")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -130,6 +149,18 @@ class CoordinationTarget(models.Model):
     )
     environment_id = models.CharField(max_length=100)
     status = models.CharField(max_length=20, choices=TargetStatus.choices, default=TargetStatus.PENDING)
+    wave = models.PositiveIntegerField(default=1, help_text="The rollout wave this target runs in.")
+    waiting_for = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="While pending: the coordination running on this environment that this target waits for.",
+    )
+    stop_requested = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Why another coordination asked for this target's run to stop (a supersede); the worker "
+        "running it hangs up.",
+    )
     reason = models.CharField(
         max_length=40, blank=True, help_text="Short reason for a failure: timeout, exit_code, ..."
     )
@@ -160,9 +191,19 @@ class CoordinationTarget(models.Model):
             models.UniqueConstraint(
                 fields=["coordination", "environment_id"], name="%(app_label)s_%(class)s_unique_environment"
             ),
+            # One run per machine at a time, across every process and cluster: of two
+            # coordinations claiming the same environment, the database lets one through.
+            models.UniqueConstraint(
+                fields=["remote_environment"],
+                condition=models.Q(status__in=sorted(TARGET_ACTIVE)),
+                name="%(app_label)s_%(class)s_one_run_per_environment",
+            ),
         ]
         # An environment's most recent outcome (the API's status overview).
-        indexes = [models.Index(fields=["remote_environment", "-id"], name="target_environment_recent")]
+        indexes = [
+            models.Index(fields=["remote_environment", "-id"], name="target_environment_recent"),
+            models.Index(fields=["coordination", "wave", "status"], name="target_wave_status"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.environment_id} ({self.status})"

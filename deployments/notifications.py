@@ -1,4 +1,5 @@
-"""When a coordination ends, POST a summary to the notification webhook.
+"""When a coordination ends, or its rollout awaits approval after the first wave, POST a
+summary to the notification webhook.
 
 The body is Slack-compatible (`{"text": ...}`) and carries the same summary as structured
 data. With NOTIFICATION_WEBHOOK_SECRET set it is signed as the webhook trigger is (Standard
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
+from django.db.models import Q
 
 from deployments.api.serializers import CoordinationSummarySerializer
 from deployments.models import Coordination, CoordinationStatus as C, Stage, StageEvent, TargetStatus as T
@@ -31,7 +33,11 @@ logger = logging.getLogger(__name__)
 # Failed environments listed in the text (all of them are in the structured part).
 TEXT_LIST_LIMIT = 10
 ERROR_CHARS = 500
-_ICONS = {C.COMPLETED: "✅", C.FAILED: "❌", C.CANCELLED: "🛑"}
+_ICONS = {C.COMPLETED: "✅", C.FAILED: "❌", C.CANCELLED: "🛑", C.AWAITING_APPROVAL: "✋"}
+# What each kind of notification is about: its `type`, and the status it needs (a rollout
+# approved before its notification went out is not announced as awaiting approval).
+ENDED, AWAITING_APPROVAL = "ended", "awaiting_approval"
+KINDS = {ENDED: "coordination.ended", AWAITING_APPROVAL: "coordination.awaiting_approval"}
 
 
 def _where(url: str) -> str:
@@ -41,7 +47,7 @@ def _where(url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
-def summary(coordination: Coordination) -> dict:
+def summary(coordination: Coordination, kind: str = ENDED) -> dict:
     """The notification's body: Slack's `text`, plus the coordination as the API's summary
     shows it (`data`) with the error of each environment that did not succeed."""
     listed = coordinations_listed(Coordination.objects.filter(pk=coordination.pk)).get()
@@ -59,9 +65,14 @@ def summary(coordination: Coordination) -> dict:
         "error": coordination.error[:ERROR_CHARS],
         "failed_environments": unsuccessful,
     }
+    text = (
+        _text(coordination, data["progress"], unsuccessful, data["duration_seconds"])
+        if kind == ENDED
+        else _awaiting_text(coordination, data["progress"], unsuccessful)
+    )
     return {
-        "text": _text(coordination, data["progress"], unsuccessful, data["duration_seconds"]),
-        "type": "coordination.ended",
+        "text": text,
+        "type": KINDS[kind],
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "data": data,
     }
@@ -83,9 +94,23 @@ def _text(coordination: Coordination, progress: dict, unsuccessful: list[dict], 
     return text
 
 
-def delivery_id(coordination: Coordination) -> str:
+def _awaiting_text(coordination: Coordination, progress: dict, unsuccessful: list[dict]) -> str:
+    version = f" ({coordination.version})" if coordination.version else ""
+    text = (
+        f"✋ Deployment {coordination.coordination_id}{version} awaits approval: the first wave ended, "
+        f"{progress['succeeded']} of {progress['total']} environments succeeded, {progress['pending']} wait"
+    )
+    if unsuccessful:
+        failed = [item for item in unsuccessful if item["status"] != T.PENDING]
+        listed = ", ".join(f"{item['environment_id']} ({item['reason']})" for item in failed[:TEXT_LIST_LIMIT])
+        if listed:
+            text += f"; not succeeded: {listed}"
+    return text
+
+
+def delivery_id(coordination: Coordination, kind: str = ENDED) -> str:
     """The same on every attempt (and on a second run of the task): receivers deduplicate."""
-    digest = hashlib.sha256(f"{coordination.coordination_id}:ended".encode()).hexdigest()
+    digest = hashlib.sha256(f"{coordination.coordination_id}:{kind}".encode()).hexdigest()
     return f"msg_{digest[:32]}"
 
 
@@ -113,9 +138,9 @@ def _post(url: str, body: bytes, webhook_id: str) -> http_answers.Answer:
     )
 
 
-def coordination_notify(*, coordination_pk: int) -> str:
-    """Send the end-of-coordination notification (the task's body). Safe to run twice: a
-    notification already delivered is not sent again.
+def coordination_notify(*, coordination_pk: int, kind: str = ENDED) -> str:
+    """Send a coordination's notification of `kind` (the task's body). Safe to run twice:
+    a notification already delivered is not sent again.
 
     1. POST the summary; 2xx is delivered.
     2. Connection errors, timeouts, 408, 429 and 5xx are retried NOTIFICATION_RETRIES times
@@ -123,17 +148,21 @@ def coordination_notify(*, coordination_pk: int) -> str:
     3. Record the outcome as a note; the coordination's status never changes here.
     """
     coordination = Coordination.objects.filter(pk=coordination_pk).first()
-    if coordination is None or not coordination.is_terminal:
+    if kind not in KINDS or coordination is None:
         return "nothing to notify"
-    delivered = StageEvent.objects.filter(coordination=coordination, stage=Stage.NOTIFY, data__delivered=True)
+    if not (coordination.is_terminal if kind == ENDED else coordination.status == C.AWAITING_APPROVAL):
+        return "nothing to notify"
+    # Notes written before kinds existed were all about the end.
+    of_kind = Q(data__kind=kind) | ~Q(data__has_key="kind") if kind == ENDED else Q(data__kind=kind)
+    delivered = StageEvent.objects.filter(of_kind, coordination=coordination, stage=Stage.NOTIFY, data__delivered=True)
     if delivered.exists():
         return "already notified"
     url = notification_url()
     if not url:
         return "notifications are off"
     where = _where(url)
-    body = json_body(summary(coordination))
-    webhook_id = delivery_id(coordination)
+    body = json_body(summary(coordination, kind))
+    webhook_id = delivery_id(coordination, kind)
     attempts = settings.NOTIFICATION_RETRIES + 1
     problem = answered = ""
     for attempt in range(1, attempts + 1):
@@ -148,7 +177,7 @@ def coordination_notify(*, coordination_pk: int) -> str:
                     coordination,
                     message,
                     stage=Stage.NOTIFY,
-                    data={"delivered": True, "attempts": attempt, "status_code": response.status_code},
+                    data={"delivered": True, "attempts": attempt, "status_code": response.status_code, "kind": kind},
                 )
                 return message
             status = response.status_code
@@ -163,6 +192,11 @@ def coordination_notify(*, coordination_pk: int) -> str:
         time.sleep(delay)
     message = f"notification to {where} failed after {attempt} attempt{'s' if attempt > 1 else ''}: {problem}"
     logger.warning("coordination %s: %s", coordination.coordination_id, message)
-    data = {"delivered": False, "attempts": attempt, **({RESPONSE_EXCERPT: answered} if answered else {})}
+    data = {
+        "delivered": False,
+        "attempts": attempt,
+        "kind": kind,
+        **({RESPONSE_EXCERPT: answered} if answered else {}),
+    }
     note(coordination, message, stage=Stage.NOTIFY, data=data)
     return message

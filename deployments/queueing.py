@@ -46,17 +46,19 @@ def queue_shard(*, coordination_pk: int, coordination_id: str) -> None:
     )
 
 
-def queue_notification(*, coordination_pk: int) -> None:
-    """The end-of-coordination notification, when notifications are on. Never raises: a
-    broker or database hiccup here must not reach the coordinator (logged)."""
+def queue_notification(*, coordination_pk: int, kind: str = "ended") -> None:
+    """A coordination's notification (`ended`, or `awaiting_approval`), when notifications
+    are on. Never raises: a broker or database hiccup here must not reach the coordinator
+    (logged)."""
     try:
         if not notification_url():
             return
         async_task(
             "deployments.tasks.notify_coordination_end",
             coordination_pk,
+            kind,
             q_options={
-                "task_name": f"notify end of coordination {coordination_pk}",
+                "task_name": f"notify {kind.replace('_', ' ')} of coordination {coordination_pk}",
                 "timeout": notification_task_timeout(),
             },
         )

@@ -33,6 +33,55 @@ def coordination_finished(coordination: Coordination, *, targets: Iterable[Coord
     return not coordination.targets.filter(status__in=TARGET_ACTIVE).exists()
 
 
+# --- One run per machine: a coordination holds an environment while its target there has
+# not ended. The database's one_run_per_environment constraint stops two runs at once;
+# these reads decide who waits, and who goes first (the oldest coordination never waits).
+
+
+def environments_busy(environment_pks: Iterable[int]) -> dict[str, tuple[str, list[int]]]:
+    """The environments a coordination holds: environment id → (the coordination holding
+    it, the pks of every unended target on it), oldest first."""
+    busy: dict[str, tuple[str, list[int]]] = {}
+    rows = (
+        CoordinationTarget.objects.filter(remote_environment_id__in=list(environment_pks))
+        .exclude(status__in=TARGET_TERMINAL)
+        .order_by("pk")
+        .values_list("pk", "environment_id", "coordination__coordination_id")
+    )
+    for pk, environment_id, holder in rows:
+        busy.setdefault(environment_id, (holder, []))[1].append(pk)
+    return busy
+
+
+def targets_waiting(targets: Iterable[CoordinationTarget]) -> dict[int, str]:
+    """Of pending targets of one coordination, those that must wait, each with the
+    coordination it waits for: another coordination's target on the same environment is
+    running, or came first (a lower pk) and has not ended."""
+    targets = [target for target in targets if target.remote_environment_id is not None]
+    if not targets:
+        return {}
+    coordination_pk = targets[0].coordination_id
+    others: dict[int, list[tuple[int, str, str]]] = {}
+    rows = (
+        CoordinationTarget.objects.filter(
+            remote_environment_id__in={target.remote_environment_id for target in targets}
+        )
+        .exclude(status__in=TARGET_TERMINAL)
+        .exclude(coordination_id=coordination_pk)
+        .order_by("pk")
+        .values_list("remote_environment_id", "pk", "status", "coordination__coordination_id")
+    )
+    for environment_pk, pk, status, holder in rows:
+        others.setdefault(environment_pk, []).append((pk, status, holder))
+    waiting = {}
+    for target in targets:
+        for pk, status, holder in others.get(target.remote_environment_id or 0, []):
+            if status in TARGET_ACTIVE or pk < target.pk:
+                waiting[target.pk] = holder
+                break
+    return waiting
+
+
 def coordinations_active() -> QuerySet[Coordination]:
     return Coordination.objects.filter(status__in=COORDINATION_ACTIVE).select_related("triggered_by_user")
 
@@ -133,6 +182,7 @@ def environments_with_last_outcome() -> list[RemoteEnvironment]:
 
 
 # --- The admin's reads -----------------------------------------------------------------------
+
 
 def coordinations_with_progress(queryset: QuerySet[Coordination]) -> QuerySet[Coordination]:
     """`queryset` with each coordination's progress counted by the database, as

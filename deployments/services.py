@@ -12,6 +12,7 @@ from django.utils import timezone
 from deployments import patterns
 from deployments.ec2.config import validate_ec2_config
 from deployments.models import (
+    TARGET_ACTIVE,
     Coordination,
     CoordinationStatus as C,
     CoordinationTarget,
@@ -21,8 +22,10 @@ from deployments.models import (
     TriggerSource,
 )
 from deployments.queueing import queue_coordination
+from deployments.selectors import environments_busy
 from deployments.transitions import cancel_not_started, note, transition
-from environments.config import current_defaults
+from environments import rollout as rollouts
+from environments.config import current_defaults, current_rollout
 from environments.models import RemoteEnvironment
 from environments.selectors import environments_for_deployment
 
@@ -55,10 +58,30 @@ def _validate_context(*, coordination_id: str, version: str, ec2_instance_id: st
             raise _invalid("ec2_public_ip", f"{ec2_public_ip!r} is not an IP address") from None
 
 
+class EnvironmentsBusy(Exception):
+    """`concurrency: reject` and some environments are in another running coordination.
+    `busy` maps each busy environment to the coordination holding it."""
+
+    def __init__(self, busy: dict[str, str]):
+        self.busy = busy
+        listed = ", ".join(f"{environment_id} (in {holder})" for environment_id, holder in busy.items())
+        super().__init__(f"environment(s) busy in another running coordination: {listed}")
+        self.message = str(self)
+
+
+def resolved_rollout(policy: rollouts.Rollout, total: int) -> dict:
+    """What a coordination stores of its rollout: the policy as given, and its waves and
+    failure budget for this many targets (percentages resolved once, here)."""
+    return {**policy.as_json(), "waves": policy.wave_sizes(total), "failure_budget": policy.failure_budget(total)}
+
+
 def coordination_start(
     *,
     triggered_by: str,
     environment_ids: list[str] | None = None,
+    tags: list[str] | None = None,
+    exclude_tags: list[str] | None = None,
+    rollout: dict | None = None,
     coordination_id: str = "",
     version: str = "",
     ec2_instance_id: str = "",
@@ -68,6 +91,11 @@ def coordination_start(
 ) -> Coordination:
     """Create a coordination over the given environments (default: every enabled one)
     and queue it for a worker once the transaction commits.
+
+    `rollout` overrides the config file's rollout defaults key by key (environments.rollout).
+    Targets are split into waves in the order of the environments. An environment that
+    another running coordination holds: its target waits (`queue`), the start is refused
+    with EnvironmentsBusy (`reject`), or the older run on it is cancelled (`supersede`).
 
     Raises ValidationError naming the field, having changed nothing, on bad input.
     """
@@ -80,8 +108,13 @@ def coordination_start(
     )
     if ec2_deployment_config:
         validate_ec2_config(ec2_deployment_config, ec2_instance_id=ec2_instance_id)
+    policy = rollouts.Rollout.from_json(rollout, base=current_rollout())
     environments = environments_for_deployment(environment_ids=environment_ids)
     with transaction.atomic():
+        busy = _busy_environments(environments, policy)
+        if busy and policy.concurrency == rollouts.REJECT:
+            raise EnvironmentsBusy({environment_id: holder for environment_id, (holder, _) in busy.items()})
+        plan = resolved_rollout(policy, len(environments))
         coordination = Coordination.objects.create(
             coordination_id=coordination_id or _new_coordination_id(),
             triggered_by=triggered_by,
@@ -91,22 +124,70 @@ def coordination_start(
             ec2_public_ip=ec2_public_ip,
             ec2_deployment_config=ec2_deployment_config or {},
             settings=current_defaults().as_json(),
+            rollout=plan,
         )
+        waves = [wave for wave, size in enumerate(plan["waves"], start=1) for _ in range(size)]
         CoordinationTarget.objects.bulk_create(
-            CoordinationTarget(coordination=coordination, remote_environment=env, environment_id=env.environment_id)
-            for env in environments
+            CoordinationTarget(
+                coordination=coordination, remote_environment=env, environment_id=env.environment_id, wave=wave
+            )
+            for env, wave in zip(environments, waves, strict=True)
         )
         StageEvent.objects.create(
             coordination=coordination,
             stage=Stage.COORDINATION,
             new_status=coordination.status,
-            message=f"created by {triggered_by} for {len(environments)} environments",
-            data={"environments": [env.environment_id for env in environments], "triggered_by": triggered_by},
+            message=f"created by {triggered_by} for {len(environments)} environments"
+            + (f" in {len(plan['waves'])} waves" if len(plan["waves"]) > 1 else ""),
+            data={
+                "environments": [env.environment_id for env in environments],
+                "triggered_by": triggered_by,
+                "rollout": plan,
+            },
         )
+        if busy and policy.concurrency == rollouts.SUPERSEDE:
+            _supersede(coordination, busy)
         transaction.on_commit(
             lambda: queue_coordination(coordination_pk=coordination.pk, coordination_id=coordination.coordination_id)
         )
     return coordination
+
+
+def _busy_environments(environments: list[RemoteEnvironment], policy: rollouts.Rollout) -> dict:
+    """The environments another running coordination holds, when the policy acts on it.
+    Their rows are locked first (PostgreSQL), so two starts over the same environments
+    decide one after the other (SQLite's IMMEDIATE transactions already do)."""
+    if policy.concurrency == rollouts.QUEUE:
+        return {}
+    pks = [env.pk for env in environments]
+    list(RemoteEnvironment.objects.select_for_update().filter(pk__in=pks).order_by("pk").values_list("pk"))
+    return environments_busy(pks)
+
+
+def _supersede(coordination: Coordination, busy: dict) -> None:
+    """`concurrency: supersede`: the older runs on these environments end. One not started
+    yet is cancelled now; a running one is asked to stop (the worker holding it hangs up
+    within a second and it ends cancelled); the new targets wait for it to end."""
+    reason = f"superseded by {coordination.coordination_id}"
+    holders = [target_pk for _, target_pks in busy.values() for target_pk in target_pks]
+    older = list(CoordinationTarget.objects.filter(pk__in=holders).select_related("coordination"))
+    cancel_not_started(
+        [target for target in older if target.status == TargetStatus.PENDING],
+        reason=reason,
+        code="superseded",
+        data={"superseded_by": coordination.coordination_id},
+    )
+    for target in older:
+        if target.status in TARGET_ACTIVE and CoordinationTarget.objects.filter(
+            pk=target.pk, status__in=TARGET_ACTIVE
+        ).update(stop_requested=reason):
+            note(
+                target.coordination,
+                f"{reason}: hanging up the run",
+                stage=Stage.RUN,
+                target=target,
+                data={"superseded_by": coordination.coordination_id},
+            )
 
 
 # --- Cancel, retry, idempotent start (the API's actions) ------------------------------------
@@ -162,6 +243,33 @@ def coordination_cancel(*, coordination: Coordination, user=None) -> Coordinatio
     raise CoordinationConflict(
         f"coordination {coordination.coordination_id} kept changing status; try again", status=coordination.status
     )
+
+
+def coordination_approve(*, coordination: Coordination, user=None) -> Coordination:
+    """Approve the rest of a rollout that awaits approval after its first wave: it moves
+    back to `local_deploying` (a conditional update: of two approvals, or an approval and
+    a cancel, one wins) and a worker is queued to open the next wave.
+
+    Raises CoordinationConflict, changing nothing, when it is not awaiting approval."""
+    who = user.get_username() if user is not None and user.is_authenticated else "an unknown user"
+    coordination.refresh_from_db(fields=["status"])
+    with transaction.atomic():
+        if coordination.status != C.AWAITING_APPROVAL or not transition(
+            coordination,
+            C.LOCAL_DEPLOYING,
+            message=f"approved by {who}: the rollout goes on",
+            data={"approved_by": who},
+            fields={"approved_at": timezone.now(), "approved_by": user if user is not None and user.pk else None},
+        ):
+            coordination.refresh_from_db(fields=["status"])
+            raise CoordinationConflict(
+                f"coordination {coordination.coordination_id} is {coordination.status}, not awaiting approval",
+                status=coordination.status,
+            )
+        transaction.on_commit(
+            lambda: queue_coordination(coordination_pk=coordination.pk, coordination_id=coordination.coordination_id)
+        )
+    return coordination
 
 
 def coordination_retry(*, coordination: Coordination, user=None, triggered_by: str = TriggerSource.API) -> Coordination:

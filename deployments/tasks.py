@@ -25,5 +25,6 @@ def reap_coordinations() -> str:
     return f"{report.leases} expired leases reaped, {report.requeued} coordinations queued again"
 
 
-def notify_coordination_end(coordination_pk: int) -> str:
-    return coordination_notify(coordination_pk=coordination_pk)
+def notify_coordination_end(coordination_pk: int, kind: str = "ended") -> str:
+    """`kind`: "ended" (tasks queued before it existed have none), or "awaiting_approval"."""
+    return coordination_notify(coordination_pk=coordination_pk, kind=kind)

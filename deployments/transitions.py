@@ -30,7 +30,10 @@ COORDINATION_TRANSITIONS: dict[str, set[str]] = {
     C.EC2_DEPLOYING: {C.EC2_COMPLETED} | _STOPS,
     C.EC2_COMPLETED: {C.LOCAL_TRIGGERING} | _STOPS,
     C.LOCAL_TRIGGERING: {C.LOCAL_DEPLOYING, C.LOCAL_COMPLETED} | _STOPS,
-    C.LOCAL_DEPLOYING: {C.LOCAL_COMPLETED} | _STOPS,
+    C.LOCAL_DEPLOYING: {C.LOCAL_COMPLETED, C.AWAITING_APPROVAL} | _STOPS,
+    # The canary wave has ended; an ADMIN's approval opens the next one. A failure here
+    # is the coordinator's own (an error, the deadline), never a target's.
+    C.AWAITING_APPROVAL: {C.LOCAL_DEPLOYING} | _STOPS,
     C.LOCAL_COMPLETED: {C.COMPLETED} | _STOPS,
     C.COMPLETED: set(),
     C.FAILED: set(),
@@ -115,18 +118,24 @@ def _on_coordination_end(coordination_pk: int) -> None:
     transaction.on_commit(lambda: queue_notification(coordination_pk=coordination_pk), robust=True)
 
 
-def cancel_not_started(targets: Iterable[CoordinationTarget], *, reason: str) -> None:
-    """Cancel targets that never started (a cancel, a deadline, an error), in one
-    transaction; one that started meanwhile is left to whoever runs it."""
+def cancel_not_started(
+    targets: Iterable[CoordinationTarget], *, reason: str, code: str = "cancelled", data: dict | None = None
+) -> int:
+    """Cancel targets that never started (a cancel, a deadline, an error, the failure
+    budget, a newer coordination), in one transaction; one that started meanwhile is left
+    to whoever runs it. `code` is the targets' short reason. Returns how many it cancelled."""
+    cancelled = 0
     with transaction.atomic():
         for target in targets:
-            transition(
+            cancelled += transition(
                 target,
                 T.CANCELLED,
                 stage=Stage.TRIGGER,
                 message=f"not started: {reason}",
-                fields={"reason": "cancelled", "error": reason},
+                data={"reason": code, **(data or {})},
+                fields={"reason": code, "error": reason, "waiting_for": ""},
             )
+    return cancelled
 
 
 def note(

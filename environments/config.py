@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from environments import bounds
+from environments import bounds, rollout
 from environments.models import SECRET_FIELDS, ConnectionMethod, RemoteEnvironment, SettingsBlock
 from powerautomation import json_input
 
@@ -92,6 +92,8 @@ BLOCK_SCHEMAS = {
         "log_level": _log_level,
         "enable_health_check": _boolean,
         "auto_retry_on_failure": _boolean,
+        # The rollout defaults (environments.rollout); a deployment may override each.
+        **{key: (lambda value, key=key: rollout.problem(key, value)) for key in rollout.KEYS},
     },
     "notification_settings": {
         "enable_notifications": _boolean,
@@ -284,6 +286,12 @@ def stored_blocks() -> dict[str, dict]:
 
 def current_defaults() -> DeploymentDefaults:
     return DeploymentDefaults.from_blocks(stored_blocks())
+
+
+def current_rollout() -> rollout.Rollout:
+    """The rollout defaults: deployment_settings' rollout keys, else one wave, no budget."""
+    block = SettingsBlock.objects.filter(name="deployment_settings").values_list("values", flat=True).first()
+    return rollout.Rollout.from_settings(block if isinstance(block, dict) else {})
 
 
 def settings_block_problems(name: str, values: Any) -> list[str]:

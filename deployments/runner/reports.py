@@ -80,3 +80,11 @@ def as_stopped(outcome: Outcome, stopping: Stopping) -> Outcome:
         reason="timeout" if stopping.kind == StopKind.DEADLINE else "internal_error",
         message=f"stopped: {stopping.reason}",
     )
+
+
+def as_superseded(outcome: Outcome, why: str) -> Outcome:
+    """A run hung up because a newer coordination superseded it ends `cancelled` with
+    reason `superseded`; one that ended on its own before the hang-up keeps its outcome."""
+    if outcome.reason != "cancelled":
+        return outcome
+    return Outcome(T.CANCELLED, reason="superseded", message=f"stopped: {why}", data={"superseded": why})

@@ -15,16 +15,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from deployments.leases import Heartbeat
 from deployments.models import Coordination, CoordinationStatus as C, CoordinationTarget, Stage, TargetStatus as T
 from deployments.runner import reports
+from deployments.runner.budget import FailureBudget
 from deployments.runner.callbacks import CALLBACK_METHODS, Callbacks
 from deployments.runner.delivery import TargetReporter, deliver_and_report
 from deployments.runner.output import OutputBook
 from deployments.runner.stopping import STOP_CHECK_SECONDS, StopKind, Stopping
-from deployments.transitions import cancel_not_started, transition
+from deployments.selectors import targets_waiting
+from deployments.transitions import cancel_not_started, note, transition
 from environments.config import DeploymentDefaults
 from environments.connectors import DeploymentContext, Target
 
@@ -48,12 +50,13 @@ def where(environment) -> str:
 
 
 class Delivery:
-    """One task's share of a coordination's deliveries."""
+    """One task's share of one wave of a coordination's deliveries."""
 
     def __init__(
         self,
         coordination: Coordination,
         *,
+        wave: int,
         lead: bool,
         defaults: DeploymentDefaults,
         context: DeploymentContext,
@@ -61,7 +64,14 @@ class Delivery:
         heartbeat: Heartbeat,
     ):
         self.coordination = coordination
+        self.wave = wave
         self.lead = lead
+        self.budget = FailureBudget(coordination)
+        # Targets whose environment another coordination holds: claimed once it lets go.
+        self.waiting: list[CoordinationTarget] = []
+        self.waiting_for: dict[int, str] = {}
+        # Targets another coordination superseded while they ran: pk → why.
+        self.superseded: dict[int, str] = {}
         self.defaults = defaults
         self.context = context
         self.stopping = stopping
@@ -74,12 +84,12 @@ class Delivery:
         self.callbacks = Callbacks()
 
     def run(self) -> None:
-        """Deliver to every pending target, `parallel_limit` at a time across the
-        coordination's tasks, until each one this task claimed has ended."""
+        """Deliver to every pending target of the wave, `parallel_limit` at a time across
+        the coordination's tasks, until each one this task claimed has ended."""
         targets = list(
-            self.coordination.targets.filter(status=T.PENDING)
+            self.coordination.targets.filter(status=T.PENDING, wave__lte=self.wave)
             .select_related("remote_environment")
-            .order_by("environment_id")
+            .order_by("pk")
         )
         if not self.lead:
             targets.reverse()  # meet the lead in the middle instead of racing it for each claim
@@ -97,64 +107,121 @@ class Delivery:
         self.output.flush(self.targets)
 
     def _schedule(self, pool: ThreadPoolExecutor, pending: list[CoordinationTarget], limit: int) -> None:
-        """1. Claim pending targets while there is room, unless stopping.
+        """1. Claim pending targets while there is room, unless stopping or the failure
+           budget is spent; a target whose environment is busy waits.
         2. On a cancelling stop, cancel what was never claimed; on a shutdown, leave it.
         3. Apply the threads' reports (a short wait for the first one paces the loop).
-        4. Every second look for a stop; hand callbacks over; renew the lease."""
+        4. Every second look for a stop, retry the waiting targets, hang up the runs a
+           newer coordination superseded; hand callbacks over; renew the lease."""
         stopping = self.stopping
         last_stop_check = time.monotonic()
-        while pending or self.in_flight:
+        while pending or self.waiting or self.in_flight:
             if pending and len(self.in_flight) < limit and not stopping.stopped and not stopping.shutting_down:
+                if self.budget.spent():
+                    self.budget.stop_the_rest()
+                    pending, self.waiting = [], []
                 room = limit - len(self.in_flight)
                 batch, pending = pending[:room], pending[room:]
                 for target in self._claim(batch):
                     self.in_flight.add(target.pk)
                     pool.submit(deliver_and_report, *self._delivery_arguments(target))
-            if pending and stopping.kind in CANCELLING_STOPS:
-                cancel_not_started(pending, reason=stopping.reason)
-                pending = []
-            if pending and stopping.shutting_down:
-                pending = []  # left pending for the worker that takes over
+            if (pending or self.waiting) and stopping.kind in CANCELLING_STOPS:
+                cancel_not_started(pending + self.waiting, reason=stopping.reason)
+                pending, self.waiting = [], []
+            if (pending or self.waiting) and stopping.shutting_down:
+                pending, self.waiting = [], []  # left pending for the worker that takes over
             self._apply_reports()
             now = time.monotonic()
             if now - last_stop_check >= STOP_CHECK_SECONDS:
                 stopping.check()
                 last_stop_check = now
+                pending = self._waiting_done() + pending
+                self._hang_up_superseded()
             self.callbacks.collect(self.reporters)
             self.heartbeat.beat()
             self._advance_to_deploying()
 
     def _claim(self, batch: list[CoordinationTarget]) -> list[CoordinationTarget]:
-        """Conditional updates: of two tasks claiming the same target, one wins."""
+        """Conditional updates: of two tasks claiming the same target, one wins; of two
+        coordinations claiming the same environment, the database lets one through."""
         claimed = []
+        waiting = targets_waiting(batch)
         with transaction.atomic():
             for target in batch:
-                environment = target.remote_environment
-                if environment is None:
-                    transition(
-                        target,
-                        T.FAILED,
-                        stage=Stage.TRIGGER,
-                        message="the environment was deleted before it was triggered",
-                        fields={"reason": "environment_deleted", "error": "environment deleted"},
-                    )
+                if target.pk in waiting:
+                    self._wait(target, waiting[target.pk])
                     continue
-                lease = self.heartbeat.lease
-                if transition(
-                    target,
-                    T.TRIGGERING,
-                    stage=Stage.TRIGGER,
-                    message=f"connecting over {environment.connection_method} to {where(environment)}",
-                    data={"attempt": 1, "worker": lease.owner},
-                    fields={"attempts": 1, "lease": lease},
-                ):
-                    if environment.connection_method in CALLBACK_METHODS:
-                        self.callbacks.issue(target, timeout=environment.timeout)
-                    claimed.append(target)
+                try:
+                    if self._claim_one(target):
+                        claimed.append(target)
+                except IntegrityError:  # another coordination claimed the environment first
+                    target.status = T.PENDING
+                    self._wait(target, "another coordination")
         return claimed
 
+    def _claim_one(self, target: CoordinationTarget) -> bool:
+        environment = target.remote_environment
+        if environment is None:
+            transition(
+                target,
+                T.FAILED,
+                stage=Stage.TRIGGER,
+                message="the environment was deleted before it was triggered",
+                fields={"reason": "environment_deleted", "error": "environment deleted"},
+            )
+            return False
+        lease = self.heartbeat.lease
+        with transaction.atomic():  # a savepoint: a refused claim leaves the batch usable
+            claimed = transition(
+                target,
+                T.TRIGGERING,
+                stage=Stage.TRIGGER,
+                message=f"connecting over {environment.connection_method} to {where(environment)}",
+                data={"attempt": 1, "worker": lease.owner, "wave": target.wave},
+                fields={"attempts": 1, "lease": lease, "waiting_for": ""},
+            )
+        if claimed and environment.connection_method in CALLBACK_METHODS:
+            self.callbacks.issue(target, timeout=environment.timeout)
+        return claimed
+
+    def _wait(self, target: CoordinationTarget, holder: str) -> None:
+        """The target waits for the coordination holding its environment (`queue`); its
+        record says which, and one event says so each time that changes."""
+        self.waiting.append(target)
+        if self.waiting_for.get(target.pk) == holder:
+            return
+        self.waiting_for[target.pk] = holder
+        if CoordinationTarget.objects.filter(pk=target.pk, status=T.PENDING).update(waiting_for=holder):
+            target.waiting_for = holder
+            note(
+                self.coordination,
+                f"waiting for {holder}, which holds this environment",
+                stage=Stage.TRIGGER,
+                target=target,
+                data={"waiting_for": holder},
+            )
+
+    def _waiting_done(self) -> list[CoordinationTarget]:
+        """The waiting targets, to be claimed again (those still busy come back)."""
+        waiting, self.waiting = self.waiting, []
+        return waiting
+
+    def _hang_up_superseded(self) -> None:
+        if not self.in_flight:
+            return
+        requests = (
+            CoordinationTarget.objects.filter(pk__in=self.in_flight)
+            .exclude(stop_requested="")
+            .values_list("pk", "stop_requested")
+        )
+        for target_pk, why in requests:
+            reporter = self.reporters.get(target_pk)
+            if reporter is not None and target_pk not in self.superseded:
+                self.superseded[target_pk] = why
+                reporter.stop.set()
+
     def _delivery_arguments(self, target: CoordinationTarget) -> tuple:
-        reporter = TargetReporter(target.pk, self.inbox, self.stopping.event)
+        reporter = TargetReporter(target.pk, self.inbox, self.stopping.target_event())
         self.reporters[target.pk] = reporter
         spec = Target.of(target.remote_environment)
         context = dataclasses.replace(
@@ -163,9 +230,11 @@ class Delivery:
         return (spec, context, self.defaults, reporter)
 
     def _advance_to_deploying(self) -> None:
+        """local_triggering → local_deploying once every target of the first wave started
+        (or ended): the rollout is under way."""
         if not self.lead or self.coordination.status != C.LOCAL_TRIGGERING:
             return
-        if self.coordination.targets.filter(status__in=[T.PENDING, T.TRIGGERING]).exists():
+        if self.coordination.targets.filter(status__in=[T.PENDING, T.TRIGGERING], wave__lte=self.wave).exists():
             return
         if not transition(
             self.coordination, C.LOCAL_DEPLOYING, stage=Stage.RUN, message="every environment has started"
@@ -200,6 +269,8 @@ class Delivery:
         elif kind == "awaiting_callback":
             self.callbacks.awaiting.add(target.pk)
         elif kind == "finished":
+            if target.pk in self.superseded:
+                payload = reports.as_superseded(payload, self.superseded[target.pk])
             reports.record_outcome(target, payload, stopping=self.stopping, output=self.output)
             self.in_flight.discard(target.pk)
             self.callbacks.awaiting.discard(target.pk)

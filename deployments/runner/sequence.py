@@ -30,8 +30,9 @@ from deployments.models import (
 )
 from deployments.queueing import queue_shard
 from deployments.runner.ec2_step import EC2Step
-from deployments.runner.schedule import Delivery, tasks_per_coordination
+from deployments.runner.schedule import CANCELLING_STOPS, Delivery, tasks_per_coordination
 from deployments.runner.stopping import Stopping
+from deployments.runner.waves import HAND_BACK, OPENED, PARKED, STOPPED, Waves
 from deployments.transitions import cancel_not_started, transition
 from environments.config import DeploymentDefaults
 from environments.connectors import DeploymentContext
@@ -111,21 +112,50 @@ class CoordinationRun:
                 return
         if coordination.status == C.EC2_COMPLETED:
             self._start_triggering()
-        self._queue_shards()
-        Delivery(
-            coordination,
-            lead=True,
-            defaults=self.defaults,
-            context=self.context,
-            stopping=self.stopping,
-            heartbeat=self.heartbeat,
-        ).run()
-        if not self.stopping.shutting_down:
-            self._wait_for_shards()
-        if self.stopping.shutting_down:
-            self._hand_back("the worker running it shut down")
+        step = self._rollout()
+        if step == PARKED:
+            return  # approving it queues a new lead
+        if step == HAND_BACK:
+            self._hand_back(
+                "the worker running it shut down" if self.stopping.shutting_down else "a pause outlasts this task"
+            )
             return
         finish(coordination)
+
+    def _rollout(self) -> str:
+        """Wave after wave: deliver the open one (this task and its shards), then decide
+        what comes next. Returns how it ended (waves.DONE, PARKED, STOPPED, HAND_BACK)."""
+        coordination = self.coordination
+        waves = Waves(coordination, stopping=self.stopping, heartbeat=self.heartbeat)
+        while True:
+            coordination.refresh_from_db(fields=["status", "wave", "next_wave_at", "approved_at"])
+            if coordination.status in COORDINATION_TERMINAL or coordination.status == C.AWAITING_APPROVAL:
+                return STOPPED if coordination.status in COORDINATION_TERMINAL else PARKED
+            if not waves.wave_open():
+                step = waves.advance()
+                if step != OPENED:
+                    if step == STOPPED and self.stopping.kind in CANCELLING_STOPS:
+                        cancel_not_started(coordination.targets.filter(status=T.PENDING), reason=self.stopping.reason)
+                    return step
+            self._queue_shards()
+            Delivery(
+                coordination,
+                wave=coordination.wave,
+                lead=True,
+                defaults=self.defaults,
+                context=self.context,
+                stopping=self.stopping,
+                heartbeat=self.heartbeat,
+            ).run()
+            if not self.stopping.shutting_down:
+                self._wait_for_shards()
+            if self.stopping.shutting_down:
+                return HAND_BACK
+            if self.stopping.kind in CANCELLING_STOPS:
+                # A cancel cancelled every target not started; a deadline or an error, only
+                # the open wave's: the later waves end with them.
+                cancel_not_started(coordination.targets.filter(status=T.PENDING), reason=self.stopping.reason)
+                return STOPPED
 
     def _start_ec2_stage(self) -> None:
         coordination = self.coordination
@@ -149,7 +179,7 @@ class CoordinationRun:
 
     def _queue_shards(self) -> None:
         coordination = self.coordination
-        pending = coordination.targets.filter(status=T.PENDING).count()
+        pending = coordination.targets.filter(status=T.PENDING, wave__lte=coordination.wave).count()
         for _ in range(min(tasks_per_coordination() - 1, max(0, pending - 1))):
             queue_shard(coordination_pk=coordination.pk, coordination_id=coordination.coordination_id)
 
@@ -163,7 +193,7 @@ class CoordinationRun:
         """Other tasks may still be delivering; the lead closes the coordination only when
         every target has ended, reaping shards that die meanwhile."""
         coordination = self.coordination
-        while coordination.targets.exclude(status__in=TARGET_TERMINAL).exists():
+        while coordination.targets.filter(wave__lte=coordination.wave).exclude(status__in=TARGET_TERMINAL).exists():
             for lease in RunLease.objects.filter(
                 coordination=coordination, is_lead=False, expires_at__lt=timezone.now()
             ):
@@ -189,7 +219,8 @@ class CoordinationRun:
 
 def run_shard(coordination: Coordination, stopping: Stopping) -> None:
     """Deliver to pending targets of a coordination whose lead is at work, then leave."""
-    if coordination.status not in (C.LOCAL_TRIGGERING, C.LOCAL_DEPLOYING):
+    coordination.refresh_from_db(fields=["status", "wave"])
+    if coordination.status not in (C.LOCAL_TRIGGERING, C.LOCAL_DEPLOYING) or coordination.wave == 0:
         return
     lease = lease_acquire(coordination=coordination, lead=False)
     if lease is None:  # only a lead lease is unique; kept for the type
@@ -198,6 +229,7 @@ def run_shard(coordination: Coordination, stopping: Stopping) -> None:
         defaults = DeploymentDefaults.from_json(coordination.settings)
         Delivery(
             coordination,
+            wave=coordination.wave,
             lead=False,
             defaults=defaults,
             context=_context(coordination, defaults),

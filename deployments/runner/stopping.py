@@ -47,6 +47,7 @@ class Stopping:
         self.shutdown_requested_at: float | None = None
         self.terminated_by_signal = False
         self._last_cluster_check = -CLUSTER_CHECK_SECONDS
+        self._target_events: list[threading.Event] = []
 
     @property
     def grace(self) -> float:
@@ -64,6 +65,17 @@ class Stopping:
         if not self.event.is_set():
             self.kind, self.reason = kind, reason
             self.event.set()
+            for event in self._target_events:
+                event.set()
+
+    def target_event(self) -> threading.Event:
+        """The stop event of one target's delivery: set by every stop of the run, and on
+        its own when that target alone must stop (a newer coordination superseded it)."""
+        event = threading.Event()
+        self._target_events.append(event)
+        if self.event.is_set():
+            event.set()
+        return event
 
     def check(self) -> None:
         """Look for a reason to stop: one query, plus the cluster's status every few seconds."""

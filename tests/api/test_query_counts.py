@@ -16,10 +16,13 @@ def queries(client, path) -> int:
 
 
 def grow_to(count: int, status: str, target_status: str, environment_ids: list[str]) -> None:
+    """Each coordination on environments of its own: an environment runs in one
+    coordination at a time (the database refuses two running targets on one)."""
     from deployments.models import Coordination
 
     for index in range(Coordination.objects.filter(status=status).count(), count):
-        make_coordination(f"deploy_{status}_{index}", status, dict.fromkeys(environment_ids, target_status))
+        own = [make_environment(f"{environment_id}_{index}").environment_id for environment_id in environment_ids]
+        make_coordination(f"deploy_{status}_{index}", status, dict.fromkeys(own, target_status))
 
 
 @pytest.fixture

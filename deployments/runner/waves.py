@@ -1,0 +1,156 @@
+"""The rollout's waves, between two deliveries: when the open wave has ended, decide what
+comes next (spend the failure budget, park for approval, pause, open the next wave).
+
+Everything that decides lives in the database (`Coordination.wave`, `next_wave_at`,
+`approved_at`, the targets' statuses), and every move is a conditional update: a worker
+killed anywhere in here and another that takes over never open a wave early or twice,
+and never lose an approval.
+"""
+
+import time
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from deployments.leases import Heartbeat
+from deployments.models import Coordination, CoordinationStatus as C, Stage, TargetStatus as T
+from deployments.queueing import queue_notification
+from deployments.runner.budget import FAILURE_STATUSES, FailureBudget
+from deployments.runner.stopping import STOP_CHECK_SECONDS, Stopping
+from deployments.transitions import note, transition
+from environments.rollout import APPROVAL
+
+OPENED, DONE, PARKED, STOPPED, HAND_BACK = "opened", "done", "parked", "stopped", "hand_back"
+# A pause that would run into the task's deadline goes on in a fresh task instead.
+PAUSE_HAND_BACK_MARGIN_SECONDS = 30
+
+
+def wave_sizes(coordination: Coordination) -> list[int]:
+    """The waves' sizes; a coordination created before rollouts existed has one wave."""
+    waves = (coordination.rollout or {}).get("waves")
+    return waves if isinstance(waves, list) and waves else [coordination.targets.count()]
+
+
+class Waves:
+    def __init__(self, coordination: Coordination, *, stopping: Stopping, heartbeat: Heartbeat):
+        self.coordination = coordination
+        self.stopping = stopping
+        self.heartbeat = heartbeat
+        self.sizes = wave_sizes(coordination)
+        self.rollout = coordination.rollout or {}
+
+    def wave_open(self) -> bool:
+        """A wave is open and some target of it has not ended."""
+        coordination = self.coordination
+        if coordination.wave == 0:
+            return False
+        return coordination.targets.filter(
+            wave__lte=coordination.wave, status__in=[T.PENDING, T.TRIGGERING, T.RUNNING]
+        ).exists()
+
+    def advance(self) -> str:
+        """The open wave has ended (or none was opened yet): what comes next.
+        DONE: no further wave (all ran, or the failure budget is spent: the rest cancelled).
+        PARKED: awaiting an ADMIN's approval; the task leaves (approving queues a new one).
+        STOPPED / HAND_BACK: a stop or a shutdown came during a pause.
+        OPENED: the next wave is open; deliver it."""
+        coordination = self.coordination
+        budget = FailureBudget(coordination)
+        if budget.spent():
+            budget.stop_the_rest()
+            return DONE
+        if coordination.wave >= len(self.sizes):
+            return DONE
+        if coordination.wave == 1 and self.rollout.get("pause_after_first_batch") == APPROVAL:
+            if coordination.approved_at is None:
+                return self._park()
+        elif coordination.wave >= 1:
+            step = self._pause()
+            if step:
+                return step
+        return self._open_next()
+
+    def _pause_seconds(self) -> int:
+        key = "pause_after_first_batch" if self.coordination.wave == 1 else "batch_pause_seconds"
+        seconds = self.rollout.get(key)
+        return seconds if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds > 0 else 0
+
+    def _pause(self) -> str:
+        """Wait until `next_wave_at` (set once: a worker that takes over waits out the same
+        pause, not a new one). Returns "" when the pause is over."""
+        coordination = self.coordination
+        seconds = self._pause_seconds()
+        if not seconds:
+            return ""
+        if coordination.next_wave_at is None:
+            resume = timezone.now() + timedelta(seconds=seconds)
+            with transaction.atomic():
+                if Coordination.objects.filter(pk=coordination.pk, wave=coordination.wave, next_wave_at=None).update(
+                    next_wave_at=resume
+                ):
+                    note(
+                        coordination,
+                        f"⏸️ pausing {seconds} s before wave {coordination.wave + 1} of {len(self.sizes)}",
+                        stage=Stage.RUN,
+                        data={"pause_seconds": seconds, "next_wave_at": resume.isoformat(), "wave": coordination.wave},
+                    )
+            coordination.refresh_from_db(fields=["next_wave_at"])
+        while coordination.next_wave_at and timezone.now() < coordination.next_wave_at:
+            self.stopping.check()
+            if self.stopping.kind:
+                return STOPPED
+            left = (coordination.next_wave_at - timezone.now()).total_seconds()
+            if self.stopping.shutting_down or (
+                left > self.stopping.deadline - time.monotonic() - PAUSE_HAND_BACK_MARGIN_SECONDS
+            ):
+                return HAND_BACK
+            self.heartbeat.beat(force=True)
+            time.sleep(min(STOP_CHECK_SECONDS, max(left, 0.01)))
+        return ""
+
+    def _park(self) -> str:
+        """The canary wave has ended: wait for an ADMIN's approval (or a cancel), in the
+        database. The notification webhook hears of it."""
+        coordination = self.coordination
+        if coordination.status == C.LOCAL_TRIGGERING and not transition(
+            coordination, C.LOCAL_DEPLOYING, stage=Stage.RUN, message="every environment of the first wave has ended"
+        ):
+            return STOPPED
+        targets = coordination.targets.filter(wave=1)
+        succeeded = targets.filter(status=T.SUCCEEDED).count()
+        failed = targets.filter(status__in=FAILURE_STATUSES).count()
+        remaining = sum(self.sizes[1:])
+        with transaction.atomic():
+            if not transition(
+                coordination,
+                C.AWAITING_APPROVAL,
+                stage=Stage.RUN,
+                message=f"✋ first wave done ({succeeded} succeeded, {failed} failed): awaiting an ADMIN's approval "
+                f"to start the other {remaining} environments",
+                data={"wave": 1, "succeeded": succeeded, "failed": failed, "remaining": remaining},
+            ):
+                return STOPPED
+            pk = coordination.pk
+            transaction.on_commit(lambda: queue_notification(coordination_pk=pk, kind="awaiting_approval"))
+        return PARKED
+
+    def _open_next(self) -> str:
+        coordination = self.coordination
+        number = coordination.wave + 1
+        size = self.sizes[number - 1]
+        with transaction.atomic():
+            if not Coordination.objects.filter(pk=coordination.pk, wave=coordination.wave).update(
+                wave=number, next_wave_at=None
+            ):
+                coordination.refresh_from_db(fields=["wave", "next_wave_at"])
+                return OPENED  # another lead opened it (we were presumed dead); deliver it
+            if len(self.sizes) > 1:
+                note(
+                    coordination,
+                    f"📦 wave {number} of {len(self.sizes)}: {size} environment{'s' if size != 1 else ''}",
+                    stage=Stage.TRIGGER,
+                    data={"wave": number, "waves": len(self.sizes), "size": size},
+                )
+        coordination.wave, coordination.next_wave_at = number, None
+        return OPENED
