@@ -53,10 +53,11 @@ def queue_notification(*, coordination_pk: int, kind: str = "ended") -> None:
     try:
         if not notification_url():
             return
+        # The end's task keeps its old arguments (tasks queued before kinds existed).
+        arguments = (coordination_pk,) if kind == "ended" else (coordination_pk, kind)
         async_task(
             "deployments.tasks.notify_coordination_end",
-            coordination_pk,
-            kind,
+            *arguments,
             q_options={
                 "task_name": f"notify {kind.replace('_', ' ')} of coordination {coordination_pk}",
                 "timeout": notification_task_timeout(),

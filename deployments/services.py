@@ -306,6 +306,8 @@ def coordination_retry(*, coordination: Coordination, user=None, triggered_by: s
         retry = coordination_start(
             triggered_by=triggered_by,
             environment_ids=environment_ids,
+            # The same rollout policy (resolved again against the environments retried).
+            rollout={key: value for key, value in (coordination.rollout or {}).items() if key in rollouts.KEYS},
             version=coordination.version,
             ec2_instance_id=coordination.ec2_instance_id,
             ec2_public_ip=coordination.ec2_public_ip,

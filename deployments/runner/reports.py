@@ -87,4 +87,4 @@ def as_superseded(outcome: Outcome, why: str) -> Outcome:
     reason `superseded`; one that ended on its own before the hang-up keeps its outcome."""
     if outcome.reason != "cancelled":
         return outcome
-    return Outcome(T.CANCELLED, reason="superseded", message=f"stopped: {why}", data={"superseded": why})
+    return Outcome(T.CANCELLED, reason="superseded", message=why, data={"superseded": why})

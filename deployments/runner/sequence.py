@@ -29,6 +29,7 @@ from deployments.models import (
     TargetStatus as T,
 )
 from deployments.queueing import queue_shard
+from deployments.runner.budget import FAILURE_BUDGET
 from deployments.runner.ec2_step import EC2Step
 from deployments.runner.schedule import CANCELLING_STOPS, Delivery, tasks_per_coordination
 from deployments.runner.stopping import Stopping
@@ -38,6 +39,8 @@ from environments.config import DeploymentDefaults
 from environments.connectors import DeploymentContext
 
 logger = logging.getLogger(__name__)
+
+SUPERSEDED = "superseded"
 
 WAIT_FOR_SHARDS_SECONDS = 1.0
 
@@ -263,8 +266,18 @@ def finish(coordination: Coordination) -> None:
         if not transition(coordination, C.COMPLETED, message=f"all {len(targets)} environments succeeded"):
             _moved_on(coordination)
         return
+    superseded = {target.error for target in failed if target.reason == SUPERSEDED}
+    if len(superseded) == 1 and all(target.reason == SUPERSEDED for target in failed):
+        # A newer coordination took over every environment this one had left.
+        (why,) = superseded
+        if not transition(coordination, C.CANCELLED, message=why, fields={"error": why}):
+            _moved_on(coordination)
+        return
     reasons = "; ".join(f"{target.environment_id} ({target.reason or target.status})" for target in failed)
     summary = f"{len(failed)} of {len(targets)} environments failed: {reasons}"
+    if any(target.reason == FAILURE_BUDGET for target in failed):
+        budget = (coordination.rollout or {}).get("failure_budget")
+        summary = f"the failure budget ({budget} failures allowed) is spent; {summary}"
     if not transition(
         coordination,
         C.FAILED,

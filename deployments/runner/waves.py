@@ -72,8 +72,10 @@ class Waves:
         return self._open_next()
 
     def _pause_seconds(self) -> int:
-        key = "pause_after_first_batch" if self.coordination.wave == 1 else "batch_pause_seconds"
-        seconds = self.rollout.get(key)
+        """After the first wave: pause_after_first_batch when it is set, else (as between
+        every later pair of waves) batch_pause_seconds."""
+        first = self.rollout.get("pause_after_first_batch") if self.coordination.wave == 1 else None
+        seconds = first if first is not None else self.rollout.get("batch_pause_seconds")
         return seconds if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds > 0 else 0
 
     def _pause(self) -> str:

@@ -106,7 +106,10 @@ def test_a_receiver_that_keeps_failing_gets_bounded_retries_and_the_coordination
     coordination.refresh_from_db()
     assert coordination.status == C.FAILED
     (notice,) = coordination.events.filter(stage=Stage.NOTIFY)
-    assert (notice.message, notice.data) == (result, {"delivered": False, "attempts": 3, "response_excerpt": "down"})
+    assert (notice.message, notice.data) == (
+        result,
+        {"delivered": False, "attempts": 3, "kind": "ended", "response_excerpt": "down"},
+    )
     assert not notice.new_status
 
 
