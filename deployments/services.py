@@ -59,6 +59,8 @@ def coordination_start(
     *,
     triggered_by: str,
     environment_ids: list[str] | None = None,
+    tags: list[str] | None = None,
+    exclude_tags: list[str] | None = None,
     coordination_id: str = "",
     version: str = "",
     ec2_instance_id: str = "",
@@ -80,7 +82,7 @@ def coordination_start(
     )
     if ec2_deployment_config:
         validate_ec2_config(ec2_deployment_config, ec2_instance_id=ec2_instance_id)
-    environments = environments_for_deployment(environment_ids=environment_ids)
+    environments = environments_for_deployment(environment_ids=environment_ids, tags=tags, exclude_tags=exclude_tags)
     with transaction.atomic():
         coordination = Coordination.objects.create(
             coordination_id=coordination_id or _new_coordination_id(),
