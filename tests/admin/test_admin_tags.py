@@ -2,6 +2,8 @@
 filtered and searched in the list and on the dashboard, and choosing what the Deploy form
 deploys, with the count of what a choice selects before it starts."""
 
+import io
+import json
 import re
 
 import pytest
@@ -193,3 +195,37 @@ def test_the_selection_view_answers_a_choice_that_selects_nothing_with_its_probl
 def test_the_selection_view_needs_a_role(db):
     nobody = signed_in(make_staff("nobody", None))
     assert nobody.get(f"{SELECTION_URL}?all_environments=on").status_code == 403
+
+
+def test_the_import_preview_shows_changed_tags_and_applies_them(operator):
+    make_environment("linux_one", tags=["linux"])
+    entry = {
+        "environment_id": "linux_one",
+        "environment_type": "linux_local",
+        "connection_method": "ssh",
+        "host": "127.0.0.1",
+        "username": "deploy",
+        "ssh_key_path": "/nonexistent/id_ed25519",
+        "tags": ["linux", "team-a"],
+    }
+    file = io.BytesIO(json.dumps({"environments": [entry]}).encode())
+    file.name = "remote_environments.json"
+
+    preview = page(operator.post(ENVIRONMENTS_URL + "import/", {"file": file}))
+
+    assert re.search(r'data-environment="linux_one" data-verb="update"', preview)
+    assert "tags: linux → linux, team-a" in preview
+    assert RemoteEnvironment.objects.get().tags == ["linux"]
+    payload = re.search(r'name="payload" value="([^"]+)"', preview).group(1)
+    digest = re.search(r'name="digest" value="([^"]+)"', preview).group(1)
+    operator.post(ENVIRONMENTS_URL + "import/", {"payload": payload, "digest": digest})
+    assert RemoteEnvironment.objects.get().tags == ["linux", "team-a"]
+
+
+def test_a_viewer_sees_an_environments_tags_read_only(viewer, fleet):
+    environment = RemoteEnvironment.objects.get(environment_id="mac_a")
+
+    html = page(viewer.get(f"{ENVIRONMENTS_URL}{environment.pk}/change/"))
+
+    assert 'name="tags"' not in html
+    assert re.search(r"field-tags.*?mac.*?team-a", html, re.S)
