@@ -256,7 +256,8 @@ def selection_text(driver) -> str:
 def test_an_admin_deploys_by_tag_seeing_what_the_choice_selects_before_it_starts(
     browser, web_server, qcluster, sshd, make_ssh_environment, no_retry_delay
 ):
-    script = sshd.script("init_aicore.sh", f'echo "$ENVIRONMENT_ID" >> "{sshd.scripts}/seen"\n')
+    # A file of its own: the sshd (and its scripts folder) is shared by the whole session.
+    script = sshd.script("init_by-tag.sh", f'echo "$ENVIRONMENT_ID" >> "{sshd.scripts}/seen-by-tag"\n')
     make_ssh_environment("mac_local_001", script, tags=["mac", "team-a"])
     make_ssh_environment("mac_local_002", script, tags=["mac", "flaky"])
     make_ssh_environment("mac_local_off", script, tags=["mac"], enabled=False)
@@ -298,4 +299,4 @@ def test_an_admin_deploys_by_tag_seeing_what_the_choice_selects_before_it_starts
     ]
     finished = f'[data-pa-fragment="recent"] tr[data-coordination="{coordination.coordination_id}"]'
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'{finished}[data-status="completed"]'), "completed")
-    assert sorted((sshd.scripts / "seen").read_text().splitlines()) == ["linux_local_001", "mac_local_001"]
+    assert sorted((sshd.scripts / "seen-by-tag").read_text().splitlines()) == ["linux_local_001", "mac_local_001"]
