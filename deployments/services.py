@@ -109,7 +109,7 @@ def coordination_start(
     if ec2_deployment_config:
         validate_ec2_config(ec2_deployment_config, ec2_instance_id=ec2_instance_id)
     policy = rollouts.Rollout.from_json(rollout, base=current_rollout())
-    environments = environments_for_deployment(environment_ids=environment_ids)
+    environments = environments_for_deployment(environment_ids=environment_ids, tags=tags, exclude_tags=exclude_tags)
     with transaction.atomic():
         busy = _busy_environments(environments, policy)
         if busy and policy.concurrency == rollouts.REJECT:

@@ -2,7 +2,8 @@
 
 Every web process (from the WSGI entry point) and every worker process (django-q2's
 `post_spawn`) calls `on_platform_start` once. When DEPLOYMENT_VERSION has no coordination
-yet, one local deployment of it to every enabled environment is triggered, exactly once
+yet, one local deployment of it to every enabled environment (or those AUTO_DEPLOY_TAGS and
+AUTO_DEPLOY_EXCLUDE_TAGS select) is triggered, exactly once
 per version however many processes start at the same time on however many machines: the
 unique AutoDeploy.version decides, not a check-then-act race.
 """
@@ -43,6 +44,9 @@ def auto_deploy(*, version: str, process: str) -> Coordination | None:
                 version=version,
                 ec2_instance_id=os.environ.get("EC2_INSTANCE_ID", ""),
                 ec2_public_ip=os.environ.get("EC2_PUBLIC_IP", ""),
+                # Unset (empty) selects by no tag: every enabled environment, as before.
+                tags=settings.AUTO_DEPLOY_TAGS or None,
+                exclude_tags=settings.AUTO_DEPLOY_EXCLUDE_TAGS or None,
             )
             AutoDeploy.objects.filter(pk=claim.pk).update(coordination=coordination)
     except IntegrityError:

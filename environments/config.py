@@ -44,11 +44,15 @@ STRING_FIELDS = (
 )
 INTEGER_FIELDS = ("port", "timeout")
 BOOLEAN_FIELDS = ("enabled",)
-ENVIRONMENT_FIELDS = STRING_FIELDS + INTEGER_FIELDS + BOOLEAN_FIELDS
+# A list of labels; its rule (environments/tags.py) is the model's validator, so a wrong
+# type is reported with the rest of the entry's problems, naming `environments[i].tags`.
+LIST_FIELDS = ("tags",)
+ENVIRONMENT_FIELDS = STRING_FIELDS + INTEGER_FIELDS + BOOLEAN_FIELDS + LIST_FIELDS
 # Fields that are not part of the original file format or are write-only: when an entry
 # leaves them out, the stored value is kept (an export without secrets can be re-imported,
-# and a host key an operator pinned survives the next import).
-KEPT_WHEN_ABSENT = SECRET_FIELDS + ("enabled", "host_key")
+# a host key an operator pinned survives the next import, and so do tags set in the admin
+# or the API when a file written before tags existed is imported again).
+KEPT_WHEN_ABSENT = SECRET_FIELDS + ("enabled", "host_key", "tags")
 
 
 def _boolean(value: Any) -> str | None:

@@ -4,7 +4,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
-from environments import bounds
+from environments import bounds, tags as tag_rules
 from environments.connectors import http_api, webhook
 from environments.connectors.base import Target
 from environments.connectors.ssh import parse_host_key
@@ -62,6 +62,21 @@ def validate_host_key(value: str) -> None:
         raise ValidationError(str(exc)) from None
 
 
+def validate_tags(value: object) -> None:
+    problem = tag_rules.tags_problem(value)
+    if problem:
+        raise ValidationError(problem)
+
+
+class TagListField(models.JSONField):
+    """An environment's tags: a JSON list of labels (environments/tags.py).
+
+    Only `[]` counts as empty. JSONField's own empty values also take `""` and `{}`, which
+    would skip the validator and be stored as if they were a list of tags."""
+
+    empty_values = [[]]
+
+
 class EnvironmentType(models.TextChoices):
     MAC_LOCAL = "mac_local", "Mac"
     WINDOWS_LOCAL = "windows_local", "Windows"
@@ -115,6 +130,12 @@ class RemoteEnvironment(models.Model):
     )
     description = models.TextField(blank=True, validators=[validate_no_control_characters_in_text])
     enabled = models.BooleanField(default=True)
+    tags = TagListField(
+        default=list,
+        blank=True,
+        validators=[validate_tags],
+        help_text=f"Labels to select environments by (at most {tag_rules.MAX_TAGS}), e.g. mac, team-a.",
+    )
     host_key = models.TextField(
         blank=True,
         validators=[validate_host_key],

@@ -20,7 +20,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from deployments import patterns  # no Django imports: safe before the apps load
-from environments import bounds  # the same
+from environments import bounds, tags as tag_rules  # the same
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -66,6 +66,17 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None or raw.strip() == "":
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_tags(name: str) -> list[str]:
+    """Comma-separated tags (environments/tags.py); each must have a tag's shape."""
+    labels = tag_rules.split_tags(env_str(name))
+    malformed = [label for label in labels if not tag_rules.is_tag(label)]
+    if malformed:
+        raise ImproperlyConfigured(f"{name}: {tag_rules.shown(malformed[0])} is not a tag: {tag_rules.TAG_HINT}")
+    if len(labels) > tag_rules.MAX_SELECTED_TAGS:
+        raise ImproperlyConfigured(f"{name}: at most {tag_rules.MAX_SELECTED_TAGS} tags, not {len(labels)}")
+    return labels
 
 
 def local_secret_key(path: Path) -> str:
@@ -311,6 +322,11 @@ if AUTO_DEPLOY_ON_STARTUP and not patterns.matches(patterns.VERSION, DEPLOYMENT_
     raise ImproperlyConfigured(
         f"AUTO_DEPLOY_ON_STARTUP=true needs DEPLOYMENT_VERSION: {patterns.VERSION_HINT} (got {DEPLOYMENT_VERSION!r})"
     )
+# Which environments the auto-deploy takes: with AUTO_DEPLOY_TAGS, only the enabled ones
+# with any of them; AUTO_DEPLOY_EXCLUDE_TAGS leaves out those with any of its tags. A tag no
+# environment has is logged at start and nothing is deployed (a later start tries again).
+AUTO_DEPLOY_TAGS = env_tags("AUTO_DEPLOY_TAGS")
+AUTO_DEPLOY_EXCLUDE_TAGS = env_tags("AUTO_DEPLOY_EXCLUDE_TAGS")
 # Where a summary goes when a coordination ends, unless the config file's
 # notification_settings.notification_webhook says (enable_notifications: false turns it off).
 NOTIFICATION_WEBHOOK_URL = env_str("NOTIFICATION_WEBHOOK_URL").strip()

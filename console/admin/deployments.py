@@ -90,6 +90,7 @@ class CoordinationAdmin(RecordAdmin):
         name = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
             path("deploy/", wrap(views.deploy_view), name=f"{name}_deploy"),
+            path("deploy/selection/", wrap(views.deploy_selection_view), name=f"{name}_deploy_selection"),
             path("dashboard/live/", wrap(views.dashboard_live_view), name=f"{name}_dashboard_live"),
             path("<int:pk>/live/", wrap(views.coordination_live_view), name=f"{name}_live"),
             path("<int:pk>/cancel/", wrap(views.coordination_cancel_view), name=f"{name}_cancel"),

@@ -22,12 +22,25 @@ from deployments.selectors import (
 from environments.config import masked_blocks, settings_block_problems
 from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import RETARGETING_HELP, SECRET_FIELDS, RemoteEnvironment, SettingsBlock
+from environments.selectors import environments_tagged, tags_in_use
 from environments.services import (
     environment_save,
     environments_check_queue,
     environments_delete,
 )
+from environments.tags import MAX_TAGS, split_tags
 from powerautomation import json_input
+
+
+class TagListFormField(forms.CharField):
+    """Tags as one comma-separated line. The model's validator (environments/tags.py)
+    checks the list, so the form says what the API and the config file say."""
+
+    def prepare_value(self, value):
+        return ", ".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        return split_tags(super().to_python(value))
 
 
 class RemoteEnvironmentForm(forms.ModelForm):
@@ -37,6 +50,12 @@ class RemoteEnvironmentForm(forms.ModelForm):
     password = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), strip=False)
     api_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), strip=False)
     webhook_secret = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), strip=False)
+    tags = TagListFormField(
+        required=False,
+        widget=forms.TextInput(attrs={"size": 60, "placeholder": "mac, team-a"}),
+        help_text=f"Comma-separated, at most {MAX_TAGS}: lowercase letters, digits, '_', '.' or '-'. "
+        "Deploy by tag from the Deploy form, trigger_local --tags or the API.",
+    )
     clear_secrets = forms.MultipleChoiceField(
         required=False,
         choices=[(name, name) for name in SECRET_FIELDS],
@@ -51,6 +70,7 @@ class RemoteEnvironmentForm(forms.ModelForm):
             "environment_type",
             "connection_method",
             "enabled",
+            "tags",
             "description",
             "host",
             "port",
@@ -104,6 +124,19 @@ def _latest_check(environment: RemoteEnvironment, results: list[dict]) -> dict |
     return None
 
 
+class TagListFilter(admin.SimpleListFilter):
+    """The tags in use, each a filter: the environments that have it."""
+
+    title = "tag"
+    parameter_name = "tag"
+
+    def lookups(self, request, model_admin):
+        return [(tag, tag) for tag in tags_in_use()]
+
+    def queryset(self, request, queryset):
+        return environments_tagged(queryset, tags=[self.value()]) if self.value() else queryset
+
+
 @admin.register(RemoteEnvironment)
 class RemoteEnvironmentAdmin(RoleAdmin):
     form = RemoteEnvironmentForm
@@ -113,10 +146,11 @@ class RemoteEnvironmentAdmin(RoleAdmin):
         "connection_method",
         "address",
         "enabled",
+        "tags_shown",
         "health",
         "last_deployment",
     )
-    list_filter = ("enabled", "connection_method", "environment_type", "last_health")
+    list_filter = ("enabled", TagListFilter, "connection_method", "environment_type", "last_health")
     search_fields = ("environment_id", "host", "description")
     actions = ("deploy_selected", "health_check_now", "connectivity_preflight", "delete_selected")
     readonly_fields = (
@@ -129,7 +163,10 @@ class RemoteEnvironmentAdmin(RoleAdmin):
         "api_token_status",
         "webhook_secret_status",
     )
-    _first = (None, {"fields": ("environment_id", "environment_type", "connection_method", "enabled", "description")})
+    _first = (
+        None,
+        {"fields": ("environment_id", "environment_type", "connection_method", "enabled", "tags", "description")},
+    )
     _connection = (
         "Connection",
         {"fields": ("host", "port", "username", "ssh_key_path", "host_key", "api_endpoint", "webhook_url")},
@@ -163,6 +200,15 @@ class RemoteEnvironmentAdmin(RoleAdmin):
             # The list never reads (decrypts) a secret.
             queryset = environments_with_last_outcome_columns(queryset.defer(*SECRET_FIELDS))
         return queryset
+
+    def get_search_results(self, request, queryset, search_term):
+        # search_fields cannot look inside the tags (JSON) the same way on SQLite and
+        # PostgreSQL: a word of the search that is a tag also finds the environments with it.
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        words = [word.lower() for word in search_term.split()]
+        if words:
+            results = results | environments_tagged(queryset, tags=words)
+        return results, may_have_duplicates
 
     def get_urls(self):
         wrap = self.admin_view_of
@@ -213,6 +259,10 @@ class RemoteEnvironmentAdmin(RoleAdmin):
     @admin.display(description="host:port")
     def address(self, obj):
         return obj.address
+
+    @admin.display(description="tags")
+    def tags_shown(self, obj):
+        return ", ".join(obj.tags) if obj.tags else "–"
 
     @admin.display(description="health", ordering="last_health")
     def health(self, obj):

@@ -22,17 +22,34 @@ from console.presenters import coordination_url
 from deployments.models import Coordination, TriggerSource
 from deployments.services import CoordinationConflict, coordination_cancel, coordination_retry, coordination_start
 from environments.models import RemoteEnvironment
-from environments.selectors import environments_enabled
+from environments.selectors import environments_enabled, environments_for_deployment
+from environments.tags import split_tags
 
 MAX_AFTER = 2**62
+# A line of comma-separated tags: room for many labels, still bounded.
+TAGS_INPUT_MAX_LENGTH = 2000
 
 
 class DeployForm(forms.Form):
     """What `trigger_local` asks for: which environments (all enabled ones, or those
-    ticked), the version, and the EC2 platform deploy this follows."""
+    ticked and those with any of the tags, less those with any of the excluded tags), the
+    version, and the EC2 platform deploy this follows."""
 
     all_environments = forms.BooleanField(required=False, initial=True, label="All enabled environments")
     environments = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
+    tags = forms.CharField(
+        required=False,
+        max_length=TAGS_INPUT_MAX_LENGTH,
+        widget=forms.TextInput(attrs={"placeholder": "mac, linux"}),
+        help_text="and every enabled environment with any of these tags (comma-separated)",
+    )
+    exclude_tags = forms.CharField(
+        required=False,
+        max_length=TAGS_INPUT_MAX_LENGTH,
+        label="Exclude tags",
+        widget=forms.TextInput(attrs={"placeholder": "flaky"}),
+        help_text="leave out every environment with any of these, ticked ones too",
+    )
     version = forms.CharField(
         required=False, max_length=100, widget=forms.TextInput(attrs={"placeholder": "v1.0.0", "size": 14})
     )
@@ -52,28 +69,48 @@ class DeployForm(forms.Form):
     def __init__(self, *args, environments: list[RemoteEnvironment], **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["environments"].choices = [
-            (environment.environment_id, environment.environment_id) for environment in environments
+            (environment.environment_id, _choice_label(environment)) for environment in environments
         ]
         self.fields["all_environments"].label = f"All enabled environments ({len(environments)})"
 
     def clean(self):
         data = super().clean()
-        if not data.get("all_environments") and not data.get("environments"):
+        chosen = data.get("environments") or split_tags(data.get("tags") or "")
+        if not data.get("all_environments") and not chosen:
             raise ValidationError("Choose the environments to deploy to, or tick all enabled environments.")
         return data
+
+    def selection_arguments(self) -> dict:
+        """Which environments, as `environments_for_deployment` takes them. Tags are a
+        choice of their own: given, "all enabled" no longer applies (the page's script
+        unticks it as they are typed)."""
+        data = self.cleaned_data
+        tags = split_tags(data["tags"]) or None
+        everything = data["all_environments"] and not tags
+        return {
+            "environment_ids": None if everything else (data["environments"] or None),
+            "tags": tags,
+            "exclude_tags": split_tags(data["exclude_tags"]) or None,
+        }
 
     def service_arguments(self) -> dict:
         data = self.cleaned_data
         return {
-            "environment_ids": None if data["all_environments"] else data["environments"],
+            **self.selection_arguments(),
             "version": data["version"].strip(),
             "ec2_instance_id": data["ec2_instance_id"].strip(),
             "ec2_public_ip": data["ec2_public_ip"].strip(),
         }
 
 
+def _choice_label(environment: RemoteEnvironment) -> str:
+    if not environment.tags:
+        return environment.environment_id
+    return f"{environment.environment_id} ({', '.join(environment.tags)})"
+
+
 def enabled_environments() -> list[RemoteEnvironment]:
-    return list(environments_enabled().only("id", "environment_id"))
+    return list(environments_enabled().only("id", "environment_id", "tags"))
 
 
 def _next_url(request, default: str) -> str:
@@ -136,10 +173,32 @@ def deploy_view(request, *, model_admin):
 def _add_service_errors(form: DeployForm, exc: ValidationError) -> None:
     fields = {"environments": "environments", "version": "version"}
     fields.update({"ec2_instance_id": "ec2_instance_id", "ec2_public_ip": "ec2_public_ip"})
+    fields.update({"tags": "tags", "exclude_tags": "exclude_tags"})
     for name, problems in exc.message_dict.items():
         field = fields.get(name)
         for problem in problems:
             form.add_error(field, problem if field else f"{name}: {problem}")
+
+
+@require_GET
+def deploy_selection_view(request, *, model_admin):
+    """The Deploy form's count before it starts: which environments a choice
+    (`all_environments`, `environments`, `tags`, `exclude_tags`, as the form posts them)
+    selects, by the rule the start itself applies. A choice that selects nothing, or is
+    bad input, answers its problems by field, as the form would show them."""
+    require_viewer(request)
+    form = DeployForm(request.GET, environments=enabled_environments())
+    errors: dict[str, list[str]] = {}
+    selected: list[RemoteEnvironment] = []
+    if not form.is_valid():
+        errors = {name: list(problems) for name, problems in form.errors.items()}
+    else:
+        try:
+            selected = environments_for_deployment(**form.selection_arguments())
+        except ValidationError as exc:
+            errors = exc.message_dict
+    ids = [environment.environment_id for environment in selected]
+    return JsonResponse({"count": len(ids), "environments": ids, "errors": errors})
 
 
 @require_GET

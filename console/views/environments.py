@@ -97,6 +97,8 @@ def _changed_fields(current: RemoteEnvironment, planned: RemoteEnvironment) -> l
             changes.append(f"{name}: {'set' if after else 'cleared'}")
         elif name == "host_key":
             changes.append(f"host_key: {_key_label(before)} → {_key_label(after)}")
+        elif name == "tags":
+            changes.append(f"tags: {', '.join(before) or 'none'} → {', '.join(after) or 'none'}")
         else:
             changes.append(f"{name}: {before!r} → {after!r}")
     return changes

@@ -16,6 +16,7 @@ from accounts.roles import is_admin
 from deployments.models import Coordination, CoordinationStatus, CoordinationTarget, StageEvent
 from deployments.redaction import HIDDEN, ec2_config_shown, event_data_shown, response_excerpt_shown
 from deployments.selectors import target_progress
+from environments.tags import MAX_SELECTED_TAGS
 from powerautomation.api import RejectUnknownFieldsMixin
 
 # --- Requests ----------------------------------------------------------------------------
@@ -38,7 +39,22 @@ class TriggerLocalSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         required=False,
         allow_null=True,
         max_length=10000,
-        help_text="Environment ids to deploy to. Left out or null: every enabled environment.",
+        help_text="Environment ids to deploy to. Left out or null (and no `tags`): every enabled environment.",
+    )
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=50),
+        required=False,
+        allow_null=True,
+        max_length=MAX_SELECTED_TAGS,
+        help_text="Also deploy to every enabled environment that has any of these tags. A tag no environment has "
+        "is a 400.",
+    )
+    exclude_tags = serializers.ListField(
+        child=serializers.CharField(max_length=50),
+        required=False,
+        allow_null=True,
+        max_length=MAX_SELECTED_TAGS,
+        help_text="Leave out every environment that has any of these tags, named ones too.",
     )
     coordination_id = serializers.CharField(
         required=False, allow_blank=True, max_length=100, help_text="Id for the new coordination (default: generated)."
@@ -58,7 +74,7 @@ class TriggerLocalSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         """The validated body as `coordination_start` keyword arguments."""
         data = self.validated_data
         ec2 = data.get("ec2") or {}
-        return {
+        arguments = {
             "environment_ids": data.get("environments"),
             "coordination_id": data.get("coordination_id", ""),
             "version": data.get("version", ""),
@@ -66,6 +82,10 @@ class TriggerLocalSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
             "ec2_public_ip": ec2.get("public_ip", ""),
             "ec2_deployment_config": data.get("ec2_deployment_config"),
         }
+        # Only when given: a request without them keeps the Idempotency-Key fingerprint
+        # it had before selecting by tag existed.
+        arguments.update({name: data[name] for name in ("tags", "exclude_tags") if data.get(name) is not None})
+        return arguments
 
 
 # Service argument names → the trigger body's fields, for validation errors (the

@@ -82,7 +82,8 @@ class TriggerLocalView(APIView):
         operation_id="trigger_local",
         summary="Start a local deployment",
         description=(
-            "Every enabled environment (or those named) runs its init script, as `manage.py trigger_local` does. "
+            "Every enabled environment (or those named, plus the enabled ones with any of `tags`, less those with "
+            "any of `exclude_tags`) runs its init script, as `manage.py trigger_local` does. "
             "The run is queued for a worker: follow it with `status_url` or `events_url`.\n\n"
             "Send an `Idempotency-Key` header (any unique string, e.g. a UUID) to make the request safe to retry: "
             "a replay returns the first request's coordination with 200 instead of starting another."

@@ -6,15 +6,17 @@ replaced environment gets the same defaults an entry of the file gets. Secrets a
 write-only: a response says `<name>_set: true|false`, never a value. Left out of a PATCH
 or a PUT, a secret keeps its stored value; an empty string clears it. A write that changes
 where a stored secret is sent (host, port, api_endpoint, webhook_url, connection_method)
-must give that secret again, or it is refused naming the secret. A field the serializer
-does not have is a 400 naming it.
+must give that secret again, or it is refused naming the secret. `tags` follow the same
+rule everywhere (environments/tags.py), checked by the model's validator; left out of a
+PUT they keep their stored value, as in an import. A field the serializer does not have
+is a 400 naming it.
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from environments import bounds
+from environments import bounds, tags as tag_rules
 from environments.config import ENVIRONMENT_FIELDS
 from environments.models import RETARGETING_HELP, SECRET_FIELDS, RemoteEnvironment
 from environments.services import environment_prepare, environment_save
@@ -37,7 +39,25 @@ def _secret_set(environment: RemoteEnvironment, name: str) -> bool:
     return bool(flag) if flag is not None else bool(getattr(environment, name))
 
 
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "string", "pattern": f"^{tag_rules.TAG.pattern}$", "maxLength": 50},
+        "maxItems": tag_rules.MAX_TAGS,
+        "uniqueItems": True,
+    }
+)
+class TagsField(serializers.JSONField):
+    """Any JSON, passed to the model's validator: one rule, and one message, for the API,
+    the config file and the admin (a ListField would quietly turn 1 into "1")."""
+
+
 class RemoteEnvironmentSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
+    tags = TagsField(
+        required=False,
+        help_text=f"Labels to select environments by: at most {tag_rules.MAX_TAGS}, each once; "
+        f"{tag_rules.TAG_HINT}. Left out of a PUT: the stored tags are kept.",
+    )
     password_set = serializers.SerializerMethodField(help_text="A password is stored.")
     api_token_set = serializers.SerializerMethodField(help_text="An api_token is stored.")
     webhook_secret_set = serializers.SerializerMethodField(help_text="A webhook_secret is stored.")
@@ -81,8 +101,8 @@ class RemoteEnvironmentSerializer(RejectUnknownFieldsMixin, serializers.ModelSer
         """Build the environment as it would be saved and run the model's validation.
 
         POST: fields left out take the config file's defaults. PUT: like an entry of an
-        imported file, fields left out take their defaults, except the secrets, `enabled`
-        and `host_key`, which keep their values. PATCH: only the fields sent change."""
+        imported file, fields left out take their defaults, except the secrets, `enabled`,
+        `host_key` and `tags`, which keep their values. PATCH: only the fields sent change."""
         try:
             self._environment = environment_prepare(data=attrs, current=self.instance, partial=self.partial)
         except DjangoValidationError as exc:

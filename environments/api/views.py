@@ -22,7 +22,9 @@ from rest_framework.views import APIView
 from environments.api.serializers import RemoteEnvironmentSerializer
 from environments.config import MAX_CONFIG_FILE_BYTES, ConfigError, export_config
 from environments.models import SECRET_FIELDS, RemoteEnvironment
+from environments.selectors import environments_tagged
 from environments.services import environments_import
+from environments.tags import TAG_HINT, is_tag, shown, split_tags
 
 _ERROR = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
 _ERRORS = {
@@ -67,12 +69,39 @@ class TrueOrFalseFilter(BooleanFilter):
     field_class = TrueOrFalseField
 
 
+class TagsQueryField(forms.Field):
+    """`?tag=mac&tag=linux` or `?tag=mac,linux`. A label that cannot be a tag is an error:
+    a filter that quietly matches nothing would hide the typo."""
+
+    widget = forms.MultipleHiddenInput  # reads every `tag` parameter, not the last one
+
+    def to_python(self, value):
+        labels = [label for item in value or [] for label in split_tags(item)]
+        malformed = [label for label in labels if not is_tag(label)]
+        if malformed:
+            raise DjangoValidationError(f"{shown(malformed[0])} is not a tag: {TAG_HINT}")
+        return labels
+
+
+class TagFilter(filters.MultipleChoiceFilter):
+    # A multiple-value filter (the schema says: an array, one parameter per value) whose
+    # values are labels, not choices.
+    field_class = TagsQueryField
+
+
 class EnvironmentFilter(filters.FilterSet):
     enabled = TrueOrFalseFilter(help_text="Only enabled (true) or disabled (false) environments.")
+    tag = TagFilter(
+        method="filter_tag",
+        help_text="Only environments with any of these tags (repeat the parameter, or separate them by commas).",
+    )
 
     class Meta:
         model = RemoteEnvironment
-        fields = ("enabled", "connection_method", "environment_type")
+        fields = ("enabled", "connection_method", "environment_type", "tag")
+
+    def filter_tag(self, queryset, name, value: list[str]):
+        return environments_tagged(queryset, tags=value)
 
 
 @extend_schema_view(
@@ -95,7 +124,7 @@ class EnvironmentFilter(filters.FilterSet):
         operation_id="environments_update",
         summary="Replace an environment",
         description="As an entry of an imported config file: fields left out take their defaults, except the "
-        "secrets, `enabled` and `host_key`, which keep their stored values.",
+        "secrets, `enabled`, `host_key` and `tags`, which keep their stored values.",
         responses={200: RemoteEnvironmentSerializer, **_INVALID, **_NOT_FOUND, **_ERRORS},
     ),
     partial_update=extend_schema(
@@ -167,8 +196,8 @@ class ConfigView(APIView):
         summary="Import a config file",
         description=(
             "As `import_environments`: upsert by environment_id, all or nothing. Left out of an entry, the secrets, "
-            "`enabled` and `host_key` keep their stored values. An invalid file is 400 listing every problem, and "
-            "changes nothing."
+            "`enabled`, `host_key` and `tags` keep their stored values. An invalid file is 400 listing every problem, "
+            "and changes nothing."
         ),
         request=OpenApiTypes.OBJECT,
         parameters=[

@@ -247,3 +247,56 @@ def test_an_admin_approves_a_changed_host_key_and_retries_the_failed_environment
         browser.find_element(By.CSS_SELECTOR, 'tr[data-environment="linux_local_001"]').get_attribute("data-status")
         == T.SUCCEEDED
     )
+
+
+def selection_text(driver) -> str:
+    return driver.find_element(By.CSS_SELECTOR, "[data-pa-deploy-form] [data-pa-selection]").text
+
+
+def test_an_admin_deploys_by_tag_seeing_what_the_choice_selects_before_it_starts(
+    browser, web_server, qcluster, sshd, make_ssh_environment, no_retry_delay
+):
+    # A file of its own: the sshd (and its scripts folder) is shared by the whole session.
+    script = sshd.script("init_by-tag.sh", f'echo "$ENVIRONMENT_ID" >> "{sshd.scripts}/seen-by-tag"\n')
+    make_ssh_environment("mac_local_001", script, tags=["mac", "team-a"])
+    make_ssh_environment("mac_local_002", script, tags=["mac", "flaky"])
+    make_ssh_environment("mac_local_off", script, tags=["mac"], enabled=False)
+    make_ssh_environment("linux_local_001", script, tags=["linux"])
+    make_staff("operator", ADMIN)
+
+    sign_in(browser, web_server, "operator")
+    form = browser.find_element(By.CSS_SELECTOR, "[data-pa-deploy-form]")
+    wait_for(browser, lambda d: selection_text(d).startswith("Selects 3 environments"), "the count of all enabled")
+
+    form.find_element(By.NAME, "tags").send_keys("mac")
+    wait_for(
+        browser,
+        lambda d: selection_text(d) == "Selects 2 environments: mac_local_001, mac_local_002",
+        "the count of the tagged ones",
+    )
+    assert not form.find_element(By.NAME, "all_environments").is_selected()  # typing a tag unticks "all"
+    form.find_element(By.NAME, "exclude_tags").send_keys("flakey")
+    wait_for(browser, lambda d: "unknown tag(s): flakey" in selection_text(d), "the unknown tag named")
+    browser.shot("unknown-tag")
+    form.find_element(By.NAME, "exclude_tags").send_keys("\b\b")  # flakey -> flak
+    form.find_element(By.NAME, "exclude_tags").send_keys("y")
+    wait_for(browser, lambda d: selection_text(d) == "Selects 1 environment: mac_local_001", "the count less flaky")
+    form.find_element(By.CSS_SELECTOR, 'input[name="environments"][value="linux_local_001"]').click()
+    wait_for(
+        browser,
+        lambda d: selection_text(d) == "Selects 2 environments: linux_local_001, mac_local_001",
+        "the count with a ticked one",
+    )
+    browser.shot("selection")
+    form.find_element(By.CSS_SELECTOR, "[data-pa-deploy]").click()
+
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".messagelist .success"), "the started message")
+    assert "2 environments deploying" in browser.find_element(By.CSS_SELECTOR, ".messagelist .success").text
+    coordination = Coordination.objects.get()
+    assert sorted(coordination.targets.values_list("environment_id", flat=True)) == [
+        "linux_local_001",
+        "mac_local_001",
+    ]
+    finished = f'[data-pa-fragment="recent"] tr[data-coordination="{coordination.coordination_id}"]'
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'{finished}[data-status="completed"]'), "completed")
+    assert sorted((sshd.scripts / "seen-by-tag").read_text().splitlines()) == ["linux_local_001", "mac_local_001"]

@@ -305,3 +305,106 @@ class TestRetargeting:
         assert list(response.json()) == ["api_token"]
         stored.refresh_from_db()
         assert stored.api_endpoint == "http://127.0.0.1:8082/api/deploy/init"
+
+
+# --- Tags ---------------------------------------------------------------------------------
+
+
+def test_tags_are_stored_and_answered_in_their_order(admin_client_api, db):
+    response = admin_client_api.post(LIST, {**SSH, "tags": ["mac", "team-a"]}, format="json")
+
+    assert response.status_code == 201, response.content
+    assert response.json()["tags"] == ["mac", "team-a"]
+    assert RemoteEnvironment.objects.get().tags == ["mac", "team-a"]
+    assert admin_client_api.get(detail("mac_local_001")).json()["tags"] == ["mac", "team-a"]
+
+
+def test_an_environment_without_tags_answers_an_empty_list(viewer_client, db):
+    make_environment("env_plain")
+    assert viewer_client.get(detail("env_plain")).json()["tags"] == []
+
+
+@pytest.mark.parametrize(
+    ("tags", "problem"),
+    [
+        ("mac", "must be a list of tags"),
+        ([1], "every tag must be a string (got 1)"),
+        (["Mac"], "'Mac' is not a tag"),
+        (["mac", "mac"], "a tag may appear once (repeated: mac)"),
+        ([f"t{i}" for i in range(21)], "at most 20 tags (got 21)"),
+    ],
+    ids=["string", "number", "uppercase", "duplicate", "21-tags"],
+)
+def test_tags_breaking_the_rule_are_400_naming_the_field_and_change_nothing(admin_client_api, db, tags, problem):
+    make_environment("mac_local_001", tags=["mac"])
+
+    response = admin_client_api.patch(detail("mac_local_001"), {"tags": tags}, format="json")
+
+    assert response.status_code == 400, response.content
+    (message,) = response.json()["tags"]
+    assert problem in message
+    assert RemoteEnvironment.objects.get().tags == ["mac"]
+
+
+def test_a_patch_of_tags_changes_only_them(admin_client_api, db):
+    make_environment("mac_local_001", tags=["mac"], description="kept")
+
+    response = admin_client_api.patch(detail("mac_local_001"), {"tags": ["mac", "flaky"]}, format="json")
+
+    assert response.status_code == 200, response.content
+    stored = RemoteEnvironment.objects.get()
+    assert (stored.tags, stored.description) == (["mac", "flaky"], "kept")
+
+
+def test_a_put_without_tags_keeps_the_stored_tags(admin_client_api, db):
+    make_environment("mac_local_001", tags=["mac"])
+
+    response = admin_client_api.put(detail("mac_local_001"), SSH, format="json")
+
+    assert response.status_code == 200, response.content
+    assert RemoteEnvironment.objects.get().tags == ["mac"]
+
+
+def test_a_viewer_cannot_write_tags(viewer_client, db):
+    make_environment("mac_local_001", tags=["mac"])
+
+    response = viewer_client.patch(detail("mac_local_001"), {"tags": ["linux"]}, format="json")
+
+    assert response.status_code == 403
+    assert RemoteEnvironment.objects.get().tags == ["mac"]
+
+
+@pytest.fixture
+def tagged(db):
+    make_environment("mac_a", tags=["mac", "team-a"])
+    make_environment("mac_off", tags=["mac"], enabled=False)
+    make_environment("linux_a", tags=["linux"])
+    make_environment("plain")
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("tag=mac", ["mac_a", "mac_off"]),
+        ("tag=mac&tag=linux", ["linux_a", "mac_a", "mac_off"]),
+        ("tag=mac,linux", ["linux_a", "mac_a", "mac_off"]),
+        ("tag=team-a&enabled=true", ["mac_a"]),
+        ("tag=windows", []),
+        ("tag=", ["linux_a", "mac_a", "mac_off", "plain"]),
+    ],
+    ids=["one", "repeated", "comma-separated", "with-another-filter", "unknown", "empty"],
+)
+def test_the_list_filters_by_any_of_the_tags(viewer_client, tagged, query, expected):
+    response = viewer_client.get(f"{LIST}?{query}")
+
+    assert response.status_code == 200, response.content
+    assert [environment["environment_id"] for environment in response.json()] == expected
+
+
+@pytest.mark.parametrize("value", ["Mac", "-mac", "a%20b"])
+def test_a_tag_filter_value_that_cannot_be_a_tag_is_400_naming_the_parameter(viewer_client, tagged, value):
+    response = viewer_client.get(f"{LIST}?tag=mac&tag={value}")
+
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == ["tag"]
+    assert "is not a tag" in response.json()["tag"][0]

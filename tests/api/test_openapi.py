@@ -86,6 +86,22 @@ def test_secrets_are_write_only_in_the_schema(schema):
         assert response[f"{name}_set"]["readOnly"] is True
 
 
+def test_tags_are_in_the_schema_of_an_environment_the_list_filter_and_the_trigger(schema):
+    schemas = schema["components"]["schemas"]
+    for name in ("RemoteEnvironment", "RemoteEnvironmentRequest"):
+        tags = schemas[name]["properties"]["tags"]
+        assert (tags["type"], tags["items"]["type"], tags["maxItems"]) == ("array", "string", 20)
+    trigger = schemas["TriggerLocalRequest"]["properties"]
+    for name in ("tags", "exclude_tags"):
+        assert (trigger[name]["type"], trigger[name]["items"]["type"]) == ("array", "string")
+    (tag,) = [
+        parameter
+        for parameter in schema["paths"]["/api/deployment/environments"]["get"]["parameters"]
+        if parameter["name"] == "tag"
+    ]
+    assert (tag["schema"]["type"], tag["explode"]) == ("array", True)
+
+
 @pytest.mark.django_db
 def test_the_schema_and_the_swagger_page_are_served(client, settings):
     # Without collectstatic's manifest: the page's assets are found by the finders.

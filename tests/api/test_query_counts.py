@@ -76,3 +76,12 @@ def test_events_cost_the_same_for_1_and_50(viewer_client, environments):
     )
     assert queries(viewer_client, path) == one
     assert len(viewer_client.get(path).json()["events"]) == 50
+
+
+def test_the_environment_list_filtered_by_tag_costs_the_same_for_1_and_50(viewer_client, db):
+    make_environment("env_first", tags=["mac"])
+    one = queries(viewer_client, "/api/deployment/environments?tag=mac")
+    for index in range(49):
+        make_environment(f"env_more_{index}", tags=["mac"] if index % 2 else ["linux"])
+    assert queries(viewer_client, "/api/deployment/environments?tag=mac") == one
+    assert len(viewer_client.get("/api/deployment/environments?tag=mac").json()) == 25

@@ -193,3 +193,85 @@ def test_an_unknown_field_inside_ec2_is_400_naming_it_there(admin_client_api, en
     assert response.status_code == 400, response.content
     assert response.json() == {"ec2": {"ip": ["unknown field: this endpoint does not take it"]}}
     assert not Coordination.objects.exists()
+
+
+# --- Selecting by tag ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def tagged(db):
+    make_environment("mac_a", tags=["mac"])
+    make_environment("mac_flaky", tags=["mac", "flaky"])
+    make_environment("mac_off", tags=["mac"], enabled=False)
+    make_environment("linux_a", tags=["linux"])
+    make_environment("plain")
+
+
+def targets(response) -> list[str]:
+    assert response.status_code == 202, response.content
+    return response.json()["environments"]
+
+
+def test_tags_select_the_enabled_environments_with_any_of_them(admin_client_api, tagged):
+    response = admin_client_api.post(URL, {"tags": ["mac", "linux"]}, format="json")
+
+    assert targets(response) == ["linux_a", "mac_a", "mac_flaky"]
+    assert sorted(Coordination.objects.get().targets.values_list("environment_id", flat=True)) == targets(response)
+
+
+def test_exclude_tags_leave_out_those_with_any_of_them_named_ones_too(admin_client_api, tagged):
+    response = admin_client_api.post(
+        URL, {"environments": ["plain", "mac_flaky"], "tags": ["mac"], "exclude_tags": ["flaky"]}, format="json"
+    )
+
+    assert targets(response) == ["mac_a", "plain"]
+
+
+def test_exclude_tags_alone_leave_them_out_of_every_enabled_environment(admin_client_api, tagged):
+    response = admin_client_api.post(URL, {"exclude_tags": ["flaky"]}, format="json")
+
+    assert targets(response) == ["linux_a", "mac_a", "plain"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "problem"),
+    [
+        ({"tags": ["mac", "macc"]}, "tags", "unknown tag(s): macc"),
+        ({"exclude_tags": ["flakey"]}, "exclude_tags", "unknown tag(s): flakey"),
+        ({"tags": ["Mac"]}, "tags", "'Mac' is not a tag"),
+        ({"tags": []}, "tags", "name at least one tag"),
+        ({"tags": ["mac"], "exclude_tags": ["mac"]}, "tags", "nothing left to deploy to"),
+        ({"environments": ["mac_flaky"], "exclude_tags": ["flaky"]}, "environments", "nothing left to deploy to"),
+        ({"tags": "mac"}, "tags", "Expected a list"),
+        ({"tags": ["m" * 51]}, "tags", "no more than 50 characters"),
+        ({"exclude_tags": [f"t{i}" for i in range(101)]}, "exclude_tags", "no more than 100"),
+    ],
+    ids=[
+        "unknown",
+        "unknown-excluded",
+        "malformed",
+        "empty",
+        "all-excluded",
+        "named-excluded",
+        "string",
+        "long",
+        "101",
+    ],
+)
+def test_a_bad_tag_selection_is_400_naming_the_field_and_starts_nothing(admin_client_api, tagged, body, field, problem):
+    response = admin_client_api.post(URL, body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == [field]
+    assert problem in str(response.json()[field])
+    assert not Coordination.objects.exists()
+    assert not StageEvent.objects.exists()
+
+
+def test_a_replayed_idempotency_key_with_other_tags_is_422(admin_client_api, tagged):
+    first = admin_client_api.post(URL, {"tags": ["mac"]}, format="json", HTTP_IDEMPOTENCY_KEY="key-tags")
+    again = admin_client_api.post(URL, {"tags": ["mac"]}, format="json", HTTP_IDEMPOTENCY_KEY="key-tags")
+    other = admin_client_api.post(URL, {"tags": ["linux"]}, format="json", HTTP_IDEMPOTENCY_KEY="key-tags")
+
+    assert (first.status_code, again.status_code, other.status_code) == (202, 200, 422)
+    assert Coordination.objects.count() == 1

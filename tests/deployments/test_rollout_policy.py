@@ -114,7 +114,11 @@ def test_the_config_file_refuses_bad_rollout_defaults_naming_each():
     with pytest.raises(ConfigError) as refused:
         plan_import(data)
     text = "; ".join(refused.value.errors)
-    for key in ("deployment_settings.batch_size", "deployment_settings.max_failures", "deployment_settings.concurrency"):
+    for key in (
+        "deployment_settings.batch_size",
+        "deployment_settings.max_failures",
+        "deployment_settings.concurrency",
+    ):
         assert key in text
 
 

@@ -346,7 +346,9 @@ def test_supersede_hangs_up_the_older_run_and_runs_the_newer_after_it(remote, ma
     first_run_hangs = script(remote, "first-hangs.sh", 0)
     # The first run on the machine hangs (the newer one must hang it up); later ones end.
     first_run_hangs.write_text(
-        first_run_hangs.read_text().replace("sleep 0", f'[ -e "{remote}/ran" ] || {{ touch "{remote}/ran"; sleep 60; }}')
+        first_run_hangs.read_text().replace(
+            "sleep 0", f'[ -e "{remote}/ran" ] || {{ touch "{remote}/ran"; sleep 60; }}'
+        )
     )
     make_ssh_environment("shared", first_run_hangs)
     make_ssh_environment("later", script(remote, "ok.sh", 0))
@@ -374,5 +376,3 @@ def test_supersede_hangs_up_the_older_run_and_runs_the_newer_after_it(remote, ma
     second_start = next(at for kind, env, c, at in log if c == second.coordination_id and env == "shared")
     assert not [row for row in log if row[0] == "end" and row[2] == first.coordination_id]  # hung up
     assert second_start >= older.finished_at.timestamp() > first_start
-
-

@@ -140,3 +140,28 @@ def test_an_identifier_with_a_trailing_newline_is_refused(make_ssh_environment, 
     with pytest.raises(ValidationError) as excinfo:
         start(**{field: value + "\n"})
     assert field in field_errors(excinfo)
+
+
+def test_targets_chosen_by_tag_are_the_enabled_tagged_ones_less_the_excluded(make_ssh_environment):
+    make_ssh_environment("mac_one", "./init_aicore.sh", tags=["mac"])
+    make_ssh_environment("mac_flaky", "./init_aicore.sh", tags=["mac", "flaky"])
+    make_ssh_environment("mac_off", "./init_aicore.sh", tags=["mac"], enabled=False)
+    make_ssh_environment("linux_one", "./init_aicore.sh", tags=["linux"])
+
+    coordination = start(environment_ids=["linux_one"], tags=["mac"], exclude_tags=["flaky"])
+
+    assert sorted(t.environment_id for t in coordination.targets.all()) == ["linux_one", "mac_one"]
+    created = StageEvent.objects.get(coordination=coordination)
+    assert created.data["environments"] == ["linux_one", "mac_one"]
+
+
+@pytest.mark.parametrize("field", ["tags", "exclude_tags"])
+def test_an_unknown_tag_names_the_field_and_creates_nothing(make_ssh_environment, field):
+    make_ssh_environment("mac_one", "./init_aicore.sh", tags=["mac"])
+
+    with pytest.raises(ValidationError) as excinfo:
+        start(**{field: ["mac", "macc"]})
+
+    assert field_errors(excinfo) == {field: ["unknown tag(s): macc (no environment has them)"]}
+    assert not Coordination.objects.exists()
+    assert not StageEvent.objects.exists()

@@ -1,5 +1,7 @@
 """`manage.py trigger_local`'s own flags, checked before anything starts."""
 
+from io import StringIO
+
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -41,3 +43,40 @@ def test_an_ec2_config_that_is_not_strict_json_exits_2_naming_the_flag(config, p
     assert str(raised.value).startswith("--ec2-config: ")
     assert problem in str(raised.value)
     assert not Coordination.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--tags", "mac,macc"], "--tags: unknown tag(s): macc (no environment has them)"),
+        (["--exclude-tags", "flakey"], "--exclude-tags: unknown tag(s): flakey (no environment has them)"),
+        (["--tags", "Mac"], "--tags: 'Mac' is not a tag"),
+        (["--tags", " , "], "--tags: name at least one tag"),
+        (["--tags", "mac", "--exclude-tags", "mac"], "--tags: nothing left to deploy to"),
+        (["--environments", "mac_flaky", "--exclude-tags", "flaky"], "--environments: nothing left to deploy to"),
+    ],
+    ids=["unknown", "unknown-excluded", "malformed", "empty", "all-excluded", "named-excluded"],
+)
+def test_a_bad_tag_selection_exits_2_naming_the_flag_and_starts_nothing(arguments, message):
+    make_environment("mac_one", tags=["mac"])
+    make_environment("mac_flaky", tags=["mac", "flaky"])
+
+    with pytest.raises(CommandError) as raised:
+        call_command("trigger_local", *arguments)
+
+    assert raised.value.returncode == 2
+    assert str(raised.value).startswith(message)
+    assert not Coordination.objects.exists()
+
+
+def test_tags_and_names_queue_the_named_and_the_tagged_environments():
+    make_environment("mac_one", tags=["mac"])
+    make_environment("mac_flaky", tags=["mac", "flaky"])
+    make_environment("linux_one", tags=["linux"])
+    make_environment("plain")
+
+    arguments = ["--environments", "plain", "--tags", "mac", "--exclude-tags", "flaky"]
+    call_command("trigger_local", *arguments, stdout=StringIO())
+
+    targets = Coordination.objects.get().targets.values_list("environment_id", flat=True)
+    assert sorted(targets) == ["mac_one", "plain"]

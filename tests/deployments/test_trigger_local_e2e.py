@@ -168,3 +168,27 @@ def test_trigger_local_wait_after_a_cancel_prints_the_hung_up_environments_befor
     assert cancelled is not None and hung_up is not None, stdout
     assert cancelled < hung_up < len(lines) - 1, stdout
     assert Coordination.objects.get().targets.get().status == T.CANCELLED
+
+
+def test_trigger_local_tags_run_only_the_enabled_tagged_environments_less_the_excluded(
+    sshd, make_ssh_environment, qcluster, quick_retries
+):
+    # A file of its own: the sshd (and its scripts folder) is shared by the whole session.
+    script = sshd.script("init_tags.sh", f'echo "$ENVIRONMENT_ID" >> "{sshd.scripts}/seen-tags"\n')
+    make_ssh_environment("mac_local_001", script, tags=["mac"])
+    make_ssh_environment("mac_flaky", script, tags=["mac", "flaky"])
+    make_ssh_environment("mac_off", script, tags=["mac"], enabled=False)
+    make_ssh_environment("linux_local_001", script, tags=["linux"])
+    make_ssh_environment("windows_local_001", script, tags=["windows"])
+
+    result = trigger(qcluster, "--wait", "--tags", " mac, linux", "--exclude-tags", "flaky", "--version", "v4.0.0")
+
+    assert result.returncode == 0, result.stdout + result.stderr + qcluster.output()
+    assert "💻 stage 2: triggering 2 environments" in result.stdout
+    assert sorted((sshd.scripts / "seen-tags").read_text().splitlines()) == ["linux_local_001", "mac_local_001"]
+    coordination = Coordination.objects.get()
+    assert coordination.status == C.COMPLETED
+    assert sorted(coordination.targets.values_list("environment_id", flat=True)) == [
+        "linux_local_001",
+        "mac_local_001",
+    ]

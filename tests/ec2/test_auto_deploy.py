@@ -59,6 +59,29 @@ def test_without_enabled_environments_nothing_is_claimed_so_a_later_start_tries_
 
 
 @pytest.mark.django_db
+def test_auto_deploy_tags_choose_the_enabled_tagged_environments_less_the_excluded(settings):
+    make_environment("mac_a", tags=["mac"])
+    make_environment("mac_flaky", tags=["mac", "flaky"])
+    make_environment("linux_a", tags=["linux"])
+    settings.AUTO_DEPLOY_TAGS, settings.AUTO_DEPLOY_EXCLUDE_TAGS = ["mac"], ["flaky"]
+
+    coordination = auto_deploy(version="v9", process="web")
+
+    assert list(coordination.targets.values_list("environment_id", flat=True)) == ["mac_a"]
+
+
+@pytest.mark.django_db
+def test_an_auto_deploy_tag_no_environment_has_deploys_nothing_and_says_so(settings, caplog):
+    make_environment("mac_a", tags=["mac"])
+    settings.AUTO_DEPLOY_TAGS = ["macc"]
+
+    assert auto_deploy(version="v9", process="web") is None
+
+    assert not AutoDeploy.objects.exists() and not Coordination.objects.exists()
+    assert "version v9 not deployed: unknown tag(s): macc" in caplog.text
+
+
+@pytest.mark.django_db
 def test_nothing_happens_unless_auto_deploy_is_on(settings):
     make_environment("env_a")
     settings.AUTO_DEPLOY_ON_STARTUP = False

@@ -16,6 +16,8 @@ from tests.support.processes import start_with
         ({"NOTIFICATION_WEBHOOK_URL": "hooks.example.com/x"}, "NOTIFICATION_WEBHOOK_URL must start with http://"),
         ({"NOTIFICATION_WEBHOOK_SECRET": "whsec_not base64!"}, "NOTIFICATION_WEBHOOK_SECRET starts with whsec_"),
         ({"NOTIFICATION_RETRIES": "-1"}, "NOTIFICATION_RETRIES must be at least 0"),
+        ({"AUTO_DEPLOY_TAGS": "mac, Linux"}, "AUTO_DEPLOY_TAGS: 'Linux' is not a tag"),
+        ({"AUTO_DEPLOY_EXCLUDE_TAGS": "flaky,team a"}, "AUTO_DEPLOY_EXCLUDE_TAGS: 'team a' is not a tag"),
     ],
 )
 def test_a_bad_value_fails_naming_the_variable(variables, message):
@@ -28,5 +30,11 @@ def test_a_bad_value_fails_naming_the_variable(variables, message):
 
 def test_auto_deploy_with_a_version_starts():
     result = start_with(AUTO_DEPLOY_ON_STARTUP="true", DEPLOYMENT_VERSION="v1.2.3")
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_auto_deploy_tags_that_are_tags_start():
+    result = start_with(AUTO_DEPLOY_TAGS=" mac , linux ", AUTO_DEPLOY_EXCLUDE_TAGS="flaky")
 
     assert result.returncode == 0, result.stderr

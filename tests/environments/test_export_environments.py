@@ -39,6 +39,7 @@ def environments():
                     "host_key": HOST_KEY,
                     "working_directory": "/c/aicore0624",
                     "description": "Windows machine",
+                    "tags": ["windows", "team-a"],
                 },
                 {
                     "environment_id": "docker_local_001",
@@ -104,6 +105,13 @@ def test_export_lists_every_environment_and_settings_block():
     ]
     assert data["ssh_settings"] == {"default_key_path": "~/.ssh/id_ed25519", "connection_timeout": 15}
     assert data["default_settings"] == {"timeout": 120, "retry_count": 1}
+
+
+def test_export_writes_each_environments_tags_in_their_order_and_none_as_an_empty_list():
+    entries = {entry["environment_id"]: entry for entry in json.loads(export())["environments"]}
+
+    assert entries["windows_local_001"]["tags"] == ["windows", "team-a"]
+    assert entries["docker_local_001"]["tags"] == []
 
 
 def test_export_with_include_secrets_includes_them_in_plain_text():

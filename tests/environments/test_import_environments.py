@@ -553,6 +553,60 @@ def test_entry_without_enabled_keeps_the_stored_enabled_flag(write_config):
     assert RemoteEnvironment.objects.get(environment_id="env").enabled is False
 
 
+def test_entry_tags_are_stored_in_their_order(write_config):
+    import_data(write_config, {"environments": [ssh_entry("env", tags=["mac", "team-a"])]})
+
+    assert RemoteEnvironment.objects.get(environment_id="env").tags == ["mac", "team-a"]
+
+
+def test_importing_again_with_changed_tags_updates_them(write_config):
+    import_data(write_config, {"environments": [ssh_entry("env", tags=["mac"])]})
+
+    output = import_data(write_config, {"environments": [ssh_entry("env", tags=["mac", "flaky"])]})
+
+    assert "update env" in output.stdout.splitlines()
+    assert RemoteEnvironment.objects.get(environment_id="env").tags == ["mac", "flaky"]
+
+
+def test_entry_without_tags_keeps_the_stored_tags(write_config):
+    """A file written before tags existed must not wipe the tags an operator set since."""
+    import_data(write_config, {"environments": [ssh_entry("env", tags=["mac"])]})
+
+    output = import_data(write_config, {"environments": [ssh_entry("env")]})
+
+    assert RemoteEnvironment.objects.get(environment_id="env").tags == ["mac"]
+    assert "1 unchanged" in output.stdout
+
+
+def test_entry_with_an_empty_tag_list_clears_the_stored_tags(write_config):
+    import_data(write_config, {"environments": [ssh_entry("env", tags=["mac"])]})
+
+    import_data(write_config, {"environments": [ssh_entry("env", tags=[])]})
+
+    assert RemoteEnvironment.objects.get(environment_id="env").tags == []
+
+
+@pytest.mark.parametrize(
+    ("tags", "problem"),
+    [
+        ("mac", "must be a list of tags"),
+        ({}, "must be a list of tags"),
+        ([7], "every tag must be a string (got 7)"),
+        (["Mac"], "'Mac' is not a tag"),
+        (["mac", "mac"], "a tag may appear once (repeated: mac)"),
+        ([f"t{i}" for i in range(21)], "at most 20 tags (got 21)"),
+    ],
+    ids=["string", "object", "number", "uppercase", "duplicate", "21-tags"],
+)
+def test_entry_tags_breaking_the_rule_are_an_error_naming_the_entry_and_writing_nothing(write_config, tags, problem):
+    good = ssh_entry("good", tags=["mac"])
+    error, output = run_failing_import(write_config({"environments": [good, ssh_entry("env", tags=tags)]}))
+
+    assert error.returncode == 2
+    assert f"error: environments[1] (env).tags: {problem}" in output.stderr, output.stderr
+    assert not RemoteEnvironment.objects.exists()
+
+
 def test_entry_without_an_ordinary_field_resets_it_to_its_default(write_config):
     import_data(write_config, {"environments": [ssh_entry("env", port=2222, description="old")]})
 

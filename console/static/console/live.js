@@ -53,23 +53,75 @@
     window.setTimeout(poll, POLL_MS);
   }
 
-  // --- The Deploy form: "all enabled" and single environments exclude each other -----------
+  // --- The Deploy form: "all enabled" excludes single environments and tags ---------------
 
   function startDeployForm(form) {
     const all = form.querySelector('input[name="all_environments"]');
     const choices = form.querySelector("[data-pa-env-choices]");
     if (!all || !choices) return;
+    const tags = form.querySelector('input[name="tags"]');
     const boxes = () => Array.from(choices.querySelectorAll('input[name="environments"]'));
+    const tagged = () => Boolean(tags && tags.value.replace(/[\s,]/g, ""));
     const sync = () => choices.classList.toggle("pa-all", all.checked);
     all.addEventListener("change", () => {
-      if (all.checked) boxes().forEach((box) => (box.checked = false));
+      if (all.checked) {
+        boxes().forEach((box) => (box.checked = false));
+        if (tags) tags.value = "";
+      }
       sync();
     });
-    choices.addEventListener("change", () => {
-      all.checked = !boxes().some((box) => box.checked);
+    const chosen = () => {
+      all.checked = !boxes().some((box) => box.checked) && !tagged();
       sync();
-    });
+    };
+    choices.addEventListener("change", chosen);
+    if (tags) tags.addEventListener("input", chosen);
     sync();
+  }
+
+  // --- The Deploy form's count: what the choice selects, by the server's own rule ----------
+
+  const SELECTION_FIELDS = ["all_environments", "environments", "tags", "exclude_tags"];
+
+  function startDeploySelection(form) {
+    const shown = form.querySelector("[data-pa-selection]");
+    if (!shown) return;
+    let timer = null;
+    let asked = 0;
+
+    function show(data) {
+      const problems = Object.values(data.errors).flat();
+      shown.dataset.count = String(data.count);
+      shown.classList.toggle("pa-selection-error", problems.length > 0);
+      if (problems.length) {
+        shown.textContent = problems.join(" ");
+        return;
+      }
+      const noun = data.count === 1 ? " environment: " : " environments: ";
+      shown.textContent = "Selects " + data.count + noun + data.environments.join(", ");
+    }
+
+    async function ask() {
+      const query = new URLSearchParams();
+      for (const [name, value] of new FormData(form)) {
+        if (SELECTION_FIELDS.includes(name)) query.append(name, value);
+      }
+      const mine = ++asked;
+      try {
+        const data = await getJSON(shown.dataset.selectionUrl + "?" + query.toString());
+        if (mine === asked) show(data); // else a newer choice is being counted
+      } catch (error) {
+        if (mine === asked) shown.textContent = "Cannot count the environments (" + error.message + ")";
+      }
+    }
+
+    const soon = () => {
+      window.clearTimeout(timer);
+      timer = window.setTimeout(ask, 250);
+    };
+    form.addEventListener("input", soon);
+    form.addEventListener("change", soon);
+    ask();
   }
 
   // --- A coordination's page ---------------------------------------------------------------
@@ -141,6 +193,7 @@
   document.addEventListener("DOMContentLoaded", () => {
     document.querySelectorAll("[data-pa-dashboard]").forEach(startDashboard);
     document.querySelectorAll("[data-pa-deploy-form]").forEach(startDeployForm);
+    document.querySelectorAll("[data-pa-deploy-form]").forEach(startDeploySelection);
     document.querySelectorAll("[data-pa-coordination]").forEach(startCoordination);
   });
 })();

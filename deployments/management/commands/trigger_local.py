@@ -12,6 +12,7 @@ from deployments.selectors import coordination_detail, coordination_finished
 from deployments.services import coordination_start
 from deployments.stage_log import format_event, format_total
 from environments import bounds
+from environments.tags import split_tags
 from powerautomation import json_input
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STILL_RUNNING = 0, 1, 2, 3
@@ -21,6 +22,8 @@ NO_WORKER_HINT_SECONDS = 10
 # Where each service field comes from on this command's line, for error messages.
 FIELD_SOURCES = {
     "environments": "--environments",
+    "tags": "--tags",
+    "exclude_tags": "--exclude-tags",
     "coordination_id": "--coordination-id",
     "version": "--version / DEPLOYMENT_VERSION",
     "ec2_instance_id": "--ec2-instance-id / EC2_INSTANCE_ID",
@@ -49,8 +52,9 @@ def _positive_seconds(text: str) -> float:
 
 class Command(BaseCommand):
     help = (
-        "Start a local deployment after an EC2 platform deploy: every enabled environment (or those named) "
-        "runs its init script. Reads EC2_INSTANCE_ID, EC2_PUBLIC_IP and DEPLOYMENT_VERSION; flags override. "
+        "Start a local deployment after an EC2 platform deploy: every enabled environment (or those named, and "
+        "those with any of --tags, less those with any of --exclude-tags) runs its init script. "
+        "Reads EC2_INSTANCE_ID, EC2_PUBLIC_IP and DEPLOYMENT_VERSION; flags override. "
         "Exit codes: 0 completed, 1 failed or cancelled, 2 bad input, 3 --timeout reached (the run goes on)."
     )
     # The deploy script's last line: Django's system checks (admin, URLs, DRF) add ~0.3 s
@@ -64,6 +68,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--environments", help="Comma-separated environment ids (default: every enabled one).")
+        parser.add_argument("--tags", help="Comma-separated tags: also every enabled environment that has any of them.")
+        parser.add_argument(
+            "--exclude-tags", help="Comma-separated tags: leave out every environment that has any of them."
+        )
         parser.add_argument("--coordination-id", default="", help="Id for the new coordination (default: generated).")
         parser.add_argument("--version", dest="deployment_version", help="Deployment version (DEPLOYMENT_VERSION).")
         parser.add_argument("--ec2-instance-id", help="EC2 instance id (EC2_INSTANCE_ID).")
@@ -84,6 +92,9 @@ class Command(BaseCommand):
         environment_ids = None
         if options["environments"] is not None:
             environment_ids = [item.strip() for item in options["environments"].split(",") if item.strip()]
+        # Given but empty (`--tags "$UNSET"`) stays an empty list: an error, never "every environment".
+        tags = None if options["tags"] is None else split_tags(options["tags"])
+        exclude_tags = None if options["exclude_tags"] is None else split_tags(options["exclude_tags"])
         ec2_config = None
         if options["ec2_config"] is not None:
             try:
@@ -94,6 +105,8 @@ class Command(BaseCommand):
             coordination = coordination_start(
                 triggered_by=TriggerSource.COMMAND,
                 environment_ids=environment_ids,
+                tags=tags,
+                exclude_tags=exclude_tags,
                 coordination_id=options["coordination_id"],
                 version=_flag_or_env(options["deployment_version"], "DEPLOYMENT_VERSION"),
                 ec2_instance_id=_flag_or_env(options["ec2_instance_id"], "EC2_INSTANCE_ID"),
