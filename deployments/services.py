@@ -213,7 +213,15 @@ RETRYABLE_TARGET_STATUSES = (TargetStatus.FAILED, TargetStatus.CANCELLED, Target
 CANCEL_ATTEMPTS = 10
 
 
-def coordination_cancel(*, coordination: Coordination, user=None) -> Coordination:
+def _actor(user, actor: str) -> str:
+    """Who did it, for events and messages: the signed-in user's name, else what the
+    caller says (a command names the machine account running it)."""
+    if user is not None and user.is_authenticated:
+        return user.get_username()
+    return actor or "an unknown user"
+
+
+def coordination_cancel(*, coordination: Coordination, user=None, actor: str = "") -> Coordination:
     """Cancel a coordination that has not ended.
 
     1. Move it to `cancelled` (a conditional update: if the coordinator moved it on
@@ -224,7 +232,7 @@ def coordination_cancel(*, coordination: Coordination, user=None) -> Coordinatio
 
     Raises CoordinationConflict, changing nothing, when it has already ended.
     """
-    who = user.get_username() if user is not None and user.is_authenticated else "an unknown user"
+    who = _actor(user, actor)
     reason = f"cancelled by {who}"
     for _ in range(CANCEL_ATTEMPTS):
         coordination.refresh_from_db(fields=["status"])
@@ -245,13 +253,13 @@ def coordination_cancel(*, coordination: Coordination, user=None) -> Coordinatio
     )
 
 
-def coordination_approve(*, coordination: Coordination, user=None) -> Coordination:
+def coordination_approve(*, coordination: Coordination, user=None, actor: str = "") -> Coordination:
     """Approve the rest of a rollout that awaits approval after its first wave: it moves
     back to `local_deploying` (a conditional update: of two approvals, or an approval and
     a cancel, one wins) and a worker is queued to open the next wave.
 
     Raises CoordinationConflict, changing nothing, when it is not awaiting approval."""
-    who = user.get_username() if user is not None and user.is_authenticated else "an unknown user"
+    who = _actor(user, actor)
     coordination.refresh_from_db(fields=["status"])
     with transaction.atomic():
         if coordination.status != C.AWAITING_APPROVAL or not transition(
