@@ -34,7 +34,7 @@ from deployments.runner.ec2_step import EC2Step
 from deployments.runner.schedule import CANCELLING_STOPS, Delivery, tasks_per_coordination
 from deployments.runner.stopping import Stopping
 from deployments.runner.waves import HAND_BACK, OPENED, PARKED, STOPPED, Waves
-from deployments.transitions import cancel_not_started, transition
+from deployments.transitions import cancel_not_started, note, transition
 from environments.config import DeploymentDefaults
 from environments.connectors import DeploymentContext
 
@@ -120,7 +120,9 @@ class CoordinationRun:
             return  # approving it queues a new lead
         if step == HAND_BACK:
             self._hand_back(
-                "the worker running it shut down" if self.stopping.shutting_down else "a pause outlasts this task"
+                "the worker running it shut down"
+                if self.stopping.shutting_down
+                else "the next wave, or the pause before it, may outlast this task"
             )
             return
         finish(coordination)
@@ -210,11 +212,12 @@ class CoordinationRun:
             time.sleep(WAIT_FOR_SHARDS_SECONDS)
 
     def _hand_back(self, why: str) -> None:
-        """Shutting down: release the lead and queue the coordination for another worker
-        (which runs what never started and closes it)."""
+        """Shutting down, or the rest will not fit in this task: release the lead and queue
+        the coordination for another worker (which runs what never started and closes it)."""
         lease_release(lease=self.heartbeat.lease)
         self._heartbeat = None
         if self.coordination.targets.exclude(status__in=TARGET_TERMINAL).exists():
+            note(self.coordination, f"🔁 handed to a fresh worker task: {why}", stage=Stage.COORDINATION)
             coordination_requeue(coordination=self.coordination, why=why)
         else:
             finish(self.coordination)

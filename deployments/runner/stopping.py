@@ -43,7 +43,9 @@ class Stopping:
         self.event = threading.Event()
         self.kind = ""
         self.reason = ""
-        self.deadline = time.monotonic() + settings.Q_TIMEOUT - DEADLINE_MARGIN_SECONDS
+        # How long this task may run, and when it must have ended.
+        self.budget = settings.Q_TIMEOUT - DEADLINE_MARGIN_SECONDS
+        self.deadline = time.monotonic() + self.budget
         self.shutdown_requested_at: float | None = None
         self.terminated_by_signal = False
         self._last_cluster_check = -CLUSTER_CHECK_SECONDS

@@ -11,6 +11,7 @@ import time
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from deployments.leases import Heartbeat
@@ -19,11 +20,17 @@ from deployments.queueing import queue_notification
 from deployments.runner.budget import FAILURE_STATUSES, FailureBudget
 from deployments.runner.stopping import STOP_CHECK_SECONDS, Stopping
 from deployments.transitions import note, transition
+from environments import bounds
 from environments.rollout import APPROVAL
 
 OPENED, DONE, PARKED, STOPPED, HAND_BACK = "opened", "done", "parked", "stopped", "hand_back"
 # A pause that would run into the task's deadline goes on in a fresh task instead.
 PAUSE_HAND_BACK_MARGIN_SECONDS = 30
+# A wave whose longest environment timeout (plus this) does not fit in what is left of the
+# task opens in a fresh task instead, once this task has done some work: a rollout of many
+# waves may run far longer than Q_TIMEOUT, while each wave fits in one task.
+WAVE_HAND_BACK_MARGIN_SECONDS = 30
+WAVE_HAND_BACK_MIN_USED_SECONDS = 5
 
 
 def wave_sizes(coordination: Coordination) -> list[int]:
@@ -69,7 +76,23 @@ class Waves:
             step = self._pause()
             if step:
                 return step
+        if self._next_wave_outlasts_task():
+            return HAND_BACK
         return self._open_next()
+
+    def _next_wave_outlasts_task(self) -> bool:
+        """The next wave's longest run would not fit in what is left of this task, and a
+        fresh task would have more time (so a new task never hands back at once)."""
+        coordination = self.coordination
+        left = self.stopping.deadline - time.monotonic()
+        if self.stopping.budget - left < WAVE_HAND_BACK_MIN_USED_SECONDS:
+            return False
+        longest = (
+            coordination.targets.filter(wave=coordination.wave + 1, status=T.PENDING)
+            .aggregate(longest=Max("remote_environment__timeout"))
+            .get("longest")
+        )
+        return longest is not None and bounds.TIMEOUT.clamp_int(longest) + WAVE_HAND_BACK_MARGIN_SECONDS > left
 
     def _pause_seconds(self) -> int:
         """After the first wave: pause_after_first_batch when it is set, else (as between

@@ -376,3 +376,24 @@ def test_supersede_hangs_up_the_older_run_and_runs_the_newer_after_it(remote, ma
     second_start = next(at for kind, env, c, at in log if c == second.coordination_id and env == "shared")
     assert not [row for row in log if row[0] == "end" and row[2] == first.coordination_id]  # hung up
     assert second_start >= older.finished_at.timestamp() > first_start
+
+
+def test_a_rollout_longer_than_one_task_goes_on_in_fresh_tasks_between_waves(
+    remote, make_ssh_environment, start_qcluster
+):
+    # Q_TIMEOUT 120 leaves each task 60 s; four waves of an 18 s script take longer than
+    # that. A wave whose environment timeout (40 s) does not fit in what is left opens in
+    # a fresh task instead of being cut off by the task's deadline.
+    rollout_defaults(batch_size=1)
+    for n in range(4):
+        make_ssh_environment(f"env_{n}", script(remote, "slow.sh", 18), timeout=40)
+    coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
+    cluster = start_qcluster(Q_TIMEOUT="120")
+
+    coordination = ended(coordination, timeout=180)
+
+    assert coordination.status == C.COMPLETED, (coordination.error, cluster.output()[-3000:])
+    assert sorted(times(remote, "end")) == [f"env_{n}" for n in range(4)]
+    handed = StageEvent.objects.filter(coordination=coordination, message__startswith="🔁 handed to a fresh worker")
+    assert handed.count() >= 1
+    assert "the next wave" in handed.first().message
