@@ -43,7 +43,9 @@ def environments_busy(environment_pks: Iterable[int]) -> dict[str, tuple[str, li
     it, the pks of every unended target on it), oldest first."""
     busy: dict[str, tuple[str, list[int]]] = {}
     rows = (
-        CoordinationTarget.objects.filter(remote_environment_id__in=list(environment_pks))
+        CoordinationTarget.objects.filter(
+            remote_environment_id__in=list(environment_pks), coordination__status__in=COORDINATION_ACTIVE
+        )
         .exclude(status__in=TARGET_TERMINAL)
         .order_by("pk")
         .values_list("pk", "environment_id", "coordination__coordination_id")
@@ -64,7 +66,9 @@ def targets_waiting(targets: Iterable[CoordinationTarget]) -> dict[int, str]:
     others: dict[int, list[tuple[int, str, str]]] = {}
     rows = (
         CoordinationTarget.objects.filter(
-            remote_environment_id__in={target.remote_environment_id for target in targets}
+            remote_environment_id__in={target.remote_environment_id for target in targets},
+            # A target left unended in an ended coordination (a bug, a hand edit) holds nothing.
+            coordination__status__in=COORDINATION_ACTIVE,
         )
         .exclude(status__in=TARGET_TERMINAL)
         .exclude(coordination_id=coordination_pk)

@@ -13,6 +13,7 @@ from deployments import patterns
 from deployments.ec2.config import validate_ec2_config
 from deployments.models import (
     TARGET_ACTIVE,
+    TARGET_TERMINAL,
     Coordination,
     CoordinationStatus as C,
     CoordinationTarget,
@@ -188,6 +189,16 @@ def _supersede(coordination: Coordination, busy: dict) -> None:
                 target=target,
                 data={"superseded_by": coordination.coordination_id},
             )
+    _close_emptied_approvals({target.coordination for target in older}, reason=reason)
+
+
+def _close_emptied_approvals(coordinations: set[Coordination], *, reason: str) -> None:
+    """An older rollout parked for approval whose every remaining environment was just
+    superseded has nothing left to approve: it ends `cancelled` now (no worker holds a
+    parked coordination, so nobody else would close it)."""
+    for older in coordinations:
+        if older.status == C.AWAITING_APPROVAL and not older.targets.exclude(status__in=TARGET_TERMINAL).exists():
+            transition(older, C.CANCELLED, message=f"{reason}: nothing left to approve", fields={"error": reason})
 
 
 # --- Cancel, retry, idempotent start (the API's actions) ------------------------------------

@@ -397,3 +397,47 @@ def test_a_rollout_longer_than_one_task_goes_on_in_fresh_tasks_between_waves(
     handed = StageEvent.objects.filter(coordination=coordination, message__startswith="🔁 handed to a fresh worker")
     assert handed.count() >= 1
     assert "the next wave" in handed.first().message
+
+
+def test_superseding_everything_a_parked_rollout_had_left_ends_it(remote, make_ssh_environment, qcluster):
+    rollout_defaults(batch_size=[1, "100%"], pause_after_first_batch="approval")
+    for n in range(3):
+        make_ssh_environment(f"env_{n}", script(remote, "ok.sh", 0))
+    parked = coordination_start(triggered_by=TriggerSource.COMMAND)
+    wait_until(lambda: awaiting(parked), 60, "the approval gate")
+
+    newer = coordination_start(
+        triggered_by=TriggerSource.COMMAND,
+        environment_ids=["env_1", "env_2"],
+        rollout={"concurrency": "supersede", "pause_after_first_batch": None},
+    )
+
+    parked.refresh_from_db()
+    assert parked.status == C.CANCELLED
+    assert parked.error == f"superseded by {newer.coordination_id}"
+    assert statuses(parked) == {"env_0": T.SUCCEEDED, "env_1": T.CANCELLED, "env_2": T.CANCELLED}
+    assert ended(newer).status == C.COMPLETED
+    started = [env for kind, env, c, _ in remote_log(remote) if kind == "start" and c == newer.coordination_id]
+    assert sorted(started) == ["env_1", "env_2"]
+
+
+def test_superseding_part_of_a_parked_rollout_leaves_it_awaiting_approval(remote, make_ssh_environment, qcluster):
+    rollout_defaults(batch_size=[1, "100%"], pause_after_first_batch="approval")
+    for n in range(3):
+        make_ssh_environment(f"env_{n}", script(remote, "ok.sh", 0))
+    parked = coordination_start(triggered_by=TriggerSource.COMMAND)
+    wait_until(lambda: awaiting(parked), 60, "the approval gate")
+
+    newer = coordination_start(
+        triggered_by=TriggerSource.COMMAND,
+        environment_ids=["env_1"],
+        rollout={"concurrency": "supersede", "pause_after_first_batch": None},
+    )
+
+    assert awaiting(parked)
+    assert ended(newer).status == C.COMPLETED
+    coordination_approve(coordination=parked)
+    parked = ended(parked)
+    # env_1 went to the newer coordination; the approval ran what was left.
+    assert statuses(parked) == {"env_0": T.SUCCEEDED, "env_1": T.CANCELLED, "env_2": T.SUCCEEDED}
+    assert parked.targets.get(environment_id="env_1").reason == "superseded"

@@ -3,7 +3,8 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import ValidationError
 
 from deployments.models import Coordination, CoordinationStatus as C, StageEvent, TriggerSource
-from deployments.services import coordination_start
+from deployments.selectors import targets_waiting
+from deployments.services import EnvironmentsBusy, coordination_start
 from environments.models import RemoteEnvironment
 
 pytestmark = pytest.mark.django_db
@@ -165,3 +166,27 @@ def test_an_unknown_tag_names_the_field_and_creates_nothing(make_ssh_environment
     assert field_errors(excinfo) == {field: ["unknown tag(s): macc (no environment has them)"]}
     assert not Coordination.objects.exists()
     assert not StageEvent.objects.exists()
+
+
+def test_an_environment_left_pending_in_an_ended_coordination_is_not_busy(make_ssh_environment):
+    make_ssh_environment("shared", "./init_aicore.sh")
+    stale = start()
+    # A target left unended in a coordination that ended (an older version, a hand edit).
+    Coordination.objects.filter(pk=stale.pk).update(status=C.FAILED)
+
+    newer = start(rollout={"concurrency": "reject"})
+
+    assert newer.targets.get().environment_id == "shared"
+    assert targets_waiting(list(newer.targets.all())) == {}
+
+
+def test_reject_names_an_environment_pending_in_a_running_coordination(make_ssh_environment):
+    make_ssh_environment("shared", "./init_aicore.sh")
+    first = start()
+    before = (Coordination.objects.count(), StageEvent.objects.count())
+
+    with pytest.raises(EnvironmentsBusy) as refused:
+        start(rollout={"concurrency": "reject"})
+
+    assert refused.value.busy == {"shared": first.coordination_id}
+    assert (Coordination.objects.count(), StageEvent.objects.count()) == before
