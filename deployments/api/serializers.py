@@ -104,8 +104,9 @@ class RolloutSerializer(serializers.Serializer):
     pause_after_first_batch = PauseAfterFirstBatchField(
         required=False,
         allow_null=True,
-        help_text=f'After the first wave succeeds: "{rollouts.APPROVAL}" waits in status awaiting_approval until an '
-        "ADMIN approves (coordinations/<id>/approve/) or cancels; a number waits that many seconds.",
+        help_text=f'Once the first wave has ended within the budget: "{rollouts.APPROVAL}" waits in status '
+        "awaiting_approval until an ADMIN approves (coordinations/<id>/approve/) or cancels; a number waits that "
+        "many seconds.",
     )
     batch_pause_seconds = SecondsField(required=False, allow_null=True, help_text="The pause between later waves.")
     concurrency = ConcurrencyField(

@@ -296,8 +296,8 @@ class CoordinationApproveView(APIView):
         summary="Approve the rest of a rollout after its first wave",
         description=(
             "A coordination whose rollout has `pause_after_first_batch: approval` waits in `awaiting_approval` once "
-            "its first wave has succeeded; approving it runs the rest. The answer shows the coordination right "
-            "after the approval (`approved_at`, `approved_by`)."
+            "its first wave has ended (within the failure budget); approving it runs the rest. The answer shows "
+            "the coordination right after the approval (`approved_at`, `approved_by`)."
         ),
         request=None,
         responses={

@@ -59,6 +59,19 @@ def test_a_rollout_is_stored_with_its_waves_and_budget_and_shown_on_the_record(a
     ]
 
 
+def test_the_documented_canary_then_25_percent_example_resolves_as_documented(admin_client_api, db):
+    """docs/api.md: with 20 targets, waves [1, 5, 5, 5, 4] and a failure budget of 2."""
+    for n in range(20):
+        make_environment(f"env_{n:02}")
+    body = {"rollout": {"batch_size": [1, "25%"], "max_failures": 2, "pause_after_first_batch": "approval"}}
+
+    response = admin_client_api.post(TRIGGER, body, format="json")
+
+    assert response.status_code == 202, response.content
+    plan = admin_client_api.get(f"{BASE}/{response.json()['coordination_id']}/").json()["rollout"]
+    assert (plan["waves"], plan["failure_budget"]) == ([1, 5, 5, 5, 4], 2)
+
+
 def test_keys_left_out_or_null_take_the_config_files_defaults(admin_client_api, environments):
     SettingsBlock.objects.create(name="deployment_settings", values={"batch_size": 2, "max_failures": 3})
 
