@@ -105,7 +105,17 @@ def coordinations_finished() -> QuerySet[Coordination]:
 # --- The API's reads: a constant number of queries whatever the number of rows -------------
 
 # Target columns a list shows; the output tail (up to 64 KiB each) only in full records.
-TARGET_SUMMARY_FIELDS = ("id", "coordination", "environment_id", "status", "reason", "exit_code", "finished_at")
+TARGET_SUMMARY_FIELDS = (
+    "id",
+    "coordination",
+    "environment_id",
+    "status",
+    "reason",
+    "exit_code",
+    "finished_at",
+    "wave",
+    "waiting_for",
+)
 
 
 # How far a coordination is: every target counts in exactly one bucket; `done` is the
@@ -143,10 +153,10 @@ def _bucket_counts(prefix: str = "") -> dict:
 
 
 def coordinations_listed(queryset: QuerySet[Coordination]) -> QuerySet[Coordination]:
-    """`queryset` with what a list shows: user, retry link and target summaries, in
+    """`queryset` with what a list shows: users, retry link and target summaries, in
     two queries whatever its length."""
     summaries = CoordinationTarget.objects.only(*TARGET_SUMMARY_FIELDS).order_by("environment_id")
-    return queryset.select_related("triggered_by_user", "retry_of").prefetch_related(
+    return queryset.select_related("triggered_by_user", "approved_by", "retry_of").prefetch_related(
         Prefetch("targets", queryset=summaries)
     )
 
@@ -154,7 +164,7 @@ def coordinations_listed(queryset: QuerySet[Coordination]) -> QuerySet[Coordinat
 def coordination_detail(coordination_id: str) -> Coordination | None:
     """One coordination with every target in full, or None."""
     return (
-        Coordination.objects.select_related("triggered_by_user", "retry_of")
+        Coordination.objects.select_related("triggered_by_user", "approved_by", "retry_of")
         .prefetch_related(Prefetch("targets", queryset=CoordinationTarget.objects.order_by("environment_id")))
         .filter(coordination_id=coordination_id)
         .first()

@@ -8,6 +8,7 @@ is an ADMIN's.
 """
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -16,6 +17,8 @@ from accounts.roles import is_admin
 from deployments.models import Coordination, CoordinationStatus, CoordinationTarget, StageEvent
 from deployments.redaction import HIDDEN, ec2_config_shown, event_data_shown, response_excerpt_shown
 from deployments.selectors import target_progress
+from deployments.services import resolved_rollout
+from environments import rollout as rollouts
 from environments.tags import MAX_SELECTED_TAGS
 from powerautomation.api import RejectUnknownFieldsMixin
 
@@ -29,6 +32,105 @@ class EC2Serializer(RejectUnknownFieldsMixin, serializers.Serializer):
     public_ip = serializers.CharField(
         required=False, allow_blank=True, max_length=64, help_text="The new platform's public IP address."
     )
+
+
+# --- The rollout policy: environments.rollout holds its one rule; these describe it -----------
+
+ROLLOUT = "rollout"
+_COUNT = {"type": "integer", "minimum": 1, "maximum": rollouts.MAX_COUNT}
+_PERCENT = {"type": "string", "pattern": "^[0-9]{1,3}%$", "description": 'A percentage of the targets, e.g. "25%".'}
+_SECONDS = {"type": "integer", "minimum": 0, "maximum": rollouts.MAX_PAUSE_SECONDS}
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            _COUNT,
+            _PERCENT,
+            {
+                "type": "array",
+                "items": {"oneOf": [_COUNT, _PERCENT]},
+                "minItems": 1,
+                "maxItems": rollouts.MAX_WAVE_ELEMENTS,
+            },
+        ],
+        "nullable": True,
+    }
+)
+class BatchSizeField(serializers.JSONField):
+    """A wave size, or a list of them (the last one repeats)."""
+
+
+@extend_schema_field({"oneOf": [{**_COUNT, "minimum": 0}, _PERCENT], "nullable": True})
+class MaxFailuresField(serializers.JSONField):
+    """A number of targets, or a percentage of them ("0%" allowed)."""
+
+
+@extend_schema_field({"oneOf": [{"type": "string", "enum": [rollouts.APPROVAL]}, _SECONDS], "nullable": True})
+class PauseAfterFirstBatchField(serializers.JSONField):
+    """The string "approval", or a number of seconds."""
+
+
+@extend_schema_field({**_SECONDS, "nullable": True})
+class SecondsField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field({"type": "string", "enum": list(rollouts.CONCURRENCY), "nullable": True})
+class ConcurrencyField(serializers.JSONField):
+    pass
+
+
+class RolloutSerializer(serializers.Serializer):
+    """How the deployment walks its targets; each key left out (or null) takes the config
+    file's default (`deployment_settings`)."""
+
+    # The fields describe the keys (the schema, the error's place); the validation is
+    # environments.rollout's, the very call the service makes: a value is refused here
+    # exactly when the service would refuse it.
+
+    batch_size = BatchSizeField(
+        required=False,
+        allow_null=True,
+        help_text='Ansible\'s `serial`: the size of each wave in turn, a number or "N%" of the targets; the last '
+        'one repeats. E.g. [1, "25%"]: one canary, then a quarter at a time. Unset: one wave of every target.',
+    )
+    max_failures = MaxFailuresField(
+        required=False,
+        allow_null=True,
+        help_text='SSM\'s `MaxErrors`: once more than this many targets (a number or "N%") have failed, no further '
+        "target starts; the rest end cancelled (reason failure_budget). Unset: no budget.",
+    )
+    pause_after_first_batch = PauseAfterFirstBatchField(
+        required=False,
+        allow_null=True,
+        help_text=f'Once the first wave has ended within the budget: "{rollouts.APPROVAL}" waits in status '
+        "awaiting_approval until an ADMIN approves (coordinations/<id>/approve/) or cancels; a number waits that "
+        "many seconds.",
+    )
+    batch_pause_seconds = SecondsField(required=False, allow_null=True, help_text="The pause between later waves.")
+    concurrency = ConcurrencyField(
+        required=False,
+        allow_null=True,
+        help_text="A target whose environment another running coordination holds: waits for it (queue), refuses "
+        "the whole deployment with 409 (reject), or cancels the older run there (supersede).",
+    )
+
+    def to_internal_value(self, data) -> dict:
+        try:
+            rollouts.Rollout.from_json(data, prefix=ROLLOUT)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(_rollout_errors(exc)) from None
+        return dict(data)
+
+
+def _rollout_errors(exc: DjangoValidationError) -> dict | list:
+    """The rule's errors (keyed `rollout` or `rollout.<key>`) as the `rollout` field's:
+    its own messages, or each key's under that key."""
+    errors = exc.message_dict
+    if ROLLOUT in errors:
+        return errors[ROLLOUT]
+    return {name.removeprefix(f"{ROLLOUT}."): messages for name, messages in errors.items()}
 
 
 class TriggerLocalSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -69,6 +171,11 @@ class TriggerLocalSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
             'launches one first; "platform_health_url" then waits until the platform answers 2xx there.'
         ),
     )
+    rollout = RolloutSerializer(
+        required=False,
+        allow_null=True,
+        help_text="The rollout policy: overrides the config file's deployment_settings key by key.",
+    )
 
     def service_arguments(self) -> dict:
         """The validated body as `coordination_start` keyword arguments."""
@@ -83,8 +190,8 @@ class TriggerLocalSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
             "ec2_deployment_config": data.get("ec2_deployment_config"),
         }
         # Only when given: a request without them keeps the Idempotency-Key fingerprint
-        # it had before selecting by tag existed.
-        arguments.update({name: data[name] for name in ("tags", "exclude_tags") if data.get(name) is not None})
+        # it had before selecting by tag and rollouts existed.
+        arguments.update({name: data[name] for name in ("tags", "exclude_tags", ROLLOUT) if data.get(name) is not None})
         return arguments
 
 
@@ -93,6 +200,7 @@ class TriggerLocalSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
 SERVICE_FIELD_PATHS = {
     "ec2_instance_id": ("ec2", "instance_id"),
     "ec2_public_ip": ("ec2", "public_ip"),
+    **{f"{ROLLOUT}.{key}": (ROLLOUT, key) for key in rollouts.KEYS},
 }
 
 
@@ -119,7 +227,7 @@ class TargetSummarySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = CoordinationTarget
-        fields = ("environment_id", "status", "reason", "exit_code", "finished_at")
+        fields = ("environment_id", "status", "reason", "exit_code", "finished_at", "wave", "waiting_for")
         read_only_fields = fields
 
 
@@ -143,6 +251,8 @@ class TargetSerializer(serializers.ModelSerializer):
         fields = (
             "environment_id",
             "status",
+            "wave",
+            "waiting_for",
             "reason",
             "error",
             "response_excerpt",
@@ -159,10 +269,40 @@ class TargetSerializer(serializers.ModelSerializer):
         return response_excerpt_shown(target.response_excerpt, admin=for_admin(self.context))
 
 
+class RolloutPlanSerializer(serializers.Serializer):
+    """The rollout a coordination runs: its policy (the config file's defaults with the
+    deployment's overrides), and its waves and failure budget, resolved against its
+    targets when it was created."""
+
+    batch_size = BatchSizeField(allow_null=True)
+    max_failures = MaxFailuresField(allow_null=True)
+    pause_after_first_batch = PauseAfterFirstBatchField(allow_null=True)
+    batch_pause_seconds = SecondsField()
+    concurrency = ConcurrencyField()
+    waves = serializers.ListField(child=serializers.IntegerField(), help_text="How many targets each wave takes.")
+    failure_budget = serializers.IntegerField(
+        allow_null=True, help_text="How many targets may fail before no further one starts; null: no budget."
+    )
+
+
+PLAN_KEYS = tuple(RolloutPlanSerializer._declared_fields)
+
+
+def rollout_shown(coordination: Coordination) -> dict:
+    """The rollout as stored. A coordination created before rollouts existed (nothing
+    stored) ran as the built-in policy runs: one wave of every target, no budget."""
+    plan = coordination.rollout or resolved_rollout(rollouts.Rollout(), len(coordination.targets.all()))
+    return {key: plan.get(key) for key in PLAN_KEYS}
+
+
 class CoordinationSummarySerializer(serializers.ModelSerializer):
     """A coordination as lists show it: no script output."""
 
     triggered_by_user = serializers.SerializerMethodField(help_text="Username of who started it, if a user did.")
+    rollout = serializers.SerializerMethodField()
+    approved_by = serializers.SerializerMethodField(
+        help_text="Username of the ADMIN who approved the rollout after its first wave, if one did."
+    )
     ec2 = serializers.SerializerMethodField()
     retry_of = serializers.SlugRelatedField(
         slug_field="coordination_id",
@@ -186,6 +326,10 @@ class CoordinationSummarySerializer(serializers.ModelSerializer):
             "ec2",
             "error",
             "retry_of",
+            "rollout",
+            "wave",
+            "approved_at",
+            "approved_by",
             "created_at",
             "started_at",
             "finished_at",
@@ -199,6 +343,15 @@ class CoordinationSummarySerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_triggered_by_user(self, coordination: Coordination) -> str | None:
         user = coordination.triggered_by_user
+        return user.get_username() if user is not None else None
+
+    @extend_schema_field(RolloutPlanSerializer)
+    def get_rollout(self, coordination: Coordination) -> dict:
+        return rollout_shown(coordination)
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_approved_by(self, coordination: Coordination) -> str | None:
+        user = coordination.approved_by
         return user.get_username() if user is not None else None
 
     @extend_schema_field(EC2DetailsSerializer)
@@ -340,6 +493,28 @@ class ErrorSerializer(serializers.Serializer):
 class ConflictSerializer(serializers.Serializer):
     detail = serializers.CharField()
     status = serializers.ChoiceField(choices=CoordinationStatus.choices, help_text="The coordination's status.")
+
+
+class BusyEnvironmentSerializer(serializers.Serializer):
+    environment_id = serializers.CharField()
+    coordination_id = serializers.CharField(help_text="The running coordination that holds it.")
+
+
+class BusySerializer(serializers.Serializer):
+    """`concurrency: reject` and some targets are in another running coordination."""
+
+    detail = serializers.CharField()
+    busy = BusyEnvironmentSerializer(many=True, help_text="Each busy environment and the coordination holding it.")
+
+    @classmethod
+    def for_busy(cls, busy: dict[str, str], message: str) -> dict:
+        return {
+            "detail": message,
+            "busy": [
+                {"environment_id": environment_id, "coordination_id": busy[environment_id]}
+                for environment_id in sorted(busy)
+            ],
+        }
 
 
 def absolute_url(context: dict, name: str, *args) -> str:

@@ -38,6 +38,11 @@ urlpatterns = [
         name="coordination-cancel",
     ),
     path(
+        "deployment/coordinations/<str:coordination_id>/approve/",
+        views.CoordinationApproveView.as_view(),
+        name="coordination-approve",
+    ),
+    path(
         "deployment/coordinations/<str:coordination_id>/retry/",
         views.CoordinationRetryView.as_view(),
         name="coordination-retry",

@@ -24,6 +24,7 @@ from deployments.api.health import platform_health
 from deployments.api.pagination import HistoryPagination, positive_int_param
 from deployments.api.serializers import (
     SERVICE_FIELD_PATHS,
+    BusySerializer,
     ConflictSerializer,
     CoordinationDetailSerializer,
     CoordinationSummarySerializer,
@@ -46,7 +47,9 @@ from deployments.selectors import (
 )
 from deployments.services import (
     CoordinationConflict,
+    EnvironmentsBusy,
     IdempotencyKeyReused,
+    coordination_approve,
     coordination_cancel,
     coordination_retry,
     coordination_start_once,
@@ -86,7 +89,11 @@ class TriggerLocalView(APIView):
             "any of `exclude_tags`) runs its init script, as `manage.py trigger_local` does. "
             "The run is queued for a worker: follow it with `status_url` or `events_url`.\n\n"
             "Send an `Idempotency-Key` header (any unique string, e.g. a UUID) to make the request safe to retry: "
-            "a replay returns the first request's coordination with 200 instead of starting another."
+            "a replay returns the first request's coordination with 200 instead of starting another.\n\n"
+            "`rollout` walks the targets in waves with a failure budget, and may wait for an ADMIN's approval "
+            "after the first wave (`coordinations/<id>/approve/`). Under `concurrency: reject`, a target that "
+            "another running coordination holds refuses the whole request with 409, naming each busy environment "
+            "and the coordination holding it."
         ),
         request=TriggerLocalSerializer,
         parameters=[
@@ -102,6 +109,11 @@ class TriggerLocalView(APIView):
             202: OpenApiResponse(TriggerAcceptedSerializer, description="Queued."),
             200: OpenApiResponse(TriggerAcceptedSerializer, description="A replay: the coordination already started."),
             400: _VALIDATION,
+            409: OpenApiResponse(
+                BusySerializer,
+                description="`concurrency: reject` and some targets are in another running coordination: nothing "
+                "was started.",
+            ),
             422: OpenApiResponse(ErrorSerializer, description="The Idempotency-Key was used for another request."),
             **_ERRORS,
         },
@@ -124,6 +136,8 @@ class TriggerLocalView(APIView):
             )
         except IdempotencyKeyReused as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+        except EnvironmentsBusy as exc:
+            return Response(BusySerializer.for_busy(exc.busy, exc.message), status=status.HTTP_409_CONFLICT)
         body = TriggerAcceptedSerializer.for_coordination(coordination, context={"request": request})
         if not created:
             return Response(body, status=status.HTTP_200_OK, headers={"Idempotent-Replayed": "true"})
@@ -269,6 +283,35 @@ class CoordinationCancelView(APIView):
         coordination = get_object_or_404(Coordination, coordination_id=coordination_id)
         try:
             coordination_cancel(coordination=coordination, user=request.user)
+        except CoordinationConflict as exc:
+            return _conflict(exc)
+        return Response(
+            CoordinationDetailSerializer(coordination_detail(coordination_id), context={"request": request}).data
+        )
+
+
+class CoordinationApproveView(APIView):
+    @extend_schema(
+        operation_id="coordination_approve",
+        summary="Approve the rest of a rollout after its first wave",
+        description=(
+            "A coordination whose rollout has `pause_after_first_batch: approval` waits in `awaiting_approval` once "
+            "its first wave has ended (within the failure budget); approving it runs the rest. The answer shows "
+            "the coordination right after the approval (`approved_at`, `approved_by`)."
+        ),
+        request=None,
+        responses={
+            200: CoordinationDetailSerializer,
+            404: _NOT_FOUND,
+            409: OpenApiResponse(ConflictSerializer, description="It is not awaiting approval."),
+            **_ERRORS,
+        },
+        tags=["deployments"],
+    )
+    def post(self, request, coordination_id: str):
+        coordination = get_object_or_404(Coordination, coordination_id=coordination_id)
+        try:
+            coordination_approve(coordination=coordination, user=request.user)
         except CoordinationConflict as exc:
             return _conflict(exc)
         return Response(

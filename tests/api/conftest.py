@@ -33,9 +33,11 @@ def clients(db, viewer_client, admin_client_api) -> dict[str, APIClient]:
 
 @pytest.fixture
 def seeded(db):
-    """An environment with a password, an active and a failed coordination."""
+    """An environment with a password, an active, a failed coordination and one awaiting
+    approval after its first wave."""
     environment = make_environment("seed_env", password="seed-password-7f3a", ssh_key_path="")
     make_environment("other_env")
     active = make_coordination("deploy_active", C.PENDING, {"seed_env": T.PENDING})
     failed = make_coordination("deploy_failed", C.FAILED, {"seed_env": T.FAILED, "other_env": T.SUCCEEDED})
-    return {"environment": environment, "active": active, "failed": failed}
+    awaiting = make_coordination("deploy_awaiting", C.AWAITING_APPROVAL, {"other_env": T.SUCCEEDED}, wave=1)
+    return {"environment": environment, "active": active, "failed": failed, "awaiting": awaiting}

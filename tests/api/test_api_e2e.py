@@ -142,3 +142,95 @@ def test_cancel_hangs_up_running_environments_and_never_starts_pending_ones(
     assert not (marks / "never-started").exists()
     again = api.post(f"{api.base}/coordinations/{coordination_id}/cancel/", timeout=10)
     assert (again.status_code, again.json()["status"]) == (409, "cancelled")
+
+
+# --- Rollouts: the approval gate and concurrency: reject, over the API ---------------------
+
+
+def record_of(api, coordination_id: str) -> dict:
+    response = api.get(f"{api.base}/coordinations/{coordination_id}/", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_canary_waits_for_an_approval_over_the_api_then_the_rest_run(
+    api, sshd, marks, make_ssh_environment, qcluster, quick_retries
+):
+    init = script(sshd, marks, "init_aicore.sh", f'echo "$ENVIRONMENT_ID" >> "{marks}/seen"\n')
+    for name in ("env_a", "env_b", "env_c"):
+        make_ssh_environment(name, init)
+    body = {"rollout": {"batch_size": [1, "100%"], "pause_after_first_batch": "approval"}}
+
+    response = api.post(f"{api.base}/trigger-local", json=body, timeout=10)
+
+    assert response.status_code == 202, response.text
+    coordination_id = response.json()["coordination_id"]
+    wait_until(lambda: record_of(api, coordination_id)["status"] == "awaiting_approval", 60, "the approval gate")
+    parked = record_of(api, coordination_id)
+    assert (marks / "seen").read_text().splitlines() == ["env_a"]  # the canary alone
+    assert (parked["wave"], parked["rollout"]["waves"], parked["approved_by"]) == (1, [1, 2], None)
+    assert [(env["environment_id"], env["wave"], env["status"]) for env in parked["environments"]] == [
+        ("env_a", 1, "succeeded"),
+        ("env_b", 2, "pending"),
+        ("env_c", 2, "pending"),
+    ]
+
+    approved = api.post(f"{api.base}/coordinations/{coordination_id}/approve/", timeout=10)
+
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["approved_by"] == "deploy-script"
+    assert approved.json()["status"] != "awaiting_approval"
+    status, events = follow(api, coordination_id)
+    assert status == "completed", events
+    assert sorted((marks / "seen").read_text().splitlines()) == ["env_a", "env_b", "env_c"]
+    moves = [(e["old_status"], e["new_status"], e["data"]) for e in events if e["environment_id"] == ""]
+    assert ("awaiting_approval", "local_deploying", {"approved_by": "deploy-script"}) in moves
+    final = record_of(api, coordination_id)
+    assert (final["approved_by"], final["wave"]) == ("deploy-script", 2)
+    assert final["approved_at"] is not None
+    again = api.post(f"{api.base}/coordinations/{coordination_id}/approve/", timeout=10)
+    assert (again.status_code, again.json()["status"]) == (409, "completed")
+
+
+def test_reject_refuses_a_second_coordination_while_the_first_runs_on_the_machine(
+    api, sshd, marks, make_ssh_environment, qcluster, quick_retries
+):
+    # The first run on the machine hangs until cancelled; later runs end at once.
+    init = script(
+        sshd,
+        marks,
+        "init_aicore.sh",
+        f'[ -e "{marks}/ran" ] || {{ touch "{marks}/ran"; echo $$ > "{marks}/slow.pid"; exec sleep 60; }}\n'
+        f'echo "$COORDINATION_ID" >> "{marks}/seen"\n',
+    )
+    make_ssh_environment("shared_env", init)
+    make_ssh_environment("free_env", init)
+    first = api.post(f"{api.base}/trigger-local", json={"environments": ["shared_env"]}, timeout=10).json()
+    pid_file = marks / "slow.pid"
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, "the first run to start")
+
+    refused = api.post(
+        f"{api.base}/trigger-local",
+        json={"environments": ["free_env", "shared_env"], "rollout": {"concurrency": "reject"}},
+        headers={"Idempotency-Key": "second-run"},
+        timeout=10,
+    )
+
+    assert refused.status_code == 409, refused.text
+    assert refused.json() == {
+        "detail": f"environment(s) busy in another running coordination: shared_env (in {first['coordination_id']})",
+        "busy": [{"environment_id": "shared_env", "coordination_id": first["coordination_id"]}],
+    }
+    assert list(Coordination.objects.values_list("coordination_id", flat=True)) == [first["coordination_id"]]
+    assert api.post(f"{api.base}/coordinations/{first['coordination_id']}/cancel/", timeout=10).status_code == 200
+    assert follow(api, first["coordination_id"])[0] == "cancelled"
+    # The machine is free again: the same request now starts and runs.
+    again = api.post(
+        f"{api.base}/trigger-local",
+        json={"environments": ["free_env", "shared_env"], "rollout": {"concurrency": "reject"}},
+        headers={"Idempotency-Key": "second-run"},
+        timeout=10,
+    )
+    assert again.status_code == 202, again.text
+    assert follow(api, again.json()["coordination_id"])[0] == "completed"
+    assert (marks / "seen").read_text().splitlines() == [again.json()["coordination_id"]] * 2

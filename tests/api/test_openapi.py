@@ -34,6 +34,7 @@ ENDPOINTS = {
     ("get", "/api/deployment/coordinations/{coordination_id}/events/"),
     ("post", "/api/deployment/coordinations/{coordination_id}/cancel/"),
     ("post", "/api/deployment/coordinations/{coordination_id}/retry/"),
+    ("post", "/api/deployment/coordinations/{coordination_id}/approve/"),
     ("get", "/api/deployment/config"),
     ("post", "/api/deployment/config"),
     ("get", "/api/health"),
@@ -63,7 +64,7 @@ def test_the_schema_documents_every_endpoint_with_its_error_codes(schema):
         if path != "/api/health":
             assert {"401", "403", "429"} <= codes, (method, path)
             assert {"knoxApiToken": []} in operation["security"]
-        if method in ("post", "put", "patch") and "retry" not in path and "cancel" not in path:
+        if method in ("post", "put", "patch") and not path.endswith(("/retry/", "/cancel/", "/approve/")):
             assert "400" in codes, (method, path)
         if "{" in path:
             assert "404" in codes, (method, path)
@@ -100,6 +101,74 @@ def test_tags_are_in_the_schema_of_an_environment_the_list_filter_and_the_trigge
         if parameter["name"] == "tag"
     ]
     assert (tag["schema"]["type"], tag["explode"]) == ("array", True)
+
+
+def _resolved(schema: dict, node: dict) -> dict:
+    """A property's schema, through drf-spectacular's `allOf: [$ref]` wrapping."""
+    if "allOf" in node:
+        (node,) = node["allOf"]
+    if "$ref" in node:
+        return schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def _types(node: dict) -> set:
+    """The types a value may take: "integer", "string", "string ^pattern$", "array of ...",
+    "enum a/b"."""
+    if "oneOf" in node:
+        return set().union(*(_types(option) for option in node["oneOf"]))
+    if "enum" in node:
+        return {"enum " + "/".join(node["enum"])}
+    if node["type"] == "array":
+        return {"array of " + ", ".join(sorted(_types(node["items"])))}
+    return {node["type"] + (f" {node['pattern']}" if "pattern" in node else "")}
+
+
+def test_the_rollout_is_in_the_schema_of_the_trigger_and_of_a_coordination(schema):
+    percent = "string ^[0-9]{1,3}%$"
+    expected = {
+        "batch_size": {"integer", percent, f"array of integer, {percent}"},
+        "max_failures": {"integer", percent},
+        "pause_after_first_batch": {"enum approval", "integer"},
+        "batch_pause_seconds": {"integer"},
+        "concurrency": {"enum queue/reject/supersede"},
+    }
+    trigger = schema["components"]["schemas"]["TriggerLocalRequest"]["properties"]
+    rollout = _resolved(schema, trigger["rollout"])
+    assert {name: _types(_resolved(schema, node)) for name, node in rollout["properties"].items()} == expected
+    assert all(node["nullable"] for node in rollout["properties"].values())  # null: the config file's default
+    assert rollout["properties"]["batch_size"]["oneOf"][2]["maxItems"] == 20
+
+    coordination = schema["components"]["schemas"]["CoordinationSummary"]["properties"]
+    plan = _resolved(schema, coordination["rollout"])["properties"]
+    assert {name: _types(_resolved(schema, plan[name])) for name in expected} == expected
+    assert (_types(plan["waves"]), _types(plan["failure_budget"])) == ({"array of integer"}, {"integer"})
+    assert plan["failure_budget"]["nullable"] is True
+    for name, types in {"wave": {"integer"}, "approved_at": {"string"}, "approved_by": {"string"}}.items():
+        assert _types(coordination[name]) == types
+    for target in ("TargetSummary", "Target"):
+        fields = schema["components"]["schemas"][target]["properties"]
+        assert (_types(fields["wave"]), _types(fields["waiting_for"])) == ({"integer"}, {"string"})
+
+
+def test_the_busy_409_and_the_approve_endpoint_are_in_the_schema(schema):
+    paths = schema["paths"]
+    busy = paths["/api/deployment/trigger-local"]["post"]["responses"]["409"]
+    busy = _resolved(schema, busy["content"]["application/json"]["schema"])
+    assert set(busy["properties"]) == {"detail", "busy"}
+    assert set(_resolved(schema, busy["properties"]["busy"]["items"])["properties"]) == {
+        "environment_id",
+        "coordination_id",
+    }
+    approve = paths["/api/deployment/coordinations/{coordination_id}/approve/"]["post"]
+    assert approve["operationId"] == "coordination_approve"
+    ok = approve["responses"]["200"]["content"]["application/json"]["schema"]
+    conflict = approve["responses"]["409"]["content"]["application/json"]["schema"]
+    assert (ok["$ref"], conflict["$ref"]) == (
+        "#/components/schemas/CoordinationDetail",
+        "#/components/schemas/Conflict",
+    )
+    assert "requestBody" not in approve
 
 
 @pytest.mark.django_db

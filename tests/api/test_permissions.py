@@ -32,6 +32,12 @@ READS = [
 ]
 WRITES = [
     ("post", "/api/deployment/trigger-local", {}, 202),
+    (
+        "post",
+        "/api/deployment/trigger-local",
+        {"rollout": {"batch_size": [1, "100%"], "pause_after_first_batch": "approval"}},
+        202,
+    ),
     ("post", "/api/deployment/environments", NEW_ENVIRONMENT, 201),
     ("post", "/api/deployment/config", {"environments": [NEW_ENVIRONMENT]}, 200),
     ("put", "/api/deployment/environments/seed_env/", REPLACED_ENVIRONMENT, 200),
@@ -39,12 +45,14 @@ WRITES = [
     ("delete", "/api/deployment/environments/seed_env/", None, 204),
     ("post", "/api/deployment/coordinations/deploy_active/cancel/", None, 200),
     ("post", "/api/deployment/coordinations/deploy_failed/retry/", None, 202),
+    ("post", "/api/deployment/coordinations/deploy_awaiting/approve/", None, 200),
 ]
 ENDPOINTS = READS + WRITES
 
 
 def _ids(endpoint):
-    return f"{endpoint[0].upper()} {endpoint[1]}"
+    method, path, body, _ = endpoint
+    return f"{method.upper()} {path}" + (" with a rollout" if body and "rollout" in body else "")
 
 
 def snapshot() -> dict:
@@ -107,6 +115,16 @@ def test_a_user_without_a_role_may_read_nothing(seeded):
     response = client.get("/api/deployment/status")
     assert response.status_code == 403
     assert "VIEWER or ADMIN" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("endpoint", WRITES, ids=_ids)
+def test_a_user_without_a_role_may_write_nothing(seeded, endpoint):
+    method, path, body, _ = endpoint
+    before = snapshot()
+    response = call(token_client(make_user("nobody")), method, path, body)
+    assert response.status_code == 403, response.content
+    assert "ADMIN" in response.json()["detail"]
+    assert snapshot() == before
 
 
 def test_a_browser_session_works_like_a_token(seeded, client):

@@ -3,9 +3,10 @@
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from deployments.models import CoordinationStatus as C, StageEvent, TargetStatus as T
-from tests.factories import make_coordination, make_environment
+from tests.factories import make_coordination, make_environment, make_user
 
 
 def queries(client, path) -> int:
@@ -17,12 +18,22 @@ def queries(client, path) -> int:
 
 def grow_to(count: int, status: str, target_status: str, environment_ids: list[str]) -> None:
     """Each coordination on environments of its own: an environment runs in one
-    coordination at a time (the database refuses two running targets on one)."""
+    coordination at a time (the database refuses two running targets on one). Each
+    approved by a user of its own; every other one from before rollouts (no rollout
+    stored, so its one wave is counted from its targets)."""
     from deployments.models import Coordination
 
     for index in range(Coordination.objects.filter(status=status).count(), count):
         own = [make_environment(f"{environment_id}_{index}").environment_id for environment_id in environment_ids]
-        make_coordination(f"deploy_{status}_{index}", status, dict.fromkeys(own, target_status))
+        rollout = {"batch_size": [1], "waves": [1] * len(own), "failure_budget": 0} if index % 2 else {}
+        make_coordination(
+            f"deploy_{status}_{index}",
+            status,
+            dict.fromkeys(own, target_status),
+            approved_by=make_user(f"approver_{status}_{index}"),
+            approved_at=timezone.now(),
+            rollout=rollout,
+        )
 
 
 @pytest.fixture
