@@ -70,12 +70,6 @@ class EnvironmentsBusy(Exception):
         self.message = str(self)
 
 
-def resolved_rollout(policy: rollouts.Rollout, total: int) -> dict:
-    """What a coordination stores of its rollout: the policy as given, and its waves and
-    failure budget for this many targets (percentages resolved once, here)."""
-    return {**policy.as_json(), "waves": policy.wave_sizes(total), "failure_budget": policy.failure_budget(total)}
-
-
 def coordination_start(
     *,
     triggered_by: str,
@@ -115,7 +109,7 @@ def coordination_start(
         busy = _busy_environments(environments, policy)
         if busy and policy.concurrency == rollouts.REJECT:
             raise EnvironmentsBusy({environment_id: holder for environment_id, (holder, _) in busy.items()})
-        plan = resolved_rollout(policy, len(environments))
+        plan = policy.resolved(len(environments))
         coordination = Coordination.objects.create(
             coordination_id=coordination_id or _new_coordination_id(),
             triggered_by=triggered_by,

@@ -37,9 +37,17 @@ CONCURRENCY = (QUEUE, REJECT, SUPERSEDE)
 MAX_WAVE_ELEMENTS = 20
 MAX_COUNT = 100_000
 MAX_PAUSE_SECONDS = 24 * 60 * 60
+SHOWN_CHARS = 40
 _PERCENT = re.compile(r"\A([0-9]{1,3})%\Z")
 
 Size = int | str  # a count, or "N%"
+
+
+def _shown(value: Any) -> str:
+    """A refused value as an error message quotes it: its start only (a 2 MB string sent as
+    a wave size is not echoed back whole)."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}… ({len(text)} characters)"
 
 
 def _percent(value: Any) -> int | None:
@@ -51,18 +59,18 @@ def _count_problem(value: Any, *, minimum: int) -> str | None:
     percent = _percent(value)
     if percent is not None:
         if percent < max(minimum, 0) or percent > 100:
-            return f"a percentage must be from {minimum}% to 100%, not {value!r}"
+            return f"a percentage must be from {minimum}% to 100%, not {_shown(value)}"
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        return f'must be a whole number or a percentage such as "25%", not {value!r}'
+        return f'must be a whole number or a percentage such as "25%", not {_shown(value)}'
     if value < minimum or value > MAX_COUNT:
-        return f"must be from {minimum} to {MAX_COUNT}, not {value!r}"
+        return f"must be from {minimum} to {MAX_COUNT}, not {_shown(value)}"
     return None
 
 
 def _seconds_problem(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PAUSE_SECONDS:
-        return f"must be a whole number of seconds from 0 to {MAX_PAUSE_SECONDS} (a day), not {value!r}"
+        return f"must be a whole number of seconds from 0 to {MAX_PAUSE_SECONDS} (a day), not {_shown(value)}"
     return None
 
 
@@ -85,11 +93,11 @@ def problem(key: str, value: Any) -> str | None:
     if key == "pause_after_first_batch":
         if value == APPROVAL or _seconds_problem(value) is None:
             return None
-        return f'must be "{APPROVAL}" or a whole number of seconds from 0 to {MAX_PAUSE_SECONDS}, not {value!r}'
+        return f'must be "{APPROVAL}" or a whole number of seconds from 0 to {MAX_PAUSE_SECONDS}, not {_shown(value)}'
     if key == "batch_pause_seconds":
         return _seconds_problem(value)
     if key == "concurrency":
-        return None if value in CONCURRENCY else f"must be one of {', '.join(CONCURRENCY)}, not {value!r}"
+        return None if value in CONCURRENCY else f"must be one of {', '.join(CONCURRENCY)}, not {_shown(value)}"
     return f"unknown rollout setting; known: {', '.join(KEYS)}"
 
 
@@ -159,6 +167,11 @@ class Rollout:
     def failure_budget(self, total: int) -> int | None:
         """How many targets may fail before no further one starts (None: no budget)."""
         return None if self.max_failures is None else _resolve(self.max_failures, total)
+
+    def resolved(self, total: int) -> dict:
+        """What a coordination stores of its rollout: the policy as given, and its waves
+        and failure budget for this many targets (percentages resolved once, here)."""
+        return {**self.as_json(), "waves": self.wave_sizes(total), "failure_budget": self.failure_budget(total)}
 
 
 def _resolve(size: Size, total: int) -> int:

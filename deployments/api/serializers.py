@@ -17,7 +17,6 @@ from accounts.roles import is_admin
 from deployments.models import Coordination, CoordinationStatus, CoordinationTarget, StageEvent
 from deployments.redaction import HIDDEN, ec2_config_shown, event_data_shown, response_excerpt_shown
 from deployments.selectors import target_progress
-from deployments.services import resolved_rollout
 from environments import rollout as rollouts
 from environments.tags import MAX_SELECTED_TAGS
 from powerautomation.api import RejectUnknownFieldsMixin
@@ -291,7 +290,7 @@ PLAN_KEYS = tuple(RolloutPlanSerializer._declared_fields)
 def rollout_shown(coordination: Coordination) -> dict:
     """The rollout as stored. A coordination created before rollouts existed (nothing
     stored) ran as the built-in policy runs: one wave of every target, no budget."""
-    plan = coordination.rollout or resolved_rollout(rollouts.Rollout(), len(coordination.targets.all()))
+    plan = coordination.rollout or rollouts.Rollout().resolved(len(coordination.targets.all()))
     return {key: plan.get(key) for key in PLAN_KEYS}
 
 

@@ -150,3 +150,12 @@ def test_the_database_lets_one_coordination_at_a_time_run_on_an_environment():
     # Once the first run has ended, the second may start.
     CoordinationTarget.objects.filter(coordination__coordination_id="deploy_one").update(status=T.SUCCEEDED)
     assert CoordinationTarget.objects.filter(pk=second.pk).update(status=T.TRIGGERING) == 1
+
+
+def test_a_huge_refused_value_is_quoted_only_in_part():
+    from environments import rollout
+
+    found = rollout.problem("batch_size", "9" * 2_000_000)
+
+    assert found is not None and len(found) < 200
+    assert "2000002 characters" in found
