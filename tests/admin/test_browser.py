@@ -168,7 +168,7 @@ def test_a_coordination_page_follows_a_run_live_and_ends_it_failed(
     )
     assert page_was_not_reloaded(browser)
     failed_row = browser.find_element(By.CSS_SELECTOR, 'tr[data-environment="windows_local_001"]')
-    assert "4" in failed_row.find_elements(By.TAG_NAME, "td")[2].text
+    assert "4" in failed_row.find_elements(By.TAG_NAME, "td")[3].text  # environment, wave, outcome, exit code
     assert "ERROR: platform refused the token" in failed_row.text
     assert not browser.find_element(By.CSS_SELECTOR, "[data-pa-cancel]").is_displayed()
     assert browser.find_element(By.CSS_SELECTOR, "[data-pa-retry]").is_displayed()
@@ -271,7 +271,7 @@ def test_an_admin_deploys_by_tag_seeing_what_the_choice_selects_before_it_starts
     form.find_element(By.NAME, "tags").send_keys("mac")
     wait_for(
         browser,
-        lambda d: selection_text(d) == "Selects 2 environments: mac_local_001, mac_local_002",
+        lambda d: selection_text(d) == "Selects 2 environments\nmac_local_001, mac_local_002",
         "the count of the tagged ones",
     )
     assert not form.find_element(By.NAME, "all_environments").is_selected()  # typing a tag unticks "all"
@@ -280,11 +280,11 @@ def test_an_admin_deploys_by_tag_seeing_what_the_choice_selects_before_it_starts
     browser.shot("unknown-tag")
     form.find_element(By.NAME, "exclude_tags").send_keys("\b\b")  # flakey -> flak
     form.find_element(By.NAME, "exclude_tags").send_keys("y")
-    wait_for(browser, lambda d: selection_text(d) == "Selects 1 environment: mac_local_001", "the count less flaky")
+    wait_for(browser, lambda d: selection_text(d) == "Selects 1 environment\nmac_local_001", "the count less flaky")
     form.find_element(By.CSS_SELECTOR, 'input[name="environments"][value="linux_local_001"]').click()
     wait_for(
         browser,
-        lambda d: selection_text(d) == "Selects 2 environments: linux_local_001, mac_local_001",
+        lambda d: selection_text(d) == "Selects 2 environments\nlinux_local_001, mac_local_001",
         "the count with a ticked one",
     )
     browser.shot("selection")
