@@ -137,7 +137,7 @@ class DeployForm(forms.Form):
         for key in ("batch_size", "max_failures", "batch_pause_seconds"):
             if text := (data.get(key) or "").strip():
                 values[key] = parse_flag(key, text)
-        pause = data.get("pause_after_first")
+        pause = self._pause_choice()
         if pause == PAUSE_NONE:
             values["pause_after_first_batch"] = 0
         elif pause == APPROVAL:
@@ -149,6 +149,14 @@ class DeployForm(forms.Form):
         if data.get("concurrency"):
             values["concurrency"] = data["concurrency"]
         return values or None
+
+    def _pause_choice(self) -> str:
+        """The choice after the first wave; seconds typed with the choice left at its
+        default (a page without its script shows the box always) mean "pause for"."""
+        pause = self.cleaned_data.get("pause_after_first") or ""
+        if not pause and (self.cleaned_data.get("pause_after_first_seconds") or "").strip():
+            return PAUSE_SECONDS
+        return pause
 
     def service_arguments(self) -> dict:
         data = self.cleaned_data
@@ -164,7 +172,7 @@ class DeployForm(forms.Form):
         """The form field that shows the start's error about `service_field` (None: the
         form as a whole)."""
         if service_field == "rollout.pause_after_first_batch":
-            seconds = self.cleaned_data.get("pause_after_first") == PAUSE_SECONDS
+            seconds = self._pause_choice() == PAUSE_SECONDS
             return "pause_after_first_seconds" if seconds else "pause_after_first"
         if service_field in SERVICE_FIELDS:
             return SERVICE_FIELDS[service_field]

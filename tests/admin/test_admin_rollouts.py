@@ -168,6 +168,12 @@ def test_a_pause_of_some_seconds_after_the_first_wave_is_taken_from_its_box(oper
     assert Coordination.objects.get().rollout["pause_after_first_batch"] == 45
 
 
+def test_seconds_typed_with_the_choice_left_at_its_default_are_a_pause(operator, fleet):
+    operator.post(DEPLOY_URL, {"all_environments": "on", "batch_size": "1,100%", "pause_after_first_seconds": "20"})
+
+    assert Coordination.objects.get().rollout["pause_after_first_batch"] == 20
+
+
 @pytest.mark.parametrize(
     ("data", "field", "problem"),
     [

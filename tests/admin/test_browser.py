@@ -412,3 +412,30 @@ def test_an_admin_deploys_a_canary_first_approves_the_rest_and_a_viewer_cannot(
         "linux_local_002",
         "linux_local_003",
     ]
+
+
+def test_an_admin_approves_from_the_live_dashboard_and_comes_back_to_it(browser, web_server):
+    make_environment("linux_local_001")
+    make_environment("linux_local_002")
+    coordination = make_coordination(
+        "deploy_20261205_101010_dash",
+        C.AWAITING_APPROVAL,
+        {"linux_local_001": T.SUCCEEDED, "linux_local_002": T.PENDING},
+        wave=1,
+        rollout={"pause_after_first_batch": "approval", "waves": [1, 1], "failure_budget": None},
+    )
+    make_staff("operator", ADMIN)
+    sign_in(browser, web_server, "operator")
+    row = f'[data-pa-fragment="active"] tr[data-coordination="{coordination.coordination_id}"]'
+    assert "awaiting approval after wave 1" in browser.find_element(By.CSS_SELECTOR, row).text
+    live = browser.find_element(By.CSS_SELECTOR, "[data-pa-dashboard] [data-pa-live]")
+    wait_for(browser, lambda d: live.text.startswith("Live: updated"), "a poll of the live dashboard")
+    browser.shot("awaiting-on-dashboard")
+
+    browser.find_element(By.CSS_SELECTOR, f"{row} [data-pa-approve]").click()
+
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".messagelist .success"), "the approved message")
+    assert browser.current_url.rstrip("/").endswith("/admin")  # back on the dashboard
+    assert f"Approved {coordination.coordination_id}" in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
+    coordination.refresh_from_db()
+    assert (coordination.status, coordination.approved_by.username) == (C.LOCAL_DEPLOYING, "operator")
