@@ -1,6 +1,7 @@
 """How the console draws deployments and environments: status badges and their tones,
-progress bars and summaries, durations, who triggered a run, and links to a coordination.
-The admin's columns, the dashboard and a coordination's page all use these."""
+progress bars and summaries, durations, who triggered a run, a rollout in words, and links
+to a coordination. The admin's columns, the dashboard, the Deploy form and a coordination's
+page all use these."""
 
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -8,9 +9,12 @@ from django.utils.html import format_html
 
 from deployments.models import Coordination, CoordinationStatus, TargetStatus
 from environments.models import Health
+from environments.rollout import APPROVAL, QUEUE, REJECT, SUPERSEDE
 
 COORDINATION_TONE = {
     CoordinationStatus.PENDING: "waiting",
+    # Stands out: nothing moves until an ADMIN acts.
+    CoordinationStatus.AWAITING_APPROVAL: "attention",
     CoordinationStatus.COMPLETED: "good",
     CoordinationStatus.FAILED: "bad",
     CoordinationStatus.CANCELLED: "stopped",
@@ -94,3 +98,55 @@ def triggered_by_label(coordination: Coordination) -> str:
 
 def coordination_url(coordination: Coordination) -> str:
     return reverse("admin:deployments_coordination_change", args=[coordination.pk])
+
+
+# --- A rollout in words ---------------------------------------------------------------------
+
+CONCURRENCY_TEXT = {
+    QUEUE: "waits for the run holding it",
+    REJECT: "refuses the whole deployment",
+    SUPERSEDE: "cancels the older run on it",
+}
+
+
+def pause_text(value) -> str:
+    """A pause_after_first_batch value in words ("" for none)."""
+    if value == APPROVAL:
+        return "wait for an ADMIN's approval"
+    return f"pause {value} s" if value else ""
+
+
+def budget_text(budget: int | None) -> str:
+    if budget is None:
+        return ""
+    return "stops at the first failure" if budget == 0 else f"stops once more than {budget} fail"
+
+
+def rollout_notes(plan: dict) -> list[str]:
+    """What a resolved rollout (the policy, its `waves` and `failure_budget`) does beyond
+    splitting into waves, as the runner applies it: after the first wave its own pause
+    (or, unset, the pause between waves), the pause between later waves, the budget."""
+    waves = plan.get("waves") or []
+    first, between = plan.get("pause_after_first_batch"), plan.get("batch_pause_seconds") or 0
+    notes = []
+    if len(waves) > 1:
+        if first == APPROVAL:
+            notes.append("approval after the first")
+        elif first or between:
+            notes.append(f"a {first or between} s pause after the first")
+        if between and len(waves) > 2:
+            notes.append(f"{between} s between later waves")
+    elif first == APPROVAL:
+        notes.append("one wave, so no approval")
+    if budget := budget_text(plan.get("failure_budget")):
+        notes.append(budget)
+    return notes
+
+
+def selection_summary(count: int, plan: dict) -> str:
+    """'Selects 20 environments in 3 waves: 1, 5, 14; approval after the first'."""
+    waves = plan.get("waves") or []
+    head = f"Selects {count} environment{'' if count == 1 else 's'}"
+    if len(waves) > 1:
+        head += f" in {len(waves)} waves: {', '.join(str(size) for size in waves)}"
+    return "; ".join([head, *rollout_notes(plan)])

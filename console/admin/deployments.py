@@ -1,5 +1,5 @@
-"""Coordinations in the admin (status never edited by hand; cancel and retry call
-services), their StageEvents and the auto-deploy claims. Who may do what follows the roles
+"""Coordinations in the admin (status never edited by hand; approve, cancel and retry
+call services), their StageEvents and the auto-deploy claims. Who may do what follows the roles
 (accounts/admin_roles.py)."""
 
 import json
@@ -93,6 +93,7 @@ class CoordinationAdmin(RecordAdmin):
             path("deploy/selection/", wrap(views.deploy_selection_view), name=f"{name}_deploy_selection"),
             path("dashboard/live/", wrap(views.dashboard_live_view), name=f"{name}_dashboard_live"),
             path("<int:pk>/live/", wrap(views.coordination_live_view), name=f"{name}_live"),
+            path("<int:pk>/approve/", wrap(views.coordination_approve_view), name=f"{name}_approve"),
             path("<int:pk>/cancel/", wrap(views.coordination_cancel_view), name=f"{name}_cancel"),
             path("<int:pk>/retry/", wrap(views.coordination_retry_view), name=f"{name}_retry"),
             *super().get_urls(),

@@ -4,7 +4,7 @@ from django import template
 
 from accounts.admin_roles import can_view
 from console import dashboard, presenters
-from console.views.deployments import DeployForm
+from console.views.deployments import deploy_form
 
 register = template.Library()
 
@@ -18,7 +18,7 @@ def deployment_dashboard(context):
         return {"visible": False}
     values = dashboard.dashboard_context(request)
     if values["can_operate"]:
-        values["deploy_form"] = DeployForm(
+        values["deploy_form"] = deploy_form(
             initial={"all_environments": True}, environments=values["enabled_environments"]
         )
     return {**values, "visible": True, "request": request, "csrf_token": context.get("csrf_token")}

@@ -1,10 +1,10 @@
 """The admin's own deployment pages, hung off the coordination admin's URLs: the Deploy
-form, the dashboard's and a coordination page's live JSON, cancel and retry. Each write
-calls one service; each checks the role first (accounts/admin_roles.py)."""
+form and its live count, the dashboard's and a coordination page's live JSON, approve,
+cancel and retry. Each write calls one service; each checks the role first
+(accounts/admin_roles.py)."""
 
 import re
 
-from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect, JsonResponse
@@ -18,99 +18,34 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.admin_roles import require_operator, require_viewer
 from console.coordination_page import coordination_live
 from console.dashboard import dashboard_live
-from console.presenters import coordination_url
+from console.deploy_form import DeployForm
+from console.presenters import coordination_url, selection_summary
 from deployments.models import Coordination, TriggerSource
-from deployments.services import CoordinationConflict, coordination_cancel, coordination_retry, coordination_start
+from deployments.services import (
+    CoordinationConflict,
+    EnvironmentsBusy,
+    coordination_approve,
+    coordination_cancel,
+    coordination_retry,
+    coordination_start,
+    resolved_rollout,
+)
+from environments.config import current_rollout
 from environments.models import RemoteEnvironment
+from environments.rollout import Rollout
 from environments.selectors import environments_enabled, environments_for_deployment
-from environments.tags import split_tags
 
 MAX_AFTER = 2**62
-# A line of comma-separated tags: room for many labels, still bounded.
-TAGS_INPUT_MAX_LENGTH = 2000
-
-
-class DeployForm(forms.Form):
-    """What `trigger_local` asks for: which environments (all enabled ones, or those
-    ticked and those with any of the tags, less those with any of the excluded tags), the
-    version, and the EC2 platform deploy this follows."""
-
-    all_environments = forms.BooleanField(required=False, initial=True, label="All enabled environments")
-    environments = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
-    tags = forms.CharField(
-        required=False,
-        max_length=TAGS_INPUT_MAX_LENGTH,
-        widget=forms.TextInput(attrs={"placeholder": "mac, linux"}),
-        help_text="and every enabled environment with any of these tags (comma-separated)",
-    )
-    exclude_tags = forms.CharField(
-        required=False,
-        max_length=TAGS_INPUT_MAX_LENGTH,
-        label="Exclude tags",
-        widget=forms.TextInput(attrs={"placeholder": "flaky"}),
-        help_text="leave out every environment with any of these, ticked ones too",
-    )
-    version = forms.CharField(
-        required=False, max_length=100, widget=forms.TextInput(attrs={"placeholder": "v1.0.0", "size": 14})
-    )
-    ec2_instance_id = forms.CharField(
-        required=False,
-        max_length=64,
-        label="EC2 instance id",
-        widget=forms.TextInput(attrs={"placeholder": "i-0123456789abcdef0", "size": 20}),
-    )
-    ec2_public_ip = forms.CharField(
-        required=False,
-        max_length=64,
-        label="EC2 public IP",
-        widget=forms.TextInput(attrs={"placeholder": "203.0.113.10", "size": 14}),
-    )
-
-    def __init__(self, *args, environments: list[RemoteEnvironment], **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["environments"].choices = [
-            (environment.environment_id, _choice_label(environment)) for environment in environments
-        ]
-        self.fields["all_environments"].label = f"All enabled environments ({len(environments)})"
-
-    def clean(self):
-        data = super().clean()
-        chosen = data.get("environments") or split_tags(data.get("tags") or "")
-        if not data.get("all_environments") and not chosen:
-            raise ValidationError("Choose the environments to deploy to, or tick all enabled environments.")
-        return data
-
-    def selection_arguments(self) -> dict:
-        """Which environments, as `environments_for_deployment` takes them. Tags are a
-        choice of their own: given, "all enabled" no longer applies (the page's script
-        unticks it as they are typed)."""
-        data = self.cleaned_data
-        tags = split_tags(data["tags"]) or None
-        everything = data["all_environments"] and not tags
-        return {
-            "environment_ids": None if everything else (data["environments"] or None),
-            "tags": tags,
-            "exclude_tags": split_tags(data["exclude_tags"]) or None,
-        }
-
-    def service_arguments(self) -> dict:
-        data = self.cleaned_data
-        return {
-            **self.selection_arguments(),
-            "version": data["version"].strip(),
-            "ec2_instance_id": data["ec2_instance_id"].strip(),
-            "ec2_public_ip": data["ec2_public_ip"].strip(),
-        }
-
-
-def _choice_label(environment: RemoteEnvironment) -> str:
-    if not environment.tags:
-        return environment.environment_id
-    return f"{environment.environment_id} ({', '.join(environment.tags)})"
 
 
 def enabled_environments() -> list[RemoteEnvironment]:
     return list(environments_enabled().only("id", "environment_id", "tags"))
+
+
+def deploy_form(data=None, *, environments: list[RemoteEnvironment], **kwargs) -> DeployForm:
+    """The Deploy form over these environments, its rollout fields offering the config
+    file's defaults."""
+    return DeployForm(data, environments=environments, defaults=current_rollout(), **kwargs)
 
 
 def _next_url(request, default: str) -> str:
@@ -128,14 +63,16 @@ def deploy_view(request, *, model_admin):
     require_operator(request)
     environments = enabled_environments()
     if request.method == "POST":
-        form = DeployForm(request.POST, environments=environments)
+        form = deploy_form(request.POST, environments=environments)
         if form.is_valid():
             try:
                 coordination = coordination_start(
                     triggered_by=TriggerSource.ADMIN, user=request.user, **form.service_arguments()
                 )
             except ValidationError as exc:
-                _add_service_errors(form, exc)
+                form.add_service_errors(exc)
+            except EnvironmentsBusy as exc:
+                form.add_busy_error(exc)
             else:
                 model_admin.log_addition(request, coordination, "Deployed from the admin.")
                 count = coordination.targets.count()
@@ -158,7 +95,7 @@ def deploy_view(request, *, model_admin):
             messages.warning(request, f"Not offered (unknown or disabled): {', '.join(skipped)}.")
         selected = [item for item in wanted if item in known]
         initial = {"all_environments": not selected, "environments": selected}
-        form = DeployForm(initial=initial, environments=environments)
+        form = deploy_form(initial=initial, environments=environments)
     context = {
         **model_admin.admin_site.each_context(request),
         "title": "Deploy",
@@ -170,24 +107,15 @@ def deploy_view(request, *, model_admin):
     return TemplateResponse(request, "admin/deployments/deploy.html", context)
 
 
-def _add_service_errors(form: DeployForm, exc: ValidationError) -> None:
-    fields = {"environments": "environments", "version": "version"}
-    fields.update({"ec2_instance_id": "ec2_instance_id", "ec2_public_ip": "ec2_public_ip"})
-    fields.update({"tags": "tags", "exclude_tags": "exclude_tags"})
-    for name, problems in exc.message_dict.items():
-        field = fields.get(name)
-        for problem in problems:
-            form.add_error(field, problem if field else f"{name}: {problem}")
-
-
 @require_GET
 def deploy_selection_view(request, *, model_admin):
     """The Deploy form's count before it starts: which environments a choice
     (`all_environments`, `environments`, `tags`, `exclude_tags`, as the form posts them)
-    selects, by the rule the start itself applies. A choice that selects nothing, or is
-    bad input, answers its problems by field, as the form would show them."""
+    selects, and the waves the chosen rollout (its fields, as the form posts them) splits
+    them into, by the rules the start itself applies. Bad input answers its problems by
+    the form's field, as the form would show them; a start is never made."""
     require_viewer(request)
-    form = DeployForm(request.GET, environments=enabled_environments())
+    form = deploy_form(request.GET, environments=enabled_environments())
     errors: dict[str, list[str]] = {}
     selected: list[RemoteEnvironment] = []
     if not form.is_valid():
@@ -197,8 +125,24 @@ def deploy_selection_view(request, *, model_admin):
             selected = environments_for_deployment(**form.selection_arguments())
         except ValidationError as exc:
             errors = exc.message_dict
+    policy = form.defaults
+    try:
+        policy = Rollout.from_json(form.rollout_arguments(), base=policy)
+    except ValidationError as exc:
+        for name, problems in exc.message_dict.items():
+            errors.setdefault(form.field_of(name) or "__all__", []).extend(problems)
     ids = [environment.environment_id for environment in selected]
-    return JsonResponse({"count": len(ids), "environments": ids, "errors": errors})
+    plan = resolved_rollout(policy, len(ids))
+    return JsonResponse(
+        {
+            "count": len(ids),
+            "environments": ids,
+            "errors": errors,
+            "waves": plan["waves"],
+            "failure_budget": plan["failure_budget"],
+            "summary": selection_summary(len(ids), plan),
+        }
+    )
 
 
 @require_GET
@@ -229,6 +173,22 @@ def coordination_cancel_view(request, pk: int, *, model_admin):
         model_admin.log_change(request, coordination, "Cancelled from the admin.")
         messages.success(request, f"Cancelled {coordination.coordination_id}: running environments are hung up.")
     return HttpResponseRedirect(coordination_url(coordination))
+
+
+@require_POST
+def coordination_approve_view(request, pk: int, *, model_admin):
+    """Approve the rest of a rollout awaiting approval after its first wave; back to the
+    coordination's page, or to `next` (the dashboard's button)."""
+    require_operator(request)
+    coordination = get_object_or_404(Coordination, pk=pk)
+    try:
+        coordination_approve(coordination=coordination, user=request.user)
+    except CoordinationConflict as exc:
+        messages.error(request, exc.message)
+    else:
+        model_admin.log_change(request, coordination, "Approved the rest of the rollout from the admin.")
+        messages.success(request, f"Approved {coordination.coordination_id}: the next wave opens now.")
+    return HttpResponseRedirect(_next_url(request, coordination_url(coordination)))
 
 
 @require_POST

@@ -168,7 +168,9 @@ def test_the_selection_view_counts_what_a_choice_selects(viewer, fleet, query, c
     response = viewer.get(f"{SELECTION_URL}?{query}")
 
     assert response.status_code == 200
-    assert response.json() == {"count": count, "environments": environments, "errors": {}}
+    body = response.json()
+    assert (body["count"], body["environments"], body["errors"]) == (count, environments, {})
+    assert body["summary"] == f"Selects {count} environments"
     assert not Coordination.objects.exists()
 
 

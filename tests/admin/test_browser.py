@@ -27,11 +27,12 @@ WAIT_SECONDS = 60
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 
-@pytest.fixture
-def browser(request):
+def open_browser(request, tag: str = ""):
+    """Headless Chromium with a fresh profile; `driver.shot(name)` saves a screenshot
+    named after the test (and `tag`, for a test's second browser)."""
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.fail("chromium and chromium-driver are not installed (Debian packages; `make test-deps` installs them)")
     profile = tempfile.mkdtemp(prefix="pa-chromium-")
@@ -51,23 +52,43 @@ def browser(request):
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.implicitly_wait(0)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for old in ARTIFACTS.glob(f"{request.node.name}--*.png"):
+    prefix = request.node.name + (f"--{tag}" if tag else "")
+    for old in ARTIFACTS.glob(f"{prefix}--*.png"):
         old.unlink()
     driver.shots = []
 
     def shot(name: str) -> Path:
-        path = ARTIFACTS / f"{request.node.name}--{len(driver.shots) + 1:02d}-{name}.png"
+        path = ARTIFACTS / f"{prefix}--{len(driver.shots) + 1:02d}-{name}.png"
         driver.save_screenshot(str(path))
         driver.shots.append(path)
         return path
 
     driver.shot = shot
-    yield driver
+    driver.profile = profile
+    return driver
+
+
+def close_browser(driver) -> None:
     try:
-        shot("end")
+        driver.shot("end")
     finally:
         driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+        shutil.rmtree(driver.profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser(request):
+    driver = open_browser(request)
+    yield driver
+    close_browser(driver)
+
+
+@pytest.fixture
+def viewer_browser(request):
+    """A second browser, for a VIEWER watching what an ADMIN does in the first."""
+    driver = open_browser(request, "viewer")
+    yield driver
+    close_browser(driver)
 
 
 def wait_for(driver, condition, message: str, timeout: float = WAIT_SECONDS):
@@ -168,7 +189,7 @@ def test_a_coordination_page_follows_a_run_live_and_ends_it_failed(
     )
     assert page_was_not_reloaded(browser)
     failed_row = browser.find_element(By.CSS_SELECTOR, 'tr[data-environment="windows_local_001"]')
-    assert "4" in failed_row.find_elements(By.TAG_NAME, "td")[2].text
+    assert "4" in failed_row.find_elements(By.TAG_NAME, "td")[3].text  # environment, wave, outcome, exit code
     assert "ERROR: platform refused the token" in failed_row.text
     assert not browser.find_element(By.CSS_SELECTOR, "[data-pa-cancel]").is_displayed()
     assert browser.find_element(By.CSS_SELECTOR, "[data-pa-retry]").is_displayed()
@@ -271,7 +292,7 @@ def test_an_admin_deploys_by_tag_seeing_what_the_choice_selects_before_it_starts
     form.find_element(By.NAME, "tags").send_keys("mac")
     wait_for(
         browser,
-        lambda d: selection_text(d) == "Selects 2 environments: mac_local_001, mac_local_002",
+        lambda d: selection_text(d) == "Selects 2 environments\nmac_local_001, mac_local_002",
         "the count of the tagged ones",
     )
     assert not form.find_element(By.NAME, "all_environments").is_selected()  # typing a tag unticks "all"
@@ -280,11 +301,11 @@ def test_an_admin_deploys_by_tag_seeing_what_the_choice_selects_before_it_starts
     browser.shot("unknown-tag")
     form.find_element(By.NAME, "exclude_tags").send_keys("\b\b")  # flakey -> flak
     form.find_element(By.NAME, "exclude_tags").send_keys("y")
-    wait_for(browser, lambda d: selection_text(d) == "Selects 1 environment: mac_local_001", "the count less flaky")
+    wait_for(browser, lambda d: selection_text(d) == "Selects 1 environment\nmac_local_001", "the count less flaky")
     form.find_element(By.CSS_SELECTOR, 'input[name="environments"][value="linux_local_001"]').click()
     wait_for(
         browser,
-        lambda d: selection_text(d) == "Selects 2 environments: linux_local_001, mac_local_001",
+        lambda d: selection_text(d) == "Selects 2 environments\nlinux_local_001, mac_local_001",
         "the count with a ticked one",
     )
     browser.shot("selection")
@@ -300,3 +321,121 @@ def test_an_admin_deploys_by_tag_seeing_what_the_choice_selects_before_it_starts
     finished = f'[data-pa-fragment="recent"] tr[data-coordination="{coordination.coordination_id}"]'
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'{finished}[data-status="completed"]'), "completed")
     assert sorted((sshd.scripts / "seen-by-tag").read_text().splitlines()) == ["linux_local_001", "mac_local_001"]
+
+
+def coordination_status(driver) -> str:
+    return driver.find_element(By.CSS_SELECTOR, "[data-pa-coordination]").get_attribute("data-status")
+
+
+def viewer_sees_no_approve_button(driver, web_server: str, coordination: Coordination) -> None:
+    sign_in(driver, web_server, "watcher")
+    running = driver.find_element(By.CSS_SELECTOR, '[data-pa-fragment="active"]')
+    assert "awaiting approval after wave 1" in running.text
+    assert not driver.find_elements(By.CSS_SELECTOR, "[data-pa-approve]")
+    driver.shot("dashboard")
+    driver.get(f"{web_server}/admin/deployments/coordination/{coordination.pk}/change/")
+    assert coordination_status(driver) == C.AWAITING_APPROVAL
+    assert "Awaiting an ADMIN's approval" in driver.find_element(By.CSS_SELECTOR, "[data-pa-rollout]").text
+    assert not driver.find_elements(By.CSS_SELECTOR, "[data-pa-approve], [data-pa-cancel]")
+    driver.shot("no-approve-button")
+
+
+def test_an_admin_deploys_a_canary_first_approves_the_rest_and_a_viewer_cannot(
+    browser, viewer_browser, web_server, qcluster, sshd, make_ssh_environment, no_retry_delay
+):
+    # A file of its own: the sshd (and its scripts folder) is shared by the whole session.
+    script = sshd.script("init_canary.sh", f'sleep 2\necho "$ENVIRONMENT_ID" >> "{sshd.scripts}/seen-canary"\n')
+    for environment_id in ("linux_local_001", "linux_local_002", "linux_local_003"):
+        make_ssh_environment(environment_id, script)
+    make_staff("operator", ADMIN)
+    make_staff("watcher", VIEWER)
+
+    # The Deploy form: one canary, then the rest once an ADMIN approves.
+    sign_in(browser, web_server, "operator")
+    browser.get(f"{web_server}/admin/deployments/coordination/deploy/")
+    form = browser.find_element(By.CSS_SELECTOR, "[data-pa-deploy-form]")
+    form.find_element(By.CSS_SELECTOR, "[data-pa-rollout-fields] summary").click()
+    form.find_element(By.NAME, "batch_size").send_keys("1, 100%")
+    Select(form.find_element(By.NAME, "pause_after_first")).select_by_value("approval")
+    wait_for(
+        browser,
+        lambda d: selection_text(d).startswith("Selects 3 environments in 2 waves: 1, 2; approval after the first"),
+        "the waves the rollout makes of the selection",
+    )
+    browser.shot("deploy-form")
+    form.find_element(By.CSS_SELECTOR, "[data-pa-deploy]").click()
+
+    # Its page: the canary runs, then the run waits for approval; the page follows live.
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".messagelist .success a"), "started")[0].click()
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-pa-coordination]"), "its page")
+    coordination = Coordination.objects.get()
+    assert coordination.rollout["waves"] == [1, 2]
+    mark_page(browser)
+    approve = browser.find_element(By.CSS_SELECTOR, "[data-pa-approve]")
+    if coordination_status(browser) != C.AWAITING_APPROVAL:
+        assert not approve.is_displayed()
+    wait_for(browser, lambda d: coordination_status(d) == C.AWAITING_APPROVAL, "awaiting approval, live")
+    wait_for(browser, lambda d: approve.is_displayed(), "the Approve button shown live")
+    assert page_was_not_reloaded(browser)
+    assert browser.find_element(By.CSS_SELECTOR, "[data-pa-status]").text == "Awaiting approval"
+    assert browser.find_element(By.CSS_SELECTOR, "[data-pa-cancel]").is_displayed()
+    assert "after wave 1" in browser.find_element(By.CSS_SELECTOR, "[data-pa-awaiting]").text
+    assert (sshd.scripts / "seen-canary").read_text().count("\n") == 1  # the canary alone ran
+    browser.shot("awaiting-approval")
+
+    # A VIEWER, in a browser of their own, sees the rollout and the status, and no Approve button.
+    viewer_sees_no_approve_button(viewer_browser, web_server, coordination)
+
+    # The ADMIN approves; the rest run and the page follows them to the end.
+    approve.find_element(By.TAG_NAME, "button").click()
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".messagelist .success"), "the approved message")
+    assert "Approved" in browser.find_element(By.CSS_SELECTOR, ".messagelist .success").text
+    mark_page(browser)
+    wait_for(browser, lambda d: coordination_status(d) == C.COMPLETED, "the coordination completed, live")
+    assert page_was_not_reloaded(browser)
+    rows = browser.find_elements(By.CSS_SELECTOR, "[data-pa-targets] tr[data-environment]")
+    outcomes = [
+        (row.get_attribute("data-status"), row.find_element(By.CSS_SELECTOR, ".pa-wave-cell").text) for row in rows
+    ]
+    assert sorted(outcomes) == [
+        ("succeeded", "1"),
+        ("succeeded", "2"),
+        ("succeeded", "2"),
+    ]
+    assert not browser.find_element(By.CSS_SELECTOR, "[data-pa-approve]").is_displayed()
+    assert "by operator at" in browser.find_element(By.CSS_SELECTOR, "[data-pa-approval]").text
+    browser.shot("completed")
+    coordination.refresh_from_db()
+    assert coordination.approved_by.username == "operator"
+    assert sorted((sshd.scripts / "seen-canary").read_text().split()) == [
+        "linux_local_001",
+        "linux_local_002",
+        "linux_local_003",
+    ]
+
+
+def test_an_admin_approves_from_the_live_dashboard_and_comes_back_to_it(browser, web_server):
+    make_environment("linux_local_001")
+    make_environment("linux_local_002")
+    coordination = make_coordination(
+        "deploy_20261205_101010_dash",
+        C.AWAITING_APPROVAL,
+        {"linux_local_001": T.SUCCEEDED, "linux_local_002": T.PENDING},
+        wave=1,
+        rollout={"pause_after_first_batch": "approval", "waves": [1, 1], "failure_budget": None},
+    )
+    make_staff("operator", ADMIN)
+    sign_in(browser, web_server, "operator")
+    row = f'[data-pa-fragment="active"] tr[data-coordination="{coordination.coordination_id}"]'
+    assert "awaiting approval after wave 1" in browser.find_element(By.CSS_SELECTOR, row).text
+    live = browser.find_element(By.CSS_SELECTOR, "[data-pa-dashboard] [data-pa-live]")
+    wait_for(browser, lambda d: live.text.startswith("Live: updated"), "a poll of the live dashboard")
+    browser.shot("awaiting-on-dashboard")
+
+    browser.find_element(By.CSS_SELECTOR, f"{row} [data-pa-approve]").click()
+
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".messagelist .success"), "the approved message")
+    assert browser.current_url.rstrip("/").endswith("/admin")  # back on the dashboard
+    assert f"Approved {coordination.coordination_id}" in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
+    coordination.refresh_from_db()
+    assert (coordination.status, coordination.approved_by.username) == (C.LOCAL_DEPLOYING, "operator")

@@ -79,9 +79,21 @@
     sync();
   }
 
-  // --- The Deploy form's count: what the choice selects, by the server's own rule ----------
+  // --- The Deploy form's count: what the choice selects and the waves its rollout makes ----
+  // (by the server's own rules: the JSON says it in words)
 
-  const SELECTION_FIELDS = ["all_environments", "environments", "tags", "exclude_tags"];
+  const SELECTION_FIELDS = [
+    "all_environments",
+    "environments",
+    "tags",
+    "exclude_tags",
+    "batch_size",
+    "max_failures",
+    "pause_after_first",
+    "pause_after_first_seconds",
+    "batch_pause_seconds",
+    "concurrency",
+  ];
 
   function startDeploySelection(form) {
     const shown = form.querySelector("[data-pa-selection]");
@@ -92,13 +104,14 @@
     function show(data) {
       const problems = Object.values(data.errors).flat();
       shown.dataset.count = String(data.count);
+      shown.dataset.waves = (data.waves || []).join(",");
       shown.classList.toggle("pa-selection-error", problems.length > 0);
-      if (problems.length) {
-        shown.textContent = problems.join(" ");
-        return;
-      }
-      const noun = data.count === 1 ? " environment: " : " environments: ";
-      shown.textContent = "Selects " + data.count + noun + data.environments.join(", ");
+      shown.textContent = problems.length ? problems.join(" ") : data.summary;
+      if (problems.length || !data.count) return;
+      const names = document.createElement("span");
+      names.className = "pa-selection-names";
+      names.textContent = data.environments.join(", ");
+      shown.appendChild(names);
     }
 
     async function ask() {
@@ -122,6 +135,23 @@
     form.addEventListener("input", soon);
     form.addEventListener("change", soon);
     ask();
+  }
+
+  // --- The Deploy form's pause after the first wave: the seconds box goes with "Pause for" --
+
+  function startPauseChoice(form) {
+    const choice = form.querySelector('select[name="pause_after_first"]');
+    const seconds = form.querySelector('input[name="pause_after_first_seconds"]');
+    const box = form.querySelector("[data-pa-pause-seconds]");
+    if (!choice || !seconds || !box) return;
+    const sync = () => {
+      box.hidden = choice.value !== "seconds";
+    };
+    choice.addEventListener("change", () => {
+      sync();
+      if (choice.value === "seconds") seconds.focus();
+    });
+    sync();
   }
 
   // --- A coordination's page ---------------------------------------------------------------
@@ -150,8 +180,13 @@
       const error = root.querySelector("[data-pa-error]");
       error.textContent = data.error;
       error.hidden = !data.error;
+      show("[data-pa-approve]", data.can_approve);
       show("[data-pa-cancel]", !data.terminal);
       show("[data-pa-retry]", data.can_retry);
+      const rollout = document.querySelector("[data-pa-rollout]");
+      if (rollout && data.rollout_html && rollout.innerHTML !== data.rollout_html) {
+        rollout.innerHTML = data.rollout_html;
+      }
       if (events && data.events_html) {
         events.insertAdjacentHTML("beforeend", data.events_html);
       }
@@ -194,6 +229,7 @@
     document.querySelectorAll("[data-pa-dashboard]").forEach(startDashboard);
     document.querySelectorAll("[data-pa-deploy-form]").forEach(startDeployForm);
     document.querySelectorAll("[data-pa-deploy-form]").forEach(startDeploySelection);
+    document.querySelectorAll("[data-pa-deploy-form]").forEach(startPauseChoice);
     document.querySelectorAll("[data-pa-coordination]").forEach(startCoordination);
   });
 })();
