@@ -26,7 +26,7 @@ from deployments.queueing import queue_coordination
 from deployments.selectors import environments_busy
 from deployments.transitions import cancel_not_started, note, transition
 from environments import rollout as rollouts
-from environments.config import current_defaults, current_rollout
+from environments.config import current_defaults, rollout_for
 from environments.models import RemoteEnvironment
 from environments.selectors import environments_for_deployment
 
@@ -103,7 +103,7 @@ def coordination_start(
     )
     if ec2_deployment_config:
         validate_ec2_config(ec2_deployment_config, ec2_instance_id=ec2_instance_id)
-    policy = rollouts.Rollout.from_json(rollout, base=current_rollout())
+    policy = rollout_for(rollout)
     environments = environments_for_deployment(environment_ids=environment_ids, tags=tags, exclude_tags=exclude_tags)
     with transaction.atomic():
         busy = _busy_environments(environments, policy)

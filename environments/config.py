@@ -298,6 +298,12 @@ def current_rollout() -> rollout.Rollout:
     return rollout.Rollout.from_settings(block if isinstance(block, dict) else {})
 
 
+def rollout_for(overrides: dict | None) -> rollout.Rollout:
+    """The rollout a deployment runs: the defaults, with `overrides` (a deployment's own
+    settings) over them key by key. Raises ValidationError naming `rollout.<key>`."""
+    return rollout.Rollout.from_json(overrides, base=current_rollout())
+
+
 def settings_block_problems(name: str, values: Any) -> list[str]:
     """What is wrong with one settings block as the admin edits it, by the config file's
     rules (names, types, bounds); empty when it may be saved."""

@@ -28,11 +28,9 @@ from deployments.services import (
     coordination_cancel,
     coordination_retry,
     coordination_start,
-    resolved_rollout,
 )
-from environments.config import current_rollout
+from environments.config import current_rollout, rollout_for
 from environments.models import RemoteEnvironment
-from environments.rollout import Rollout
 from environments.selectors import environments_enabled, environments_for_deployment
 
 MAX_AFTER = 2**62
@@ -127,12 +125,12 @@ def deploy_selection_view(request, *, model_admin):
             errors = exc.message_dict
     policy = form.defaults
     try:
-        policy = Rollout.from_json(form.rollout_arguments(), base=policy)
+        policy = rollout_for(form.rollout_arguments())
     except ValidationError as exc:
         for name, problems in exc.message_dict.items():
             errors.setdefault(form.field_of(name) or "__all__", []).extend(problems)
     ids = [environment.environment_id for environment in selected]
-    plan = resolved_rollout(policy, len(ids))
+    plan = policy.resolved(len(ids))
     return JsonResponse(
         {
             "count": len(ids),
