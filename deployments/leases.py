@@ -19,10 +19,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, close_old_connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from deployments.models import (
     COORDINATION_ACTIVE,
+    COORDINATION_TERMINAL,
     Coordination,
     CoordinationStatus as C,
     CoordinationTarget,
@@ -96,13 +98,15 @@ def lease_reap(*, lease: RunLease) -> bool:
     """Close out an expired lease: its started targets become interrupted. Returns False
     when the lease was renewed or reaped meanwhile (nothing done)."""
     with transaction.atomic():
-        # Deleting first is the claim: of two reapers, only one deletes the row.
+        # Deleting first is the claim: of two reapers, only one deletes the row. Its
+        # targets are interrupted in the same transaction: a reaper that dies in between
+        # must not leave runs that no lease holds and nothing would ever end.
         if not RunLease.objects.filter(pk=lease.pk, expires_at__lt=timezone.now()).delete()[0]:
             return False
-    for target in CoordinationTarget.objects.filter(
-        coordination_id=lease.coordination_id, status__in=[T.TRIGGERING, T.RUNNING], lease__isnull=True
-    ):
-        interrupt(target, why=f"the worker running it ({lease.owner}) stopped answering")
+        for target in CoordinationTarget.objects.filter(
+            coordination_id=lease.coordination_id, status__in=[T.TRIGGERING, T.RUNNING], lease__isnull=True
+        ):
+            interrupt(target, why=f"the worker running it ({lease.owner}) stopped answering")
     logger.warning("reaped the expired %s of coordination %s", lease, lease.coordination_id)
     return True
 
@@ -143,11 +147,19 @@ def coordinations_reap() -> ReapReport:
     for lease in RunLease.objects.filter(expires_at__lt=now).select_related("coordination"):
         if lease_reap(lease=lease):
             report.leases += 1
+    # A run no live lease holds in a coordination that has ended (data from an older
+    # version, a crash in between): it would hold its environment forever.
+    for target in CoordinationTarget.objects.filter(
+        status__in=[T.TRIGGERING, T.RUNNING], coordination__status__in=COORDINATION_TERMINAL
+    ).filter(Q(lease__isnull=True) | Q(lease__expires_at__lt=now)):
+        interrupt(target, why="its coordination had ended while no worker held it")
     quiet_since = now - timedelta(seconds=max(lease_seconds() * 2, settings.DEPLOYMENT_REQUEUE_SECONDS))
     # Awaiting approval, a coordination has no lead by design: approving it queues one.
+    # Pausing longer than a task may run, it has none until the pause is over.
     orphans = (
         Coordination.objects.filter(status__in=COORDINATION_ACTIVE)
         .exclude(status=C.AWAITING_APPROVAL)
+        .exclude(next_wave_at__gt=now)
         .exclude(leases__is_lead=True)
         .exclude(requeued_at__gt=quiet_since)
     )

@@ -203,6 +203,12 @@ class CoordinationTarget(models.Model):
         indexes = [
             models.Index(fields=["remote_environment", "-id"], name="target_environment_recent"),
             models.Index(fields=["coordination", "wave", "status"], name="target_wave_status"),
+            # Targets queued behind another coordination, by machine (woken when it frees).
+            models.Index(
+                fields=["remote_environment"],
+                name="target_waiting",
+                condition=models.Q(status="pending") & ~models.Q(waiting_for=""),
+            ),
         ]
 
     def __str__(self) -> str:

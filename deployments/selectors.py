@@ -58,12 +58,13 @@ def environments_busy(environment_pks: Iterable[int]) -> dict[str, tuple[str, li
 def targets_waiting(targets: Iterable[CoordinationTarget]) -> dict[int, str]:
     """Of pending targets of one coordination, those that must wait, each with the
     coordination it waits for: another coordination's target on the same environment is
-    running, or came first (a lower pk) and has not ended."""
+    running, or belongs to an older coordination (a lower pk: one order for every machine,
+    so two coordinations never wait for each other) and has not ended."""
     targets = [target for target in targets if target.remote_environment_id is not None]
     if not targets:
         return {}
     coordination_pk = targets[0].coordination_id
-    others: dict[int, list[tuple[int, str, str]]] = {}
+    others: dict[int, list[tuple[int, str, str]]] = {}  # environment → (coordination pk, status, id)
     rows = (
         CoordinationTarget.objects.filter(
             remote_environment_id__in={target.remote_environment_id for target in targets},
@@ -72,15 +73,15 @@ def targets_waiting(targets: Iterable[CoordinationTarget]) -> dict[int, str]:
         )
         .exclude(status__in=TARGET_TERMINAL)
         .exclude(coordination_id=coordination_pk)
-        .order_by("pk")
-        .values_list("remote_environment_id", "pk", "status", "coordination__coordination_id")
+        .order_by("coordination_id", "pk")
+        .values_list("remote_environment_id", "coordination_id", "status", "coordination__coordination_id")
     )
-    for environment_pk, pk, status, holder in rows:
-        others.setdefault(environment_pk, []).append((pk, status, holder))
+    for environment_pk, other_pk, status, holder in rows:
+        others.setdefault(environment_pk, []).append((other_pk, status, holder))
     waiting = {}
     for target in targets:
-        for pk, status, holder in others.get(target.remote_environment_id or 0, []):
-            if status in TARGET_ACTIVE or pk < target.pk:
+        for other_pk, status, holder in others.get(target.remote_environment_id or 0, []):
+            if status in TARGET_ACTIVE or other_pk < coordination_pk:
                 waiting[target.pk] = holder
                 break
     return waiting

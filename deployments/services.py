@@ -165,7 +165,12 @@ def _supersede(coordination: Coordination, busy: dict) -> None:
     within a second and it ends cancelled); the new targets wait for it to end."""
     reason = f"superseded by {coordination.coordination_id}"
     holders = [target_pk for _, target_pks in busy.values() for target_pk in target_pks]
-    older = list(CoordinationTarget.objects.filter(pk__in=holders).select_related("coordination"))
+    # In the claims' lock order (environment, then target), so a claim racing this never deadlocks.
+    older = list(
+        CoordinationTarget.objects.filter(pk__in=holders)
+        .select_related("coordination")
+        .order_by("remote_environment_id", "pk")
+    )
     cancel_not_started(
         [target for target in older if target.status == TargetStatus.PENDING],
         reason=reason,
@@ -173,9 +178,9 @@ def _supersede(coordination: Coordination, busy: dict) -> None:
         data={"superseded_by": coordination.coordination_id},
     )
     for target in older:
-        if target.status in TARGET_ACTIVE and CoordinationTarget.objects.filter(
-            pk=target.pk, status__in=TARGET_ACTIVE
-        ).update(stop_requested=reason):
+        # Whatever was read above: one its coordinator claimed meanwhile (the cancel found
+        # it started) is asked to stop all the same.
+        if CoordinationTarget.objects.filter(pk=target.pk, status__in=TARGET_ACTIVE).update(stop_requested=reason):
             note(
                 target.coordination,
                 f"{reason}: hanging up the run",

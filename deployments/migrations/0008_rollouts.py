@@ -12,9 +12,13 @@ def interrupt_overlapping_runs(apps, schema_editor):
     StageEvent = apps.get_model("deployments", "StageEvent")
     active = Target.objects.filter(status__in=["triggering", "running"], remote_environment__isnull=False)
     newest: dict[int, int] = {}
-    for pk, environment_pk in active.order_by("pk").values_list("pk", "remote_environment_id"):
+    ended = ["completed", "failed", "cancelled"]
+    # A run left going in a coordination that has ended would hold its environment forever.
+    for pk, environment_pk in (
+        active.exclude(coordination__status__in=ended).order_by("pk").values_list("pk", "remote_environment_id")
+    ):
         newest[environment_pk] = pk
-    why = "interrupted on upgrade: another coordination runs on this environment (one run per machine)"
+    why = "interrupted on upgrade: another coordination runs on this environment, or its own has ended (one run per machine)"
     for target in active.exclude(pk__in=list(newest.values())):
         old_status = target.status
         Target.objects.filter(pk=target.pk).update(status="interrupted", reason="interrupted", error=why)

@@ -113,6 +113,10 @@ def deliver(spec: Target, context: DeploymentContext, defaults: DeploymentDefaul
             stop=reporter.stop,
             ca_bundle=context.ca_bundle,
         )
+        if not health.healthy and reporter.stop.is_set():
+            # Stopped while checking (a cancel, a newer coordination, the deadline): that is
+            # the outcome, not an unhealthy machine (which would spend a failure budget).
+            return Outcome(T.CANCELLED, reason="cancelled", message="stopped during the health check", exit_code=0)
         reporter.health_checked(health.healthy, health.detail, health.latency_ms)
         if not health.healthy:
             return Outcome(T.FAILED, reason="health_check_failed", message=health.detail, exit_code=0)

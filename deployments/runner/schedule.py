@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from deployments.leases import Heartbeat
+from deployments.leases import Heartbeat, lease_renew
 from deployments.models import Coordination, CoordinationStatus as C, CoordinationTarget, Stage, TargetStatus as T
 from deployments.runner import reports
 from deployments.runner.budget import FailureBudget
@@ -31,6 +31,9 @@ from environments.config import DeploymentDefaults
 from environments.connectors import DeploymentContext, Target
 
 BATCH_WAIT_SECONDS = 0.1
+# How long a task with nothing running holds its worker while its targets wait for other
+# coordinations, before it lets go (so queued coordinations never starve the workers).
+WAIT_IN_TASK_SECONDS = 10.0
 # Stops after which targets not claimed yet are cancelled (a shutdown leaves them for the
 # worker that takes over).
 CANCELLING_STOPS = (StopKind.CANCEL, StopKind.DEADLINE, StopKind.ERROR)
@@ -82,6 +85,8 @@ class Delivery:
         self.in_flight: set[int] = set()
         self.output = OutputBook()
         self.callbacks = Callbacks()
+        # Left with targets that only wait for other coordinations (see _schedule).
+        self.left_waiting = False
 
     def run(self) -> None:
         """Deliver to every pending target of the wave, `parallel_limit` at a time across
@@ -114,7 +119,7 @@ class Delivery:
         4. Every second look for a stop, retry the waiting targets, hang up the runs a
            newer coordination superseded; hand callbacks over; renew the lease."""
         stopping = self.stopping
-        last_stop_check = time.monotonic()
+        last_stop_check = last_progress = time.monotonic()
         while pending or self.waiting or self.in_flight:
             if pending and len(self.in_flight) < limit and not stopping.stopped and not stopping.shutting_down:
                 if self.budget.spent():
@@ -140,19 +145,32 @@ class Delivery:
             self.callbacks.collect(self.reporters)
             self.heartbeat.beat()
             self._advance_to_deploying()
+            if self.in_flight:
+                last_progress = now
+            elif now - last_progress >= WAIT_IN_TASK_SECONDS or stopping.deadline - now < WAIT_IN_TASK_SECONDS:
+                # Nothing runs and what is left waits for other coordinations: free the worker
+                # (they stay pending; a target ending elsewhere, or the reaper, brings a task back).
+                self.left_waiting = True
+                return
 
     def _claim(self, batch: list[CoordinationTarget]) -> list[CoordinationTarget]:
         """Conditional updates: of two tasks claiming the same target, one wins; of two
         coordinations claiming the same environment, the database lets one through."""
-        claimed = []
+        claimed: list[CoordinationTarget] = []
         waiting = targets_waiting(batch)
+        for target in batch:
+            if target.pk in waiting:
+                self._wait(target, waiting[target.pk])
+        # In environment order: two batches that claim on the same environments take their
+        # (PostgreSQL) index locks in one order, so they never deadlock.
+        free = sorted((t for t in batch if t.pk not in waiting), key=lambda t: (t.remote_environment_id or 0, t.pk))
+        if not free:
+            return claimed  # no write transaction (SQLite's lock) while everything waits
         with transaction.atomic():
-            # In environment order: two batches that claim on the same environments take
-            # their (PostgreSQL) index locks in one order, so they never deadlock.
-            for target in sorted(batch, key=lambda target: target.remote_environment_id or 0):
-                if target.pk in waiting:
-                    self._wait(target, waiting[target.pk])
-                    continue
+            # A claim holds only under a lease that still exists: a task presumed dead (its
+            # lease reaped, its coordination taken over) raises LeaseLost here, claiming nothing.
+            lease_renew(lease=self.heartbeat.lease)
+            for target in free:
                 try:
                     if self._claim_one(target):
                         claimed.append(target)

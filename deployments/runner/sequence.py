@@ -33,7 +33,7 @@ from deployments.runner.budget import FAILURE_BUDGET
 from deployments.runner.ec2_step import EC2Step
 from deployments.runner.schedule import CANCELLING_STOPS, Delivery, tasks_per_coordination
 from deployments.runner.stopping import Stopping
-from deployments.runner.waves import HAND_BACK, OPENED, PARKED, STOPPED, Waves
+from deployments.runner.waves import HAND_BACK, OPENED, PARKED, SLEEPING, STOPPED, Waves
 from deployments.transitions import cancel_not_started, note, transition
 from environments.config import DeploymentDefaults
 from environments.connectors import DeploymentContext
@@ -41,6 +41,8 @@ from environments.connectors import DeploymentContext
 logger = logging.getLogger(__name__)
 
 SUPERSEDED = "superseded"
+# Every target left waits for other coordinations: the task lets go of its worker.
+WAITING = "waiting"
 
 WAIT_FOR_SHARDS_SECONDS = 1.0
 
@@ -116,8 +118,8 @@ class CoordinationRun:
         if coordination.status == C.EC2_COMPLETED:
             self._start_triggering()
         step = self._rollout()
-        if step == PARKED:
-            return  # approving it queues a new lead
+        if step in (PARKED, SLEEPING, WAITING):
+            return  # approving it, the pause's end, the machines it waits for freed: a new lead
         if step == HAND_BACK:
             self._hand_back(
                 "the worker running it shut down"
@@ -143,7 +145,7 @@ class CoordinationRun:
                         cancel_not_started(coordination.targets.filter(status=T.PENDING), reason=self.stopping.reason)
                     return step
             self._queue_shards()
-            Delivery(
+            delivery = Delivery(
                 coordination,
                 wave=coordination.wave,
                 lead=True,
@@ -151,7 +153,15 @@ class CoordinationRun:
                 context=self.context,
                 stopping=self.stopping,
                 heartbeat=self.heartbeat,
-            ).run()
+            )
+            delivery.run()
+            if delivery.left_waiting and not self.stopping.kind and not self.stopping.shutting_down:
+                if not coordination.targets.filter(status__in=[T.TRIGGERING, T.RUNNING]).exists():
+                    # The reaper hands it to a worker again after its quiet period, unless a
+                    # target ending on a machine it waits for does so first.
+                    Coordination.objects.filter(pk=coordination.pk).update(requeued_at=timezone.now())
+                    return WAITING
+                continue  # shards still run some: look again
             if not self.stopping.shutting_down:
                 self._wait_for_shards()
             if self.stopping.shutting_down:

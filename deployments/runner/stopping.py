@@ -10,7 +10,7 @@ import time
 from django.conf import settings
 
 from deployments.cluster import cluster_of_worker_stopping
-from deployments.models import Coordination, CoordinationStatus as C
+from deployments.models import COORDINATION_TERMINAL, Coordination, CoordinationStatus as C
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,9 @@ class Stopping:
         status = Coordination.objects.filter(pk=self.coordination_pk).values_list("status", flat=True).first()
         if status == C.CANCELLED:
             self.request(StopKind.CANCEL, "the coordination was cancelled")
+        elif status in COORDINATION_TERMINAL or status is None:
+            # Ended by someone else (closed out, deleted): nothing of it may go on running.
+            self.request(StopKind.CANCEL, f"the coordination ended ({status or 'deleted'})")
         elif time.monotonic() > self.deadline:
             self.request(StopKind.DEADLINE, "the coordination ran out of time (Q_TIMEOUT)")
         elif self.shutdown_requested_at is None and self._cluster_stopping():

@@ -14,8 +14,8 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from deployments.leases import Heartbeat
-from deployments.models import Coordination, CoordinationStatus as C, Stage, TargetStatus as T
+from deployments.leases import Heartbeat, LeaseLost
+from deployments.models import Coordination, CoordinationStatus as C, RunLease, Stage, TargetStatus as T
 from deployments.queueing import queue_notification
 from deployments.runner.budget import FAILURE_STATUSES, FailureBudget
 from deployments.runner.stopping import STOP_CHECK_SECONDS, Stopping
@@ -24,6 +24,9 @@ from environments import bounds
 from environments.rollout import APPROVAL
 
 OPENED, DONE, PARKED, STOPPED, HAND_BACK = "opened", "done", "parked", "stopped", "hand_back"
+# A pause longer than the task may run: the worker is freed, and the reaper hands the
+# coordination to a worker once the pause is over.
+SLEEPING = "sleeping"
 # A pause that would run into the task's deadline goes on in a fresh task instead.
 PAUSE_HAND_BACK_MARGIN_SECONDS = 30
 # A wave whose longest environment timeout (plus this) does not fit in what is left of the
@@ -121,18 +124,35 @@ class Waves:
                         data={"pause_seconds": seconds, "next_wave_at": resume.isoformat(), "wave": coordination.wave},
                     )
             coordination.refresh_from_db(fields=["next_wave_at"])
+        resume_at = coordination.next_wave_at
+        if resume_at and (resume_at - timezone.now()).total_seconds() > (
+            self.stopping.deadline - time.monotonic() - PAUSE_HAND_BACK_MARGIN_SECONDS
+        ):
+            return self._sleep(resume_at)
         while coordination.next_wave_at and timezone.now() < coordination.next_wave_at:
             self.stopping.check()
             if self.stopping.kind:
                 return STOPPED
             left = (coordination.next_wave_at - timezone.now()).total_seconds()
-            if self.stopping.shutting_down or (
-                left > self.stopping.deadline - time.monotonic() - PAUSE_HAND_BACK_MARGIN_SECONDS
-            ):
+            if self.stopping.shutting_down:
                 return HAND_BACK
-            self.heartbeat.beat(force=True)
+            self.heartbeat.beat()
             time.sleep(min(STOP_CHECK_SECONDS, max(left, 0.01)))
         return ""
+
+    def _sleep(self, resume_at) -> str:
+        """The pause outlasts this task: free the worker rather than hold it (or hand the
+        coordination from task to task) for the whole pause. Said once per pause."""
+        coordination = self.coordination
+        if not coordination.events.filter(data__sleeping_until=resume_at.isoformat()).exists():
+            note(
+                coordination,
+                f"⏸️ the pause outlasts a worker task: no worker holds the rollout until {resume_at:%Y-%m-%d %H:%M:%S} "
+                "UTC, then the next free worker takes it up",
+                stage=Stage.RUN,
+                data={"sleeping_until": resume_at.isoformat(), "wave": coordination.wave},
+            )
+        return SLEEPING
 
     def _park(self) -> str:
         """The canary wave has ended: wait for an ADMIN's approval (or a cancel), in the
@@ -156,6 +176,9 @@ class Waves:
                 data={"wave": 1, "succeeded": succeeded, "failed": failed, "remaining": remaining},
             ):
                 return STOPPED
+            # Let go of the lead in the same commit: an approval that comes at once queues a
+            # lead that must find the lease free.
+            RunLease.objects.filter(pk=self.heartbeat.lease.pk).delete()
             pk = coordination.pk
             transaction.on_commit(lambda: queue_notification(coordination_pk=pk, kind="awaiting_approval"))
         return PARKED
@@ -168,8 +191,8 @@ class Waves:
             if not Coordination.objects.filter(pk=coordination.pk, wave=coordination.wave).update(
                 wave=number, next_wave_at=None
             ):
-                coordination.refresh_from_db(fields=["wave", "next_wave_at"])
-                return OPENED  # another lead opened it (we were presumed dead); deliver it
+                # Only another lead moves the wave: we were presumed dead and it took over.
+                raise LeaseLost(f"another lead opened wave {number} of {coordination.coordination_id}")
             if len(self.sizes) > 1:
                 note(
                     coordination,
