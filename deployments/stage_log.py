@@ -62,7 +62,10 @@ def _coordination_line(event: StageEvent) -> str:
         if event.old_status == C.AWAITING_APPROVAL:
             return f"👍 {event.message}"  # approved by ...: the rollout goes on
         if event.message == "every environment has started":
-            return "⏳ every environment has started; waiting for the scripts"
+            # Under a rollout of several waves, those of the wave open now.
+            waves = (event.coordination.rollout or {}).get("waves") or []
+            which = "every environment of this wave" if len(waves) > 1 else "every environment"
+            return f"⏳ {which} has started; waiting for the scripts"
         return f"⏳ {event.message}"
     if status == C.LOCAL_COMPLETED:
         return f"🔍 stage 3: verifying: {event.message}"

@@ -82,9 +82,7 @@ def test_the_canary_then_25_percent_example_splits_twenty_environments_into_its_
     for n in range(20):
         make_environment(f"env_{n:02}")
 
-    output = run(
-        "trigger_local", "--batch-size", "1,25%", "--max-failures", "2", "--pause-after-first", "approval"
-    )
+    output = run("trigger_local", "--batch-size", "1,25%", "--max-failures", "2", "--pause-after-first", "approval")
 
     coordination = Coordination.objects.get()
     assert output.startswith(f"🚀 queued {coordination.coordination_id}")
@@ -130,7 +128,7 @@ def test_without_rollout_flags_the_config_files_defaults_stand(eight_environment
         (["--max-failures", "-1"], "--max-failures: must be from 0 to 100000, not -1"),
         (["--max-failures", "101%"], "--max-failures: a percentage must be from 0% to 100%, not '101%'"),
         (["--pause-after-first", "soon"], '--pause-after-first: must be "approval" or a whole number of seconds'),
-        (["--pause-after-first", "86401"], "--pause-after-first: must be \"approval\" or a whole number"),
+        (["--pause-after-first", "86401"], '--pause-after-first: must be "approval" or a whole number'),
         (["--batch-pause", "1.5"], "--batch-pause: must be a whole number of seconds from 0 to 86400"),
         (["--concurrency", "never"], "--concurrency: must be one of queue, reject, supersede, not 'never'"),
         (["--tags", "macc"], "--tags: unknown tag(s): macc (no environment has them)"),
@@ -497,3 +495,21 @@ def test_the_stage_log_shows_waits_supersedes_and_the_failure_budget():
         "🛑 env_2 (failure_budget: not started: the failure budget is spent: 1 environments failed, at most 0 may)",
         f"❌ the failure budget (0 failures allowed) is spent; 3 of 3 environments failed: {reasons}",
     ]
+
+
+@pytest.mark.parametrize(
+    ("rollout", "line"),
+    [
+        (None, "⏳ every environment has started; waiting for the scripts"),
+        ({"batch_size": 1}, "⏳ every environment of this wave has started; waiting for the scripts"),
+    ],
+)
+def test_the_stage_log_says_which_environments_have_started(rollout, line):
+    make_environment("env_a")
+    make_environment("env_b")
+    coordination = coordination_start(triggered_by=TriggerSource.COMMAND, rollout=rollout)
+    for status in (C.EC2_DEPLOYING, C.EC2_COMPLETED, C.LOCAL_TRIGGERING):
+        transition(coordination, status)
+    transition(coordination, C.LOCAL_DEPLOYING, message="every environment has started")
+
+    assert lines_of(coordination)[-1] == line
