@@ -2,6 +2,7 @@
 `deployment_approve` and `deployment_cancel` in processes of their own, a real `qcluster`
 doing the work, a real sshd on loopback running scripts that record what ran."""
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -148,12 +149,14 @@ def test_timeout_exits_3_while_awaiting_approval_and_cancel_ends_the_rest(remote
     cluster_ready(qcluster)  # the --timeout counts from the trigger: the cluster is up before it
 
     waited = manage(
-        ["trigger_local", "--wait", "--timeout", "5", *GATE, "--coordination-id", "deploy_gate_b"], qcluster.env
+        ["trigger_local", "--wait", "--timeout", "5", "--json", *GATE, "--coordination-id", "deploy_gate_b"],
+        qcluster.env,
     )
 
     assert waited.returncode == 3, waited.stdout + waited.stderr + qcluster.output()[-3000:]
-    assert "✋ awaiting approval: python manage.py deployment_approve deploy_gate_b" in waited.stdout
-    assert "⏳ still awaiting_approval after 5 s; the run goes on" in waited.stdout
+    assert json.loads(waited.stdout)["status"] == C.AWAITING_APPROVAL  # the record as the wait ended
+    # With --json, stdout is the record alone: the approval line goes to stderr.
+    assert "✋ awaiting approval: python manage.py deployment_approve deploy_gate_b" in waited.stderr
     assert gate_reached("deploy_gate_b")
 
     cancelled = manage(["deployment_cancel", "deploy_gate_b"], qcluster.env)
