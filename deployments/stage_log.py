@@ -3,6 +3,7 @@ prints it while a coordination runs."""
 
 from deployments.ec2.stage import REPORTED_DONE
 from deployments.models import Coordination, CoordinationStatus as C, Stage, StageEvent, TargetStatus as T
+from deployments.runner.budget import FAILURE_BUDGET
 
 _TARGET_ICONS = {
     T.TRIGGERING: "🔗",
@@ -14,12 +15,37 @@ _TARGET_ICONS = {
 }
 
 
+def _iconed(message: str, icon: str = "•") -> str:
+    """A message that starts with its own icon (`📦 wave 2 of 3`, `⏸️ pausing`, `🔁 handed
+    to a fresh worker task`) as it is; any other after `icon`."""
+    return message if message and not message[0].isascii() else f"{icon} {message}"
+
+
+def _note_line(event: StageEvent) -> str:
+    """A step of the coordination that changes no status: the EC2 stage's progress, a
+    notification, a wave opening, a pause, a hand-over to a fresh worker task."""
+    if event.stage == Stage.EC2:
+        return f"☁️  {event.message}"
+    if event.stage == Stage.NOTIFY:
+        return f"📣 {event.message}"
+    return _iconed(event.message)
+
+
+def _failed_line(event: StageEvent) -> str:
+    failed = event.data.get("failed")
+    total = event.data.get("total")
+    if failed is None or total is None:
+        return f"❌ failed: {event.message}"
+    reasons = event.data.get("reasons", "")
+    if f"({FAILURE_BUDGET})" in reasons:
+        return f"❌ {event.message}"  # the failure budget is spent; N of M environments failed: ...
+    return f"❌ {len(failed)} of {total} failed: {reasons}"
+
+
 def _coordination_line(event: StageEvent) -> str:
     status = event.new_status
-    if not status and event.stage == Stage.EC2:
-        return f"☁️  {event.message}"
-    if not status and event.stage == Stage.NOTIFY:
-        return f"📣 {event.message}"
+    if not status:
+        return _note_line(event)
     if not event.old_status:
         return f"🚀 start {event.coordination.coordination_id}: {event.message}"
     if status == C.EC2_DEPLOYING:
@@ -30,29 +56,48 @@ def _coordination_line(event: StageEvent) -> str:
         return f"✅ EC2 done: {event.message}"
     if status == C.LOCAL_TRIGGERING:
         return f"💻 stage 2: triggering {event.data.get('targets', '?')} environments"
+    if status == C.AWAITING_APPROVAL:
+        return _iconed(event.message, "✋")  # ✋ first wave done (...): awaiting an ADMIN's approval ...
     if status == C.LOCAL_DEPLOYING:
-        return "⏳ every environment has started; waiting for the scripts"
+        if event.old_status == C.AWAITING_APPROVAL:
+            return f"👍 {event.message}"  # approved by ...: the rollout goes on
+        if event.message == "every environment has started":
+            # Under a rollout of several waves, those of the wave open now.
+            waves = (event.coordination.rollout or {}).get("waves") or []
+            which = "every environment of this wave" if len(waves) > 1 else "every environment"
+            return f"⏳ {which} has started; waiting for the scripts"
+        return f"⏳ {event.message}"
     if status == C.LOCAL_COMPLETED:
         return f"🔍 stage 3: verifying: {event.message}"
     if status == C.COMPLETED:
         total = event.coordination.targets.count()
         return f"🎉 all {total} succeeded"
     if status == C.FAILED:
-        failed = event.data.get("failed")
-        total = event.data.get("total")
-        if failed is not None and total is not None:
-            return f"❌ {len(failed)} of {total} failed: {event.data.get('reasons', '')}"
-        return f"❌ failed: {event.message}"
+        return _failed_line(event)
     if status == C.CANCELLED:
         return f"🛑 cancelled: {event.message}"
     return f"• {event.old_status} → {status}: {event.message}"
 
 
+def _target_note_line(event: StageEvent) -> str:
+    """A step of one environment that changes no status: a retry, a health check, a wait
+    for the coordination holding the machine, a hang-up by a newer coordination."""
+    env = event.environment_id
+    if event.stage == Stage.VERIFY:
+        icon = "🔍"
+    elif "waiting_for" in event.data:
+        icon = "⏳"
+    elif "superseded_by" in event.data:
+        icon = "✂️ "
+    else:
+        icon = "🔁"
+    return f"{icon} {env}: {event.message}"
+
+
 def _target_line(event: StageEvent) -> str:
     env = event.environment_id
     if not event.new_status:
-        icon = "🔍" if event.stage == Stage.VERIFY else "🔁"
-        return f"{icon} {env}: {event.message}"
+        return _target_note_line(event)
     icon = _TARGET_ICONS.get(event.new_status, "•")
     if event.new_status in (T.TRIGGERING, T.RUNNING):
         return f"{icon} {env}: {event.message}"
@@ -71,3 +116,20 @@ def format_total(coordination: Coordination) -> str:
     if not coordination.finished_at:
         return "⏱️  not finished"
     return f"⏱️  total {(coordination.finished_at - coordination.created_at).total_seconds():.2f} s"
+
+
+def approver(coordination: Coordination) -> str:
+    """Who approved the rollout after its first wave ("" if nobody has): the signed-in
+    ADMIN, else the name the approval's event records (a command's machine account)."""
+    if coordination.approved_at is None:
+        return ""
+    if coordination.approved_by is not None:
+        return coordination.approved_by.get_username()
+    data = (
+        StageEvent.objects.filter(
+            coordination=coordination, old_status=C.AWAITING_APPROVAL, new_status=C.LOCAL_DEPLOYING
+        )
+        .values_list("data", flat=True)
+        .last()
+    )
+    return str(data.get("approved_by", "")) if isinstance(data, dict) else ""

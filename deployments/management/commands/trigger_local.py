@@ -1,17 +1,16 @@
 import argparse
-import json
 import os
 import time
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from deployments.api.serializers import CoordinationDetailSerializer
+from deployments.management.commands._coordination import approval_hint, coordination_json
 from deployments.models import CoordinationStatus, StageEvent, TriggerSource
-from deployments.selectors import coordination_detail, coordination_finished
-from deployments.services import coordination_start
+from deployments.selectors import coordination_finished
+from deployments.services import EnvironmentsBusy, coordination_start
 from deployments.stage_log import format_event, format_total
-from environments import bounds
+from environments import bounds, rollout
 from environments.tags import split_tags
 from powerautomation import json_input
 
@@ -30,10 +29,23 @@ FIELD_SOURCES = {
     "ec2_public_ip": "--ec2-public-ip / EC2_PUBLIC_IP",
     "ec2_deployment_config": "--ec2-config",
 }
+# Each rollout setting's flag (environments.rollout.KEYS): the value typed is turned into
+# the setting's JSON value by rollout.parse_flag and checked by the service, as the API's.
+ROLLOUT_FLAGS = {
+    "batch_size": "--batch-size",
+    "max_failures": "--max-failures",
+    "pause_after_first_batch": "--pause-after-first",
+    "batch_pause_seconds": "--batch-pause",
+    "concurrency": "--concurrency",
+}
+FIELD_SOURCES.update({f"rollout.{key}": flag for key, flag in ROLLOUT_FLAGS.items()})
 
 
 def _source(field: str) -> str:
-    """`ec2_deployment_config.image_id` is `--ec2-config image_id` on this command line."""
+    """`ec2_deployment_config.image_id` is `--ec2-config image_id` on this command line;
+    `rollout.batch_size` is `--batch-size`."""
+    if field in FIELD_SOURCES:
+        return FIELD_SOURCES[field]
     name, _, key = field.partition(".")
     source = FIELD_SOURCES.get(name, name)
     return f"{source} {key}" if key else source
@@ -55,7 +67,9 @@ class Command(BaseCommand):
         "Start a local deployment after an EC2 platform deploy: every enabled environment (or those named, and "
         "those with any of --tags, less those with any of --exclude-tags) runs its init script. "
         "Reads EC2_INSTANCE_ID, EC2_PUBLIC_IP and DEPLOYMENT_VERSION; flags override. "
-        "Exit codes: 0 completed, 1 failed or cancelled, 2 bad input, 3 --timeout reached (the run goes on)."
+        "The rollout flags (--batch-size ... --concurrency) override the config file's deployment_settings for "
+        "this deployment. Exit codes: 0 completed, 1 failed or cancelled, 2 bad input or a busy environment under "
+        "--concurrency reject, 3 --timeout reached (the run goes on, awaiting approval too)."
     )
     # The deploy script's last line: Django's system checks (admin, URLs, DRF) add ~0.3 s
     # to every deploy and say nothing about this run; `qcluster` and `manage.py check`
@@ -84,8 +98,41 @@ class Command(BaseCommand):
                 '...} launches one; "platform_health_url" then waits for the platform (README).'
             ),
         )
+        parser.add_argument(
+            "--batch-size",
+            metavar="SIZES",
+            help="Run in waves: each comma-separated size (N or N%%) is the next wave's, the last repeats, "
+            "e.g. 1,25%%,100%% (default: deployment_settings.batch_size; unset: one wave of everything).",
+        )
+        parser.add_argument(
+            "--max-failures",
+            metavar="N|N%",
+            help="Once more than this many environments have failed, start no further one; the rest end cancelled "
+            "(default: deployment_settings.max_failures; unset: no budget).",
+        )
+        parser.add_argument(
+            "--pause-after-first",
+            dest="pause_after_first_batch",
+            metavar="approval|SECONDS",
+            help="After the first wave (the canary): wait for an ADMIN's approval (deployment_approve ID), or this "
+            "many seconds (default: deployment_settings.pause_after_first_batch).",
+        )
+        parser.add_argument(
+            "--batch-pause",
+            dest="batch_pause_seconds",
+            metavar="SECONDS",
+            help="Seconds to pause between later waves (default: deployment_settings.batch_pause_seconds).",
+        )
+        parser.add_argument(
+            "--concurrency",
+            metavar="queue|reject|supersede",
+            help="An environment another running coordination holds: wait for it (queue, the default), start "
+            "nothing and exit 2 (reject), or cancel the older run on it (supersede).",
+        )
         parser.add_argument("--wait", action="store_true", help="Follow the run and print the stage log.")
-        parser.add_argument("--timeout", type=_positive_seconds, help="With --wait: stop waiting after S seconds.")
+        parser.add_argument(
+            "--timeout", type=_positive_seconds, metavar="S", help="With --wait: stop waiting after S seconds."
+        )
         parser.add_argument("--json", action="store_true", help="Print the coordination record as JSON.")
 
     def handle(self, *args, **options):
@@ -112,30 +159,37 @@ class Command(BaseCommand):
                 ec2_instance_id=_flag_or_env(options["ec2_instance_id"], "EC2_INSTANCE_ID"),
                 ec2_public_ip=_flag_or_env(options["ec2_public_ip"], "EC2_PUBLIC_IP"),
                 ec2_deployment_config=ec2_config,
+                rollout=_rollout(options),
             )
         except ValidationError as exc:
             problems = [
                 f"{_source(field)}: {message}" for field, messages in exc.message_dict.items() for message in messages
             ]
             raise CommandError("; ".join(problems), returncode=EXIT_BAD_INPUT) from None
+        except EnvironmentsBusy as exc:  # concurrency: reject
+            raise CommandError(
+                f"{exc.message} (concurrency: reject; nothing started)", returncode=EXIT_BAD_INPUT
+            ) from None
 
         if not options["wait"]:
             if options["json"]:
-                self.stdout.write(_json(coordination.coordination_id))
+                self.stdout.write(coordination_json(coordination.coordination_id))
             else:
                 name = coordination.coordination_id
                 self.stdout.write(f"🚀 queued {name} (follow it with: deployment_status {name})")
             return
         code = self._follow(coordination, timeout=options["timeout"], quiet=options["json"])
         if options["json"]:
-            self.stdout.write(_json(coordination.coordination_id))
+            self.stdout.write(coordination_json(coordination.coordination_id))
         if code:
             raise SystemExit(code)
 
     def _follow(self, coordination, *, timeout: float | None, quiet: bool) -> int:
+        """Print the coordination's events as they come until it has ended; while it awaits
+        approval, say once how to approve or cancel it, and keep waiting."""
         started = time.monotonic()
         cursor = 0
-        hinted = False
+        hinted = told_approval = False
         while True:
             coordination.refresh_from_db(fields=["status", "started_at", "finished_at"])
             # Read before the events: when it holds, no event can follow them. After a
@@ -148,6 +202,10 @@ class Command(BaseCommand):
                     self.stdout.write(format_event(event))
             if finished:
                 break
+            if coordination.status == CoordinationStatus.AWAITING_APPROVAL and not told_approval:
+                told_approval = True  # after the ✋ event: the status is read before the events
+                # With --json, stdout is the record alone: the person waiting reads stderr.
+                (self.stderr if quiet else self.stdout).write(approval_hint(coordination.coordination_id))
             waited = time.monotonic() - started
             if timeout is not None and waited >= timeout:
                 if not quiet:
@@ -165,9 +223,11 @@ class Command(BaseCommand):
         return EXIT_COMPLETED if coordination.status == CoordinationStatus.COMPLETED else EXIT_FAILED
 
 
-def _json(coordination_id: str) -> str:
-    """The coordination as the API's detail shows it."""
-    return json.dumps(CoordinationDetailSerializer(coordination_detail(coordination_id)).data, indent=2)
+def _rollout(options: dict) -> dict | None:
+    """The rollout settings given on the command line (only those: the config file's
+    defaults stand for the others), as JSON values; None when none is given."""
+    given = {key: rollout.parse_flag(key, options[key]) for key in ROLLOUT_FLAGS if options.get(key) is not None}
+    return given or None
 
 
 def _flag_or_env(flag: str | None, variable: str) -> str:
