@@ -10,7 +10,6 @@ from deployments.models import (
     Coordination,
     CoordinationStatus as C,
     CoordinationTarget,
-    StageEvent,
     TargetStatus as T,
 )
 from environments.rollout import APPROVAL
@@ -67,21 +66,6 @@ def _budget_text(plan: dict) -> str:
     return budget_text(budget) + (f" (max failures {given})" if isinstance(given, str) else "")
 
 
-def _approver(coordination: Coordination) -> str:
-    """Who approved: the signed-in ADMIN, else the name the approval's event records (a
-    command's machine account)."""
-    if coordination.approved_by_id is not None and coordination.approved_by is not None:
-        return coordination.approved_by.get_username()
-    data = (
-        StageEvent.objects.filter(
-            coordination=coordination, old_status=C.AWAITING_APPROVAL, new_status=C.LOCAL_DEPLOYING
-        )
-        .values_list("data", flat=True)
-        .last()
-    )
-    return str(data.get("approved_by", "")) if isinstance(data, dict) else ""
-
-
 def rollout_context(coordination: Coordination, targets: list[CoordinationTarget]) -> dict:
     """The rollout panel of a coordination's page (and its live updates)."""
     plan = coordination.rollout or {}
@@ -99,5 +83,5 @@ def rollout_context(coordination: Coordination, targets: list[CoordinationTarget
         "concurrency": f"{concurrency}: {CONCURRENCY_TEXT[concurrency]}" if concurrency in CONCURRENCY_TEXT else "–",
         "next_wave_at": None if coordination.is_terminal else coordination.next_wave_at,
         "approved_at": coordination.approved_at,
-        "approved_by": _approver(coordination) if coordination.approved_at else "",
+        "approved_by": coordination.approver if coordination.approved_at else "",
     }

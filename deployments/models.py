@@ -72,6 +72,11 @@ class Coordination(models.Model):
     approved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    approver = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Who approved, as the events say it: the ADMIN's username, or the machine account of a command.",
+    )
     ec2_instance_id = models.CharField(max_length=64, blank=True)
     ec2_public_ip = models.CharField(max_length=64, blank=True)
     version = models.CharField(max_length=100, blank=True)

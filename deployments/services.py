@@ -277,7 +277,11 @@ def coordination_approve(*, coordination: Coordination, user=None, actor: str = 
             C.LOCAL_DEPLOYING,
             message=f"approved by {who}: the rollout goes on",
             data={"approved_by": who},
-            fields={"approved_at": timezone.now(), "approved_by": user if user is not None and user.pk else None},
+            fields={
+                "approved_at": timezone.now(),
+                "approved_by": user if user is not None and user.pk else None,
+                "approver": who[:200],
+            },
         ):
             coordination.refresh_from_db(fields=["status"])
             raise CoordinationConflict(

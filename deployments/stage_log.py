@@ -118,18 +118,3 @@ def format_total(coordination: Coordination) -> str:
     return f"⏱️  total {(coordination.finished_at - coordination.created_at).total_seconds():.2f} s"
 
 
-def approver(coordination: Coordination) -> str:
-    """Who approved the rollout after its first wave ("" if nobody has): the signed-in
-    ADMIN, else the name the approval's event records (a command's machine account)."""
-    if coordination.approved_at is None:
-        return ""
-    if coordination.approved_by is not None:
-        return coordination.approved_by.get_username()
-    data = (
-        StageEvent.objects.filter(
-            coordination=coordination, old_status=C.AWAITING_APPROVAL, new_status=C.LOCAL_DEPLOYING
-        )
-        .values_list("data", flat=True)
-        .last()
-    )
-    return str(data.get("approved_by", "")) if isinstance(data, dict) else ""

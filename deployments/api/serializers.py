@@ -300,7 +300,8 @@ class CoordinationSummarySerializer(serializers.ModelSerializer):
     triggered_by_user = serializers.SerializerMethodField(help_text="Username of who started it, if a user did.")
     rollout = serializers.SerializerMethodField()
     approved_by = serializers.SerializerMethodField(
-        help_text="Username of the ADMIN who approved the rollout after its first wave, if one did."
+        help_text="Who approved the rollout after its first wave: the ADMIN's username, or the machine account of a "
+        "command (`command (user@host)`); null until approved."
     )
     ec2 = serializers.SerializerMethodField()
     retry_of = serializers.SlugRelatedField(
@@ -350,8 +351,7 @@ class CoordinationSummarySerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_approved_by(self, coordination: Coordination) -> str | None:
-        user = coordination.approved_by
-        return user.get_username() if user is not None else None
+        return coordination.approver or None
 
     @extend_schema_field(EC2DetailsSerializer)
     def get_ec2(self, coordination: Coordination) -> dict:

@@ -30,7 +30,8 @@ class FailureBudget:
         """Cancel every target not started yet, in every wave (`failure_budget`)."""
         return cancel_not_started(
             self.coordination.targets.filter(status=T.PENDING),
-            reason=f"the failure budget is spent: {self.failures} environments failed, at most {self.allowed} may",
+            reason=f"the failure budget is spent: {self.failures} environment{'s' if self.failures != 1 else ''} "
+            f"failed, at most {self.allowed} may",
             code=FAILURE_BUDGET,
             data={"failed": self.failures, "max_failures": self.allowed},
         )

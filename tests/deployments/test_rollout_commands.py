@@ -475,7 +475,7 @@ def test_the_stage_log_shows_waits_supersedes_and_the_failure_budget():
     cancel_not_started([first], reason="superseded by deploy_newer", code="superseded")
     cancel_not_started(
         [second],
-        reason="the failure budget is spent: 1 environments failed, at most 0 may",
+        reason="the failure budget is spent: 1 environment failed, at most 0 may",
         code="failure_budget",
     )
     reasons = "env_0 (exit_code); env_1 (superseded); env_2 (failure_budget)"
@@ -492,7 +492,7 @@ def test_the_stage_log_shows_waits_supersedes_and_the_failure_budget():
         "⏳ env_1: waiting for deploy_older, which holds this environment",
         "✂️  env_2: superseded by deploy_newer: hanging up the run",
         "🛑 env_1 (superseded: not started: superseded by deploy_newer)",
-        "🛑 env_2 (failure_budget: not started: the failure budget is spent: 1 environments failed, at most 0 may)",
+        "🛑 env_2 (failure_budget: not started: the failure budget is spent: 1 environment failed, at most 0 may)",
         f"❌ the failure budget (0 failures allowed) is spent; 3 of 3 environments failed: {reasons}",
     ]
 

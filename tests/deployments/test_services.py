@@ -190,3 +190,20 @@ def test_reject_names_an_environment_pending_in_a_running_coordination(make_ssh_
 
     assert refused.value.busy == {"shared": first.coordination_id}
     assert (Coordination.objects.count(), StageEvent.objects.count()) == before
+
+
+def test_an_approval_records_who_gave_it_a_user_or_a_commands_machine_account(make_ssh_environment, admin_user):
+    from deployments.api.serializers import CoordinationDetailSerializer
+    from deployments.services import coordination_approve
+
+    make_ssh_environment("env_0", "./init_aicore.sh")
+    by_command, by_user = start(), start()
+    Coordination.objects.filter(pk__in=[by_command.pk, by_user.pk]).update(status=C.AWAITING_APPROVAL)
+
+    coordination_approve(coordination=by_command, actor="command (deploy@build-host)")
+    coordination_approve(coordination=by_user, user=admin_user)
+
+    assert Coordination.objects.get(pk=by_command.pk).approver == "command (deploy@build-host)"
+    assert CoordinationDetailSerializer(Coordination.objects.get(pk=by_user.pk)).data["approved_by"] == "admin"
+    shown = CoordinationDetailSerializer(Coordination.objects.get(pk=by_command.pk)).data
+    assert shown["approved_by"] == "command (deploy@build-host)"

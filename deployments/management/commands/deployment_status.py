@@ -4,7 +4,6 @@ from deployments.api.serializers import CoordinationDetailSerializer, Coordinati
 from deployments.management.commands._coordination import approval_hint, coordination_named, dumps
 from deployments.models import CoordinationStatus as C
 from deployments.selectors import PROGRESS_BUCKETS, coordinations_active, coordinations_listed
-from deployments.stage_log import approver
 from environments.rollout import APPROVAL
 
 
@@ -19,7 +18,7 @@ class Command(BaseCommand):
         if coordination_id is not None:
             coordination = coordination_named(coordination_id)
             record = CoordinationDetailSerializer(coordination).data
-            self.stdout.write(dumps(record) if as_json else _detail(record, approved_by=approver(coordination)))
+            self.stdout.write(dumps(record) if as_json else _detail(record, approved_by=coordination.approver))
             return
         active = coordinations_listed(coordinations_active()).order_by("created_at", "id")
         records = CoordinationSummarySerializer(active, many=True).data
