@@ -302,6 +302,8 @@ DEPLOYMENT_SHUTDOWN_GRACE_SECONDS = env_int("DEPLOYMENT_SHUTDOWN_GRACE_SECONDS",
 # Tasks sharing one coordination's deliveries (more spread a large fan-out over several
 # worker processes or clusters; each claims targets with a conditional update).
 DEPLOYMENT_TASKS_PER_COORDINATION = env_int("DEPLOYMENT_TASKS_PER_COORDINATION", 1, minimum=1, maximum=64)
+# A polling agent silent this long (no heartbeat, no output) loses its run: agent_lost.
+AGENT_HEARTBEAT_TIMEOUT_SECONDS = env_int("AGENT_HEARTBEAT_TIMEOUT_SECONDS", 60, minimum=4, maximum=DAY)
 # Bytes of each environment's output kept in its record (the tail).
 DEPLOYMENT_OUTPUT_TAIL_BYTES = env_int("DEPLOYMENT_OUTPUT_TAIL_BYTES", 65536, minimum=1024, maximum=16 * 1024 * 1024)
 
