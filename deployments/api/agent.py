@@ -7,7 +7,8 @@ another environment's: 401, nothing claimed. Views only translate HTTP; the rule
 in deployments/agent_runs.py.
 """
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -91,6 +92,16 @@ class HeartbeatSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     pass
 
 
+_ERROR = inline_serializer("AgentError", {"detail": serializers.CharField()})
+_GAP = inline_serializer("AgentOffsetGap", {"detail": serializers.CharField(), "offset": serializers.IntegerField()})
+# What every agent endpoint may answer besides its own 200.
+_AGENT_ERRORS = {
+    400: OpenApiResponse(OpenApiTypes.OBJECT, description="Invalid body: each field's problems."),
+    401: OpenApiResponse(_ERROR, description="Agent token missing, wrong, or another environment's."),
+}
+_RUN_ERRORS = {**_AGENT_ERRORS, 404: OpenApiResponse(_ERROR, description="No such run for this environment.")}
+AUTH = [{"agentToken": []}]
+
 RUN_ANSWER = inline_serializer(
     "AgentRunAnswer",
     {"offset": serializers.IntegerField(), "stop": serializers.BooleanField(), "stop_reason": serializers.CharField()},
@@ -107,12 +118,15 @@ class AgentView(APIView):
 class PollView(AgentView):
     @extend_schema(
         tags=["agent"],
+        auth=AUTH,
         request=PollSerializer,
         responses={
             200: inline_serializer(
                 "AgentPoll",
                 {"poll_interval": serializers.IntegerField(), "run": serializers.DictField(allow_null=True)},
-            )
+            ),
+            409: OpenApiResponse(_ERROR, description="The environment does not use the polling method."),
+            **_AGENT_ERRORS,
         },
         summary="A polling agent asks for work; claims at most one run",
     )
@@ -160,7 +174,11 @@ class RunView(AgentView):
 
 class HeartbeatView(RunView):
     @extend_schema(
-        tags=["agent"], request=HeartbeatSerializer, responses={200: RUN_ANSWER}, summary="The agent is alive"
+        tags=["agent"],
+        auth=AUTH,
+        request=HeartbeatSerializer,
+        responses={200: RUN_ANSWER, **_RUN_ERRORS},
+        summary="The agent is alive",
     )
     def post(self, request: Request, run_id: str) -> Response:
         target = self.run_or_answer(request, run_id)
@@ -176,7 +194,11 @@ class OutputView(RunView):
     max_body_bytes = 6 * OUTPUT_CHUNK_BYTES + 1024
 
     @extend_schema(
-        tags=["agent"], request=OutputSerializer, responses={200: RUN_ANSWER}, summary="Output, resumable by offset"
+        tags=["agent"],
+        auth=AUTH,
+        request=OutputSerializer,
+        responses={200: RUN_ANSWER, 409: _GAP, **_RUN_ERRORS},
+        summary="Output, resumable by offset",
     )
     def post(self, request: Request, run_id: str) -> Response:
         target = self.run_or_answer(request, run_id)
@@ -195,11 +217,14 @@ class OutputView(RunView):
 class ResultView(RunView):
     @extend_schema(
         tags=["agent"],
+        auth=AUTH,
         request=ResultSerializer,
         responses={
             200: inline_serializer(
                 "AgentResult", {"recorded": serializers.BooleanField(), "status": serializers.CharField()}
-            )
+            ),
+            409: _GAP,
+            **_RUN_ERRORS,
         },
         summary="The script's exit code, after all its output",
     )
