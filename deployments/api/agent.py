@@ -83,9 +83,12 @@ class OutputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         return value.encode("utf-8", errors="replace").decode("utf-8")
 
 
-class ResultSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+class ResultSerializer(OutputSerializer):
+    """The exit code, with the last output in the same request (`text`, optional): a short
+    script's whole run is one poll and one request."""
+
     exit_code = JSONInteger(min_value=EXIT_CODE_MIN, max_value=EXIT_CODE_MAX)
-    offset = JSONInteger(min_value=0, max_value=MAX_OFFSET)
+    text = JSONString(allow_blank=True, trim_whitespace=False, required=False, default="")
 
 
 class HeartbeatSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -215,6 +218,8 @@ class OutputView(RunView):
 
 
 class ResultView(RunView):
+    max_body_bytes = OutputView.max_body_bytes
+
     @extend_schema(
         tags=["agent"],
         auth=AUTH,
@@ -234,10 +239,12 @@ class ResultView(RunView):
             return target
         body = ResultSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        offset, text = body.validated_data["offset"], body.validated_data["text"]
         try:
-            recorded = agent_run_finish(
-                target, exit_code=body.validated_data["exit_code"], offset=body.validated_data["offset"]
-            )
+            if text:
+                agent_run_output(target, offset=offset, text=text)
+                offset += len(text.encode("utf-8"))
+            recorded = agent_run_finish(target, exit_code=body.validated_data["exit_code"], offset=offset)
         except OffsetAhead as gap:
             return Response({"detail": str(gap), "offset": gap.held}, status=status.HTTP_409_CONFLICT)
         return Response({"recorded": recorded, "status": target.status})
