@@ -266,10 +266,12 @@ def _verdict(target: CoordinationTarget, now) -> tuple[str, str, str] | None:
     if target.stop_requested:
         return T.CANCELLED, "superseded", target.stop_requested
     environment = target.remote_environment
-    timeout = bounds.TIMEOUT.clamp_int(environment.timeout if environment else bounds.TIMEOUT.maximum)
+    if environment is None:  # its agent can no longer authenticate: nothing would end it
+        return T.FAILED, "environment_deleted", "the environment was deleted while its polling agent held the run"
+    timeout = bounds.TIMEOUT.clamp_int(environment.timeout)
     if target.status == T.TRIGGERING:
         if target.agent_offered_at and now - target.agent_offered_at >= timedelta(seconds=timeout):
-            seen = last_seen(environment.agent_seen_at) if environment else "environment deleted"
+            seen = last_seen(environment.agent_seen_at)
             return (
                 T.FAILED,
                 AGENT_OFFLINE,

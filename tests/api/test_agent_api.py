@@ -264,3 +264,13 @@ def test_a_lease_reap_leaves_agent_runs_alone():
     target.refresh_from_db()
     assert target.status == T.RUNNING
     assert Coordination.objects.get(pk=target.coordination_id).status == C.LOCAL_TRIGGERING
+
+
+def test_a_run_whose_environment_is_deleted_ends_at_the_next_look():
+    environment = polling_environment()
+    target = offered()
+    claim()
+    environment.delete()
+    assert agent_runs_expire() == 1
+    target.refresh_from_db()
+    assert (target.status, target.reason) == (T.FAILED, "environment_deleted")
