@@ -33,22 +33,6 @@ LATENCY_P95_TARGET = 1.0  # seconds
 API_RATIO_TARGET = 1.5
 RSS_TARGET_MB = 400  # decimal megabytes
 MB_PER_MIB = 1024 * 1024 / 1e6
-POLL_START_TARGET_INTERVALS = 2  # trigger → script start p95 below 2 x poll_interval
-
-
-def polling_rows(figures: "polling.PollingFigures") -> list[report.Row]:
-    target = POLL_START_TARGET_INTERVALS * polling.POLL_INTERVAL
-    n = f"{figures.agents:,}"
-    return [
-        report.Row(f"5. {n} polling agents: web process CPU while they poll (cores)", f"{figures.web_cores:.2f}"),
-        report.Row(f"5. {n} polling agents: poll p95", ms(figures.poll_p95)),
-        report.Row(
-            f"5. {n} polling agents: trigger → script start p95",
-            f"{figures.start_p95:.1f} s",
-            f"< {target} s (2 × poll_interval)",
-            figures.start_p95 < target,
-        ),
-    ]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -276,23 +260,10 @@ class Bench:
             figures = polling.measure(product, count=self.options.agents, log=log)
         finally:
             product.stop()
-        self.rows += polling_rows(figures)
-        target = POLL_START_TARGET_INTERVALS * polling.POLL_INTERVAL
-        if figures.start_p95 >= target:
-            self.misses.append(
-                f"Polling: trigger → script start p95 {figures.start_p95:.1f} s, not below {target} s "
-                f"(p50 {figures.start_p50:.1f} s); see the details."
-            )
-        self.details.append(
-            f"### {figures.agents:,} polling agents, SQLite\n\n"
-            f"Simulated agents in the benchmark's process (threads, a new connection per request), polling every "
-            f"{polling.POLL_INTERVAL} s jittered 0.8..1.2x; one gunicorn as `make run` starts it (2 workers x 4 "
-            f"threads) and one qcluster. Idle window {polling.IDLE_SECONDS} s: {figures.polls_per_second:.0f} "
-            f"polls/s, poll p50 {ms(figures.poll_p50)}, web CPU {figures.web_cores:.2f} cores, the simulated fleet "
-            f"itself {figures.fleet_cores:.2f} cores. One deployment to all {figures.agents:,}: "
-            f"{figures.deploy_seconds:.1f} s from the trigger to completed; trigger → run taken p50 "
-            f"{figures.start_p50:.1f} s. Errors seen by the agents: {figures.errors or 'none'}.\n"
-        )
+        rows, misses, details = polling.report_parts(figures)
+        self.rows += rows
+        self.misses += misses
+        self.details.append(details)
 
     # --- 3 ---------------------------------------------------------------------------------
 

@@ -317,10 +317,16 @@ def agent_runs_expire(*, targets=None) -> int:
     return ended
 
 
-def agent_runs_ended(target_pks: set[int]) -> set[int]:
-    """Which of these runs have ended."""
+def agent_runs_followed(target_pks: set[int], *, let_go: bool) -> set[int]:
+    """For a coordinator task that offered these runs: which no longer count against its
+    `parallel_limit`. Runs polling agents hold end through the agent's own requests (or
+    overdue, here). A task that is stopping lets go of them all: they go on without it (a
+    cancel has ended them already)."""
     if not target_pks:
         return set()
+    if let_go:
+        return set(target_pks)
+    agent_runs_expire(targets=CoordinationTarget.objects.filter(pk__in=target_pks))
     return set(
         CoordinationTarget.objects.filter(pk__in=target_pks, status__in=TARGET_TERMINAL).values_list("pk", flat=True)
     )

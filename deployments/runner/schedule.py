@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from deployments.agent_runs import agent_run_offer, agent_runs_ended, agent_runs_expire
+from deployments.agent_runs import agent_run_offer, agent_runs_followed
 from deployments.leases import Heartbeat, lease_renew
 from deployments.models import Coordination, CoordinationStatus as C, CoordinationTarget, Stage, TargetStatus as T
 from deployments.runner import reports
@@ -84,9 +84,8 @@ class Delivery:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.targets: dict[int, CoordinationTarget] = {}
         self.reporters: dict[int, TargetReporter] = {}
+        # Claimed and not ended: those without a reporter are runs polling agents hold.
         self.in_flight: set[int] = set()
-        # Of those, the runs offered to polling agents: the agent, not a thread, runs them.
-        self.agent_runs: set[int] = set()
         self.output = OutputBook()
         self.callbacks = Callbacks()
         # Left with targets that only wait for other coordinations (see _schedule).
@@ -133,9 +132,7 @@ class Delivery:
                 batch, pending = pending[:room], pending[room:]
                 for target in self._claim(batch):
                     self.in_flight.add(target.pk)
-                    if target.agent_offered_at:
-                        self.agent_runs.add(target.pk)
-                    else:
+                    if not target.agent_offered_at:  # a polling agent's run needs no thread
                         pool.submit(deliver_and_report, *self._delivery_arguments(target))
             if (pending or self.waiting) and stopping.kind in CANCELLING_STOPS:
                 cancel_not_started(pending + self.waiting, reason=stopping.reason)
@@ -149,7 +146,8 @@ class Delivery:
                 last_stop_check = now
                 pending = self._waiting_done() + pending
                 self._hang_up_superseded()
-                self._follow_agent_runs()
+                agent_runs = self.in_flight - self.reporters.keys()
+                self.in_flight -= agent_runs_followed(agent_runs, let_go=stopping.stopped or stopping.shutting_down)
             self.callbacks.collect(self.reporters)
             self.heartbeat.beat()
             self._advance_to_deploying()
@@ -200,8 +198,7 @@ class Delivery:
             return False
         lease = self.heartbeat.lease
         if environment.connection_method == ConnectionMethod.POLLING:
-            with transaction.atomic():  # a savepoint, as below
-                return agent_run_offer(target, environment)
+            return agent_run_offer(target, environment)  # its transition is a savepoint
         with transaction.atomic():  # a savepoint: a refused claim leaves the batch usable
             claimed = transition(
                 target,
@@ -250,20 +247,6 @@ class Delivery:
             if reporter is not None and target_pk not in self.superseded:
                 self.superseded[target_pk] = why
                 reporter.stop.set()
-
-    def _follow_agent_runs(self) -> None:
-        """Runs polling agents hold end through the agent's own requests (or overdue, here):
-        they count against `parallel_limit` until then. A stopping task stops following
-        them: they go on without it (a cancel has ended them already)."""
-        if not self.agent_runs:
-            return
-        if self.stopping.stopped or self.stopping.shutting_down:
-            ended = set(self.agent_runs)
-        else:
-            agent_runs_expire(targets=CoordinationTarget.objects.filter(pk__in=self.agent_runs))
-            ended = agent_runs_ended(self.agent_runs)
-        self.agent_runs -= ended
-        self.in_flight -= ended
 
     def _delivery_arguments(self, target: CoordinationTarget) -> tuple:
         reporter = TargetReporter(target.pk, self.inbox, self.stopping.target_event())

@@ -11,8 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
-from deployments.models import Coordination, CoordinationStatus as C, CoordinationTarget, TargetStatus as T
+from deployments.models import (
+    Coordination,
+    CoordinationStatus as C,
+    CoordinationTarget,
+    RunLease,
+    TargetStatus as T,
+)
 from environments.agent_tokens import new_token
 from environments.models import RemoteEnvironment, SettingsBlock
 from tests.support.agent import Agent
@@ -182,6 +189,8 @@ def test_a_worker_killed_mid_run_changes_nothing_for_a_polling_run(platform, sta
     # Recorded by the web process from the agent's report: no worker is alive.
     wait_until(status_is("laptop_001", T.SUCCEEDED), WAIT, "the agent's result recorded")
 
+    # The dead worker's lease runs out; a new worker's start-up reaper then takes the rest.
+    wait_until(lambda: not RunLease.objects.filter(expires_at__gt=timezone.now()).exists(), WAIT, "lease expired")
     replacement = start_qcluster(DEPLOYMENT_LEASE_SECONDS="3")
     wait_until(
         lambda: Coordination.objects.filter(status=C.COMPLETED).exists(),
