@@ -3,11 +3,14 @@ against the platform's web process (gunicorn) and a real qcluster, beside a loop
 and the listening agent for http_api. Every script records each start in a file, so "ran
 once" is counted, not assumed."""
 
+import http.client
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -296,3 +299,70 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+class LossyProxy:
+    """A loopback HTTP proxy in front of the platform that loses every second answer to an
+    output request: the request reaches the platform, the agent never hears back."""
+
+    def __init__(self, upstream: str):
+        host, port = upstream.removeprefix("http://").split(":")
+        proxy = self
+        self.output_requests = 0
+        self.lost = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                connection = http.client.HTTPConnection(host, int(port), timeout=30)
+                headers = {name: value for name, value in self.headers.items() if name.lower() != "host"}
+                connection.request("POST", self.path, body=body, headers=headers)
+                answer = connection.getresponse()
+                data = answer.read()
+                connection.close()
+                if self.path.endswith("/output"):
+                    proxy.output_requests += 1
+                    if proxy.output_requests % 2 == 0:
+                        proxy.lost += 1
+                        self.close_connection = True
+                        return  # the answer is lost on the way back
+                self.send_response(answer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_output_whose_answers_are_lost_arrives_whole_and_once(platform, start_qcluster, polling_agents, tmp_path):
+    cluster = start_qcluster()
+    token = polling_environment("laptop_001")
+    proxy = LossyProxy(platform)
+    try:
+        folder = tmp_path / "laptop"
+        folder.mkdir()
+        script = folder / "init_aicore.sh"
+        script.write_text('#!/bin/sh\nfor i in $(seq 1 40); do echo "line $i é"; sleep 0.05; done\n')
+        script.chmod(0o755)
+        laptop = polling_agents("laptop", proxy.url, "laptop_001", token)
+
+        result = trigger(cluster, "--wait")
+
+        assert result.returncode == 0, result.stdout + laptop.output()
+        assert proxy.lost >= 2, "the proxy lost no answer: the test proves nothing"
+        expected = "".join(f"line {i} é\n" for i in range(1, 41))
+        finished = target("laptop_001")
+        assert finished.output_tail == expected
+        assert finished.output_bytes == len(expected.encode())
+    finally:
+        proxy.stop()
