@@ -23,15 +23,20 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import codecs
 import collections
 import contextlib
 import hashlib
 import hmac
+import http.client
+import ipaddress
 import json
 import math
 import os
+import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -739,12 +744,349 @@ def make_server(agent: Agent, bind: str, port: int) -> ThreadingHTTPServer:
 # --- Start-up ---------------------------------------------------------------------------------
 
 
+# --- Polling mode (--poll): the agent only connects out ------------------------------------------
+#
+# For a machine behind NAT: nothing listens here. The agent asks the platform for work
+# (POST /api/agent/poll), runs the script of a run it took, sends the output as it arrives
+# (resumable by byte offset: nothing acknowledged is sent twice, nothing unacknowledged is
+# dropped), heartbeats, and reports the exit code last. See agent/README.md.
+
+POLL_DEFAULT_INTERVAL = 5
+POLL_JITTER = (0.8, 1.2)
+POLL_REQUEST_TIMEOUT = 30
+POLL_MAX_BACKOFF = 60
+POLL_REFUSED_WAIT = 30  # a refused token: the platform's side may be fixed meanwhile
+POLL_ANSWER_BYTES = 256 * 1024
+OUTPUT_CHUNK_BYTES = 64 * 1024
+OUTPUT_BATCH_SECONDS = 0.5
+MAX_PENDING_OUTPUT_BYTES = 8 * 1024 * 1024
+RESULT_RETRY_SECONDS = 600
+STOP_REPORT_SECONDS = 5  # on SIGTERM: how long the last report may take
+
+
+class Unreachable(Exception):
+    """The platform did not answer (connection refused, timeout, TLS error, ...)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Platform:
+    """HTTP(S) to the platform: JSON in and out, TLS verified, no redirects followed, every
+    answer read bounded. The token goes only into the Authorization header, never a log."""
+
+    def __init__(self, url: str, token: str, ca_bundle: str | None):
+        self.base = url.rstrip("/")
+        self.token = token
+        handlers: list = [_NoRedirects]
+        if url.startswith("https://"):
+            handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=ca_bundle)))
+        self.opener = urllib.request.build_opener(*handlers)
+
+    def post(self, path: str, body: dict, timeout: float = POLL_REQUEST_TIMEOUT) -> tuple:
+        """(HTTP status, answer as a dict, Retry-After seconds or None); Unreachable when no
+        answer came."""
+        request = urllib.request.Request(  # noqa: S310 (parse_arguments allows only http and https)
+            self.base + path,
+            data=json.dumps(body).encode("utf-8"),
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Content-Type": "application/json",
+                "User-Agent": f"powerautomation-agent/{VERSION}",
+            },
+        )
+        try:
+            with self.opener.open(request, timeout=timeout) as response:  # noqa: S310 (as above)
+                status, raw, headers = response.status, response.read(POLL_ANSWER_BYTES + 1), response.headers
+        except urllib.error.HTTPError as exc:
+            status, headers = exc.code, exc.headers
+            raw = exc.read(POLL_ANSWER_BYTES + 1) if exc.fp is not None else b""
+            exc.close()
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError, timeouts, resets, TLS
+            raise Unreachable(type(getattr(exc, "reason", None) or exc).__name__) from None
+        try:
+            data = loads(raw) if raw and len(raw) <= POLL_ANSWER_BYTES else {}
+        except ValueError:
+            data = {}
+        return status, data if isinstance(data, dict) else {}, _retry_after(headers)
+
+
+def _retry_after(headers) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return min(float(value), POLL_MAX_BACKOFF) if value is not None else None
+    except ValueError:
+        return None
+
+
+class OutputBuffer:
+    """The script's output not yet acknowledged by the platform, as text, with the byte
+    offset (UTF-8) where it starts. A reader thread adds; the run's loop sends and drops."""
+
+    def __init__(self, stream):
+        self.acknowledged = 0
+        self.pending = ""
+        self.lock = threading.Lock()
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream) -> None:
+        try:
+            for chunk in iter(lambda: stream.read1(8192), b""):
+                self.add(self.decoder.decode(chunk))
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.add(self.decoder.decode(b"", final=True))
+            stream.close()
+
+    def add(self, text: str) -> None:
+        if not text:
+            return
+        with self.lock:
+            self.pending += text
+            size = len(self.pending.encode("utf-8"))
+            if size > MAX_PENDING_OUTPUT_BYTES:
+                # The platform stayed out of reach this long: keep the newest part, say so.
+                keep = self.pending.encode("utf-8")[-(MAX_PENDING_OUTPUT_BYTES // 2) :].decode("utf-8", "ignore")
+                dropped = size - len(keep.encode("utf-8"))
+                self.pending = f"\n[powerautomation-agent] {dropped} bytes of output dropped: platform unreachable\n"
+                self.pending += keep
+
+    def chunk(self) -> str:
+        """The next piece to send (at most OUTPUT_CHUNK_BYTES, whole characters)."""
+        with self.lock:
+            return self.pending.encode("utf-8")[:OUTPUT_CHUNK_BYTES].decode("utf-8", "ignore")
+
+    def acknowledge(self, offset: int) -> None:
+        """The platform holds everything before `offset`."""
+        with self.lock:
+            if offset > self.acknowledged:
+                advance = offset - self.acknowledged
+                self.pending = self.pending.encode("utf-8")[advance:].decode("utf-8", "ignore")
+                self.acknowledged = offset
+            elif offset < self.acknowledged:
+                # The platform lost what it had acknowledged (a restore?): it cannot be sent again.
+                missing = self.acknowledged - offset
+                self.pending = f"[powerautomation-agent] {missing} bytes of output were lost\n" + self.pending
+                self.acknowledged = offset
+
+    def empty(self) -> bool:
+        with self.lock:
+            return not self.pending
+
+
+class PolledRun:
+    """One run this agent took: the script, its output going up, heartbeats, the result."""
+
+    def __init__(self, platform: Platform, run: dict, command: list, working_directory: str, max_timeout: int):
+        self.platform = platform
+        self.run_id = str(run.get("run_id", ""))
+        self.coordination_id = str(run.get("coordination_id", ""))
+        timeout = run.get("timeout")
+        self.timeout = min(timeout if isinstance(timeout, int) and timeout > 0 else max_timeout, max_timeout)
+        beat = run.get("heartbeat_interval")
+        self.heartbeat_interval = beat if isinstance(beat, (int, float)) and 1 <= beat <= 300 else POLL_DEFAULT_INTERVAL
+        self.stopping = threading.Event()  # the agent itself is stopping (SIGTERM)
+        self.stop_reason = ""
+        env = dict(os.environ)
+        variables = run.get("environment") if isinstance(run.get("environment"), dict) else {}
+        for _, variable in SCRIPT_ENVIRONMENT:
+            value = variables.get(variable, "")
+            env[variable] = value if isinstance(value, str) else ""
+        self.process = subprocess.Popen(
+            command,
+            cwd=working_directory,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            **_new_process_group(),
+        )
+        self.output = OutputBuffer(self.process.stdout)
+        log(f"run {self.coordination_id}: started pid {self.process.pid}, timeout {self.timeout} s")
+
+    def _path(self, what: str) -> str:
+        return f"/api/agent/runs/{urllib.parse.quote(self.run_id, safe='')}/{what}"
+
+    def _talk(self, what: str, body: dict, timeout: float = POLL_REQUEST_TIMEOUT) -> dict | None:
+        """One report; None when the platform did not take it (the caller tries again later)."""
+        try:
+            status, data, _ = self.platform.post(self._path(what), body, timeout=timeout)
+        except Unreachable as exc:
+            log(f"run {self.coordination_id}: {what} not sent ({exc}); will retry")
+            return None
+        if status == 409 and isinstance(data.get("offset"), int):
+            self.output.acknowledge(data["offset"])
+            return None
+        if status != 200:
+            log(f"run {self.coordination_id}: {what} answered HTTP {status}")
+            return {"gone": True} if status == 404 else None
+        if isinstance(data.get("offset"), int):
+            self.output.acknowledge(data["offset"])
+        if data.get("stop") is True and not self.stop_reason:
+            self.stop_reason = str(data.get("stop_reason") or "the platform ended the run")[:300]
+            log(f"run {self.coordination_id}: the platform says stop: {self.stop_reason}")
+        return data
+
+    def _send_output(self) -> bool:
+        text = self.output.chunk()
+        return bool(text) and self._talk("output", {"offset": self.output.acknowledged, "text": text}) is not None
+
+    def execute(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        last_contact = last_send = time.monotonic()
+        note = ""
+        while self.process.poll() is None:
+            now = time.monotonic()
+            if self.stop_reason or self.stopping.is_set() or now >= deadline:
+                note = self.stop_reason or ("the agent is stopping" if self.stopping.is_set() else "")
+                note = note or f"the script timed out after {self.timeout} s and was killed"
+                _kill_process_tree(self.process)
+                break
+            if not self.output.empty() and now - last_send >= OUTPUT_BATCH_SECONDS:
+                last_send = now
+                if self._send_output():
+                    last_contact = now
+            elif now - last_contact >= self.heartbeat_interval:
+                # Not heard: try again in a second, not at every turn of the loop.
+                ok = self._talk("heartbeat", {}) is not None
+                last_contact = now if ok else now - self.heartbeat_interval + 1
+            time.sleep(0.1)
+        self.output.thread.join(2.0)  # a background child may hold the pipe open: not for ever
+        exit_code = self.process.returncode
+        if note:
+            self.output.add(f"\n[powerautomation-agent] {note}\n")
+        log(f"run {self.coordination_id}: exit code {exit_code}" + (f" ({note})" if note else ""))
+        self._report(exit_code)
+
+    def _report(self, exit_code: int) -> None:
+        """All the output, then the result; retried until the platform takes it, says the
+        run is gone, or RESULT_RETRY_SECONDS (STOP_REPORT_SECONDS when the agent stops) pass."""
+        patience = STOP_REPORT_SECONDS if self.stopping.is_set() else RESULT_RETRY_SECONDS
+        deadline = time.monotonic() + patience
+        delay = 1.0
+        while time.monotonic() < deadline:
+            if not self.output.empty():
+                if self._send_output():
+                    continue
+            else:
+                answer = self._talk(
+                    "result", {"exit_code": exit_code, "offset": self.output.acknowledged}, timeout=min(patience, 30)
+                )
+                if answer is not None:
+                    log(f"run {self.coordination_id}: result {'lost (run gone)' if answer.get('gone') else 'sent'}")
+                    return
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, POLL_MAX_BACKOFF)
+        log(f"run {self.coordination_id}: result not delivered within {patience:.0f} s; giving up")
+
+
+class Poller:
+    """Ask for work every poll interval (jittered); run what is given, one at a time."""
+
+    def __init__(self, args: argparse.Namespace, command: list):
+        self.args = args
+        self.command = command
+        self.platform = Platform(args.poll, args.token, args.ca_bundle)
+        self.stopped = threading.Event()
+        self.current: PolledRun | None = None
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.current is not None:
+            self.current.stopping.set()
+
+    def poll_once(self) -> float:
+        """One poll; returns how long to wait before the next."""
+        interval = self.args.poll_interval
+        body = {"environment_id": self.args.environment_id, "agent_version": VERSION}
+        body["hostname"] = socket.gethostname()[:100]
+        try:
+            status, data, retry_after = self.platform.post("/api/agent/poll", body)
+        except Unreachable as exc:
+            log(f"poll: platform unreachable ({exc})")
+            return POLL_MAX_BACKOFF / 4
+        if status == 200:
+            given = data.get("poll_interval")
+            if isinstance(given, (int, float)) and not isinstance(given, bool) and 1 <= given <= 300:
+                self.args.poll_interval = interval = float(given)
+            if isinstance(data.get("run"), dict):
+                self.execute(data["run"])
+                return 0.0  # right after a run: more work may be waiting
+            return interval * random.uniform(*POLL_JITTER)  # noqa: S311 (spread, not security)
+        if status == 401:
+            log(
+                "poll: HTTP 401: the platform refused the agent token for this environment "
+                "(check --token-file and --environment-id)"
+            )
+            return max(interval, POLL_REFUSED_WAIT)
+        detail = str(data.get("detail", ""))[:200]
+        log(f"poll: HTTP {status}{': ' + detail if detail else ''}")
+        return retry_after or (POLL_MAX_BACKOFF if status in (409, 429) or status >= 500 else interval)
+
+    def execute(self, run: dict) -> None:
+        try:
+            self.current = PolledRun(
+                self.platform, run, self.command, self.args.working_directory, self.args.max_timeout
+            )
+        except OSError as exc:
+            log(f"run {run.get('coordination_id')}: the script could not start: {exc}")
+            return
+        if self.stopped.is_set():
+            self.current.stopping.set()
+        try:
+            self.current.execute()
+        finally:
+            self.current = None
+
+    def forever(self) -> None:
+        log(
+            f"polling {urllib.parse.urlsplit(self.args.poll).netloc} as {self.args.environment_id}; "
+            f"script {self.args.script}"
+        )
+        while not self.stopped.is_set():
+            wait = self.poll_once()
+            if wait:
+                self.stopped.wait(wait)
+        log("stopped")
+
+
+def main_poll(args: argparse.Namespace, command: list) -> int:
+    poller = Poller(args, command)
+
+    def stop(signum, frame):
+        log(f"signal {signum}: stopping")
+        poller.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    poller.forever()
+    return 0
+
+
 def parse_arguments(argv: list | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="powerautomation_agent.py",
         description="Run this machine's init script when the PowerAutomation coordinator asks.",
     )
-    parser.add_argument("--port", type=int, required=True, help="TCP port to listen on")
+    parser.add_argument("--port", type=int, help="TCP port to listen on (the listening mode)")
+    parser.add_argument(
+        "--poll", metavar="URL", help="the platform's URL: poll it for work and open no port (the polling mode)"
+    )
+    parser.add_argument("--environment-id", help="with --poll: this machine's environment id on the platform")
+    parser.add_argument("--ca-bundle", help="with --poll: CA certificates to verify the platform's TLS certificate")
+    parser.add_argument(
+        "--allow-http", action="store_true", help="with --poll: allow plain http:// to a host that is not loopback"
+    )
     parser.add_argument("--script", required=True, help="the init script; the only program the agent runs")
     parser.add_argument("--token-file", required=True, help="file holding the bearer token for /api/deploy/init")
     parser.add_argument("--webhook-secret-file", help="file holding the webhook secret; enables /webhook/deploy")
@@ -759,7 +1101,8 @@ def parse_arguments(argv: list | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
 
-    if not 0 <= args.port <= 65535:
+    _check_mode(parser, args)
+    if args.port is not None and not 0 <= args.port <= 65535:
         parser.error(f"--port {args.port}: must be between 0 and 65535")
     if args.max_timeout <= 0:
         parser.error("--max-timeout: must be a positive number of seconds")
@@ -790,6 +1133,32 @@ def parse_arguments(argv: list | None = None) -> argparse.Namespace:
     return args
 
 
+def _check_mode(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exactly one mode: --port (listen) or --poll URL (connect out only)."""
+    if (args.port is None) == (args.poll is None):
+        parser.error("give either --port (listen for triggers) or --poll URL (ask the platform for work)")
+    if args.poll is None:
+        for flag, value in (("--environment-id", args.environment_id), ("--ca-bundle", args.ca_bundle)):
+            if value is not None:
+                parser.error(f"{flag}: only with --poll")
+        return
+    if args.webhook_secret_file is not None:
+        parser.error("--webhook-secret-file: not with --poll (nothing listens for webhooks)")
+    parts = urllib.parse.urlsplit(args.poll)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        parser.error(f"--poll {args.poll}: must be an http:// or https:// URL")
+    if parts.scheme == "http" and not args.allow_http and not is_loopback(parts.hostname):
+        parser.error(
+            f"--poll {args.poll}: plain http would send the agent token unencrypted; use https "
+            "(or --allow-http on a network you trust)"
+        )
+    if not args.environment_id:
+        parser.error("--environment-id: required with --poll")
+    if args.ca_bundle is not None and not os.path.isfile(args.ca_bundle):
+        parser.error(f"--ca-bundle {args.ca_bundle}: no such file")
+    args.poll_interval = float(POLL_DEFAULT_INTERVAL)
+
+
 def _read_secret(parser: argparse.ArgumentParser, flag: str, path: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -806,6 +1175,8 @@ def _read_secret(parser: argparse.ArgumentParser, flag: str, path: str) -> str:
 def main(argv: list | None = None) -> int:
     args = parse_arguments(argv)
     command = [args.interpreter, args.script] if args.interpreter else [args.script]
+    if args.poll is not None:
+        return main_poll(args, command)
     agent = Agent(
         command=command,
         working_directory=args.working_directory,

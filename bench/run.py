@@ -23,7 +23,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import api, fanout, report, stack
+from bench import api, fanout, polling, report, stack
 from bench.fleet import make_fleet, write_config
 from tests.support.databases import Postgres, Redis
 from tests.support.sshd import start_sshd, stop_sshd
@@ -44,11 +44,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--api-samples", type=int, default=100, help="Requests timed per endpoint and size (100).")
     parser.add_argument("--history-small", type=int, default=10, help="Coordinations, small history (10).")
     parser.add_argument("--history-large", type=int, default=10_000, help="Coordinations, large history (10,000).")
+    parser.add_argument("--agents", type=int, default=1000, help="Simulated polling agents (1,000).")
     parser.add_argument(
         "--only",
-        default="sqlite,api,postgres",
+        default="sqlite,api,postgres,polling",
         help="Parts, comma-separated: sqlite (figures 1, 2, 4), api (figure 3), postgres (figure 1 on "
-        "PostgreSQL + Redis). Default: all.",
+        "PostgreSQL + Redis), polling (figure 5). Default: all.",
     )
     parser.add_argument("--output", default="docs/benchmarks.md", help="Where to write the report ('' for none).")
     parser.add_argument("--profile", metavar="DIR", help="Also one fan-out per database under py-spy, into DIR.")
@@ -101,6 +102,8 @@ class Bench:
                 self.section("3. API cost as history grows: SQLite", self.history)
             if "postgres" in parts:
                 self.section(f"1. fan-out N={n}: PostgreSQL + Redis", self.postgres)
+            if "polling" in parts:
+                self.section(f"5. {self.options.agents:,} polling agents: SQLite", self.polling)
         finally:
             stop_sshd(sshd)
 
@@ -248,6 +251,19 @@ class Bench:
             self.misses.append(f"Trigger latency: p95 {ms(latency.p95)}; the sorted samples are in the details.")
         values = ", ".join(f"{value * 1000:.0f}" for value in sorted(latency.values))
         self.details.append(f"### Trigger latency, SQLite\n\nSorted, ms: {values}.\n")
+
+    # --- 5 ---------------------------------------------------------------------------------
+
+    def polling(self) -> None:
+        product = self.sqlite("polling")
+        try:
+            figures = polling.measure(product, count=self.options.agents, log=log)
+        finally:
+            product.stop()
+        rows, misses, details = polling.report_parts(figures)
+        self.rows += rows
+        self.misses += misses
+        self.details.append(details)
 
     # --- 3 ---------------------------------------------------------------------------------
 

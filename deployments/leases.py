@@ -105,7 +105,7 @@ def lease_reap(*, lease: RunLease) -> bool:
             return False
         for target in CoordinationTarget.objects.filter(
             coordination_id=lease.coordination_id, status__in=[T.TRIGGERING, T.RUNNING], lease__isnull=True
-        ):
+        ).exclude(agent_offered_at__isnull=False):  # a polling agent holds those, not a lease
             interrupt(target, why=f"the worker running it ({lease.owner}) stopped answering")
     logger.warning("reaped the expired %s of coordination %s", lease, lease.coordination_id)
     return True
@@ -149,9 +149,13 @@ def coordinations_reap() -> ReapReport:
             report.leases += 1
     # A run no live lease holds in a coordination that has ended (data from an older
     # version, a crash in between): it would hold its environment forever.
-    for target in CoordinationTarget.objects.filter(
-        status__in=[T.TRIGGERING, T.RUNNING], coordination__status__in=COORDINATION_TERMINAL
-    ).filter(Q(lease__isnull=True) | Q(lease__expires_at__lt=now)):
+    for target in (
+        CoordinationTarget.objects.filter(
+            status__in=[T.TRIGGERING, T.RUNNING], coordination__status__in=COORDINATION_TERMINAL
+        )
+        .filter(Q(lease__isnull=True) | Q(lease__expires_at__lt=now))
+        .exclude(agent_offered_at__isnull=False)  # agent_runs_expire cancels those
+    ):
         interrupt(target, why="its coordination had ended while no worker held it")
     quiet_since = now - timedelta(seconds=max(lease_seconds() * 2, settings.DEPLOYMENT_REQUEUE_SECONDS))
     # Awaiting approval, a coordination has no lead by design: approving it queues one.

@@ -189,6 +189,20 @@ class CoordinationTarget(models.Model):
         related_name="targets",
         help_text="The coordinator task that claimed this target, while it holds it.",
     )
+    # A polling environment's run is held by its agent, not by a worker's lease
+    # (deployments/agent_runs.py): offered, then claimed by one poll, then heard from.
+    agent_offered_at = models.DateTimeField(
+        null=True, blank=True, help_text="Polling agents: when the run was offered to the agent."
+    )
+    agent_claimed_at = models.DateTimeField(
+        null=True, blank=True, help_text="Polling agents: when the agent took the run."
+    )
+    agent_seen_at = models.DateTimeField(
+        null=True, blank=True, help_text="Polling agents: the agent's last word on this run."
+    )
+    agent_run_id = models.CharField(
+        max_length=64, blank=True, help_text="Polling agents: the run's id, given only to the agent that took it."
+    )
 
     class Meta:
         ordering = ["coordination_id", "environment_id"]
@@ -203,6 +217,9 @@ class CoordinationTarget(models.Model):
                 condition=models.Q(status__in=sorted(TARGET_ACTIVE)),
                 name="%(app_label)s_%(class)s_one_run_per_environment",
             ),
+            models.UniqueConstraint(
+                fields=["agent_run_id"], condition=~models.Q(agent_run_id=""), name="target_agent_run_id"
+            ),
         ]
         # An environment's most recent outcome (the API's status overview).
         indexes = [
@@ -213,6 +230,12 @@ class CoordinationTarget(models.Model):
                 fields=["remote_environment"],
                 name="target_waiting",
                 condition=models.Q(status="pending") & ~models.Q(waiting_for=""),
+            ),
+            # Runs offered to a machine's polling agent: what its poll looks up.
+            models.Index(
+                fields=["remote_environment"],
+                name="target_offered_to_agent",
+                condition=models.Q(status="triggering", agent_offered_at__isnull=False),
             ),
         ]
 

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from deployments import patterns
+from deployments.agent_runs import agent_runs_expire
 from deployments.ec2.config import validate_ec2_config
 from deployments.models import (
     TARGET_ACTIVE,
@@ -188,6 +189,8 @@ def _supersede(coordination: Coordination, busy: dict) -> None:
                 target=target,
                 data={"superseded_by": coordination.coordination_id},
             )
+    # No worker hangs up a polling agent's run: it ends here, and the agent hears it.
+    agent_runs_expire(targets=CoordinationTarget.objects.filter(pk__in=holders))
     _close_emptied_approvals({target.coordination for target in older}, reason=reason)
 
 
@@ -257,6 +260,8 @@ def coordination_cancel(*, coordination: Coordination, user=None, actor: str = "
             ):
                 continue
             cancel_not_started(coordination.targets.filter(status=TargetStatus.PENDING), reason=reason)
+            # Runs polling agents hold end now; each agent hears it on its next heartbeat.
+            agent_runs_expire(targets=coordination.targets.all())
         return coordination
     raise CoordinationConflict(
         f"coordination {coordination.coordination_id} kept changing status; try again", status=coordination.status

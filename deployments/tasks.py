@@ -1,5 +1,6 @@
 """django-q2 tasks: take ids, load rows, call one service. Each is safe to run twice."""
 
+from deployments.agent_runs import agent_runs_expire
 from deployments.leases import coordinations_reap
 from deployments.models import Coordination
 from deployments.notifications import coordination_notify
@@ -21,8 +22,13 @@ def run_coordination_shard(coordination_pk: int) -> None:
 
 
 def reap_coordinations() -> str:
+    # Runs polling agents hold end on time even while no lead waits for them.
+    agent_runs = agent_runs_expire()
     report = coordinations_reap()
-    return f"{report.leases} expired leases reaped, {report.requeued} coordinations queued again"
+    return (
+        f"{report.leases} expired leases reaped, {report.requeued} coordinations queued again, "
+        f"{agent_runs} overdue polling runs ended"
+    )
 
 
 def notify_coordination_end(coordination_pk: int, kind: str = "ended") -> str:

@@ -73,3 +73,5 @@ CONNECT_TIMEOUT = Bound(0, 300, "seconds", integer=False, above_minimum=True)
 PARALLEL_LIMIT = Bound(1, 10_000)
 # trigger_local --wait --timeout: how long the command follows a run.
 FOLLOW_TIMEOUT = Bound(0, 7 * DAY_SECONDS, "seconds (7 days)", integer=False, above_minimum=True)
+# A polling environment's poll_interval: how often its agent asks for work.
+POLL_INTERVAL = Bound(1, 300, "seconds")

@@ -16,7 +16,13 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from environments import bounds, rollout
-from environments.models import SECRET_FIELDS, ConnectionMethod, RemoteEnvironment, SettingsBlock
+from environments.models import (
+    SECRET_FIELDS,
+    WRITE_ONLY_FIELDS,
+    ConnectionMethod,
+    RemoteEnvironment,
+    SettingsBlock,
+)
 from powerautomation import json_input
 
 # The largest config file read (the command, the admin's upload, the API's import body).
@@ -41,8 +47,9 @@ STRING_FIELDS = (
     "health_check_url",
     "description",
     "host_key",
+    "agent_token",
 )
-INTEGER_FIELDS = ("port", "timeout")
+INTEGER_FIELDS = ("port", "timeout", "poll_interval")
 BOOLEAN_FIELDS = ("enabled",)
 # A list of labels; its rule (environments/tags.py) is the model's validator, so a wrong
 # type is reported with the rest of the entry's problems, naming `environments[i].tags`.
@@ -52,7 +59,8 @@ ENVIRONMENT_FIELDS = STRING_FIELDS + INTEGER_FIELDS + BOOLEAN_FIELDS + LIST_FIEL
 # leaves them out, the stored value is kept (an export without secrets can be re-imported,
 # a host key an operator pinned survives the next import, and so do tags set in the admin
 # or the API when a file written before tags existed is imported again).
-KEPT_WHEN_ABSENT = SECRET_FIELDS + ("enabled", "host_key", "tags")
+STORED_AS = {"agent_token": "agent_token_hash"}
+KEPT_WHEN_ABSENT = WRITE_ONLY_FIELDS + ("enabled", "host_key", "tags")
 
 
 def _boolean(value: Any) -> str | None:
@@ -356,7 +364,7 @@ def _check_types(entry: dict, label: str, errors: list[str]) -> bool:
             continue
         ok = False
         # Secrets are never echoed, not even when they are the wrong type.
-        shown = "<hidden>" if key in SECRET_FIELDS else repr(value)
+        shown = "<hidden>" if key in WRITE_ONLY_FIELDS else repr(value)
         errors.append(f"{label}.{key}: {problem} (got {shown})")
     return ok
 
@@ -369,7 +377,7 @@ def apply_entry(environment: RemoteEnvironment, entry: dict, defaults: Deploymen
             setattr(environment, name, entry[name])
         elif name in KEPT_WHEN_ABSENT and not creating:
             continue
-        elif name != "environment_id":
+        elif name not in ("environment_id", "agent_token"):
             model_field = RemoteEnvironment._meta.get_field(name)
             setattr(environment, name, model_field.get_default())
     if "timeout" not in entry:
@@ -384,7 +392,8 @@ def apply_entry(environment: RemoteEnvironment, entry: dict, defaults: Deploymen
 
 
 def _field_values(environment: RemoteEnvironment) -> dict:
-    return {name: getattr(environment, name) for name in ENVIRONMENT_FIELDS}
+    # An agent token is write-only: what changes is its hash.
+    return {name: getattr(environment, STORED_AS.get(name, name)) for name in ENVIRONMENT_FIELDS}
 
 
 def plan_import(data: Any, *, prune: bool = False) -> ImportPlan:
@@ -412,6 +421,7 @@ def plan_import(data: Any, *, prune: bool = False) -> ImportPlan:
 
     existing = {env.environment_id: env for env in RemoteEnvironment.objects.all()}
     seen: set[str] = set()
+    agent_tokens_seen: set[str] = set()
     for index, entry in enumerate(entries):
         label = _entry_label(index, entry)
         if not isinstance(entry, dict):
@@ -442,6 +452,11 @@ def plan_import(data: Any, *, prune: bool = False) -> ImportPlan:
                 place = label if field_name == "__all__" else f"{label}.{field_name}"
                 errors.extend(f"{place}: {message}" for message in messages)
             continue
+        if environment.agent_token_hash in agent_tokens_seen:
+            errors.append(f"{label}.agent_token: is the token of another environment in this file: give each its own")
+            continue
+        if environment.agent_token_hash:
+            agent_tokens_seen.add(environment.agent_token_hash)
         if current is None:
             plan.create.append(environment)
         elif _field_values(environment) != before:
@@ -464,8 +479,8 @@ def export_config(*, include_secrets: bool = False) -> dict:
         entry: dict[str, Any] = {}
         for name in ENVIRONMENT_FIELDS:
             value = getattr(environment, name)
-            if name in SECRET_FIELDS and not include_secrets:
-                continue
+            if (name in SECRET_FIELDS and not include_secrets) or name == "agent_token":
+                continue  # an agent token is not stored: only its hash
             if value in ("", None) and name not in ("environment_id",):
                 continue
             entry[name] = value

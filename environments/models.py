@@ -4,13 +4,16 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
-from environments import bounds, tags as tag_rules
+from environments import agent_tokens, bounds, tags as tag_rules
 from environments.connectors import http_api, webhook
 from environments.connectors.base import Target
 from environments.connectors.ssh import parse_host_key
 from environments.fields import EncryptedTextField
 
 SECRET_FIELDS = ("password", "api_token", "webhook_secret")
+# A polling agent's token: written like a secret, stored only as its hash (agent_tokens).
+AGENT_TOKEN = "agent_token"  # noqa: S105 (a field name)
+WRITE_ONLY_FIELDS = (*SECRET_FIELDS, AGENT_TOKEN)
 # The fields that say where a secret is sent (see RemoteEnvironment.secret_destinations).
 DESTINATION_FIELDS = ("connection_method", "host", "port", "api_endpoint", "webhook_url")
 RETARGETING_HELP = (
@@ -88,6 +91,8 @@ class ConnectionMethod(models.TextChoices):
     SSH = "ssh", "SSH"
     HTTP_API = "http_api", "HTTP API"
     WEBHOOK = "webhook", "Webhook"
+    # The machine's agent asks the platform for work: nothing connects to the machine.
+    POLLING = "polling", "Polling agent"
 
 
 class Health(models.TextChoices):
@@ -136,6 +141,17 @@ class RemoteEnvironment(models.Model):
         validators=[validate_tags],
         help_text=f"Labels to select environments by (at most {tag_rules.MAX_TAGS}), e.g. mac, team-a.",
     )
+    poll_interval = models.PositiveIntegerField(
+        default=5,
+        validators=bound_validators(bounds.POLL_INTERVAL),
+        help_text="Polling agents: seconds between two requests for work (the agent jitters it).",
+    )
+    agent_token_hash = models.CharField(
+        max_length=64, blank=True, editable=False, help_text="SHA-256 of the polling agent's token."
+    )
+    agent_seen_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the polling agent last asked for work."
+    )
     host_key = models.TextField(
         blank=True,
         validators=[validate_host_key],
@@ -166,6 +182,12 @@ class RemoteEnvironment(models.Model):
                 condition=models.Q(port__gte=1, port__lte=65535), name="%(app_label)s_%(class)s_port_range"
             ),
             models.CheckConstraint(condition=models.Q(timeout__gte=1), name="%(app_label)s_%(class)s_timeout_positive"),
+            # One token, one environment: a poll is authenticated by the hash alone.
+            models.UniqueConstraint(
+                fields=["agent_token_hash"],
+                condition=~models.Q(agent_token_hash=""),
+                name="environment_agent_token_unique",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -211,6 +233,19 @@ class RemoteEnvironment(models.Model):
             for name in names
             if name in self.__dict__ and (name not in loaded or self.__dict__[name] != loaded[name])
         ]
+
+    @property
+    def agent_token(self) -> str:
+        """Write-only: only the token's hash is stored, so there is nothing to read back."""
+        return ""
+
+    @agent_token.setter
+    def agent_token(self, value: str) -> None:
+        """Set (or with "" clear) the polling agent's token; a refused value is reported
+        by clean() under `agent_token`, never quoted."""
+        self._agent_token_problem = agent_tokens.token_problem(value)
+        if self._agent_token_problem is None:
+            self.agent_token_hash = agent_tokens.token_hash(value) if value else ""
 
     def give_secret(self, name: str, value: str) -> None:
         """Set the secret `name` as a write supplied it (even to its stored value): a
@@ -258,6 +293,7 @@ class RemoteEnvironment(models.Model):
                 f"{', '.join(changed)} changed: give the {name} again in the same change, or clear it "
                 f"(a stored {name} is never sent to a new address)."
             )
+        errors.update(self._agent_token_errors())
         if self.connection_method == ConnectionMethod.SSH:
             if not self.host:
                 errors["host"] = "SSH environments need a host."
@@ -278,6 +314,17 @@ class RemoteEnvironment(models.Model):
                 errors["webhook_secret"] = "Webhook environments need a webhook_secret to sign deliveries."  # noqa: S105
         if errors:
             raise ValidationError(errors)
+
+    def _agent_token_errors(self) -> dict[str, str]:
+        problem = getattr(self, "_agent_token_problem", None)
+        if problem:
+            return {AGENT_TOKEN: problem}
+        if (
+            self.agent_token_hash
+            and RemoteEnvironment.objects.filter(agent_token_hash=self.agent_token_hash).exclude(pk=self.pk).exists()
+        ):
+            return {AGENT_TOKEN: "is the token of another environment: give each agent its own"}
+        return {}
 
     @property
     def address(self) -> str:

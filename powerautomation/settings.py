@@ -302,6 +302,8 @@ DEPLOYMENT_SHUTDOWN_GRACE_SECONDS = env_int("DEPLOYMENT_SHUTDOWN_GRACE_SECONDS",
 # Tasks sharing one coordination's deliveries (more spread a large fan-out over several
 # worker processes or clusters; each claims targets with a conditional update).
 DEPLOYMENT_TASKS_PER_COORDINATION = env_int("DEPLOYMENT_TASKS_PER_COORDINATION", 1, minimum=1, maximum=64)
+# A polling agent silent this long (no heartbeat, no output) loses its run: agent_lost.
+AGENT_HEARTBEAT_TIMEOUT_SECONDS = env_int("AGENT_HEARTBEAT_TIMEOUT_SECONDS", 60, minimum=4, maximum=DAY)
 # Bytes of each environment's output kept in its record (the tail).
 DEPLOYMENT_OUTPUT_TAIL_BYTES = env_int("DEPLOYMENT_OUTPUT_TAIL_BYTES", 65536, minimum=1024, maximum=16 * 1024 * 1024)
 
@@ -434,6 +436,15 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SCHEMA_PATH_PREFIX": r"/api/",
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "agentToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A polling agent's token (its environment's agent_token): /api/agent/ only.",
+            }
+        }
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "powerautomation.schema.document_malformed_requests",

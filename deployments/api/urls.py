@@ -4,7 +4,7 @@ the platform's health, and the OpenAPI schema with its Swagger UI."""
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from deployments.api import views
+from deployments.api import agent, views
 from environments.api.views import ConfigView, RemoteEnvironmentViewSet
 
 app_name = "api"
@@ -47,6 +47,11 @@ urlpatterns = [
         views.CoordinationRetryView.as_view(),
         name="coordination-retry",
     ),
+    # A polling agent's own endpoints (agent token, no user): deployments/api/agent.py.
+    path("agent/poll", agent.PollView.as_view(), name="agent-poll"),
+    path("agent/runs/<str:run_id>/heartbeat", agent.HeartbeatView.as_view(), name="agent-heartbeat"),
+    path("agent/runs/<str:run_id>/output", agent.OutputView.as_view(), name="agent-output"),
+    path("agent/runs/<str:run_id>/result", agent.ResultView.as_view(), name="agent-result"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

@@ -6,6 +6,12 @@ from django.conf import settings
 from deployments.models import CoordinationTarget
 
 
+def keep_tail(tail: str, received: str) -> str:
+    """The output kept after `received` arrives: the last DEPLOYMENT_OUTPUT_TAIL_BYTES."""
+    limit = settings.DEPLOYMENT_OUTPUT_TAIL_BYTES
+    return (tail + received).encode("utf-8")[-limit:].decode("utf-8", errors="ignore")
+
+
 class OutputBook:
     def __init__(self) -> None:
         self.pending: dict[int, list[str]] = {}
@@ -20,8 +26,7 @@ class OutputBook:
         if not chunks:
             return {}
         received = "".join(chunks)
-        limit = settings.DEPLOYMENT_OUTPUT_TAIL_BYTES
-        tail = (target.output_tail + received).encode("utf-8")[-limit:].decode("utf-8", errors="ignore")
+        tail = keep_tail(target.output_tail, received)
         target.output_tail = tail
         target.output_bytes += len(received.encode("utf-8"))
         return {"output_tail": tail, "output_bytes": target.output_bytes}

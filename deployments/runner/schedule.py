@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from deployments.agent_runs import agent_run_offer, agent_runs_followed
 from deployments.leases import Heartbeat, lease_renew
 from deployments.models import Coordination, CoordinationStatus as C, CoordinationTarget, Stage, TargetStatus as T
 from deployments.runner import reports
@@ -29,6 +30,7 @@ from deployments.selectors import targets_waiting
 from deployments.transitions import cancel_not_started, note, transition
 from environments.config import DeploymentDefaults
 from environments.connectors import DeploymentContext, Target
+from environments.models import ConnectionMethod
 
 BATCH_WAIT_SECONDS = 0.1
 # How long a task with nothing running holds its worker while its targets wait for other
@@ -82,6 +84,7 @@ class Delivery:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.targets: dict[int, CoordinationTarget] = {}
         self.reporters: dict[int, TargetReporter] = {}
+        # Claimed and not ended: those without a reporter are runs polling agents hold.
         self.in_flight: set[int] = set()
         self.output = OutputBook()
         self.callbacks = Callbacks()
@@ -129,7 +132,8 @@ class Delivery:
                 batch, pending = pending[:room], pending[room:]
                 for target in self._claim(batch):
                     self.in_flight.add(target.pk)
-                    pool.submit(deliver_and_report, *self._delivery_arguments(target))
+                    if not target.agent_offered_at:  # a polling agent's run needs no thread
+                        pool.submit(deliver_and_report, *self._delivery_arguments(target))
             if (pending or self.waiting) and stopping.kind in CANCELLING_STOPS:
                 cancel_not_started(pending + self.waiting, reason=stopping.reason)
                 pending, self.waiting = [], []
@@ -142,6 +146,8 @@ class Delivery:
                 last_stop_check = now
                 pending = self._waiting_done() + pending
                 self._hang_up_superseded()
+                agent_runs = self.in_flight - self.reporters.keys()
+                self.in_flight -= agent_runs_followed(agent_runs, let_go=stopping.stopped or stopping.shutting_down)
             self.callbacks.collect(self.reporters)
             self.heartbeat.beat()
             self._advance_to_deploying()
@@ -191,6 +197,8 @@ class Delivery:
             )
             return False
         lease = self.heartbeat.lease
+        if environment.connection_method == ConnectionMethod.POLLING:
+            return agent_run_offer(target, environment)  # its transition is a savepoint
         with transaction.atomic():  # a savepoint: a refused claim leaves the batch usable
             claimed = transition(
                 target,

@@ -8,6 +8,7 @@ import time
 from django.conf import settings
 from django.utils import timezone
 
+from deployments.agent_runs import agent_runs_expire, held_by_agent
 from deployments.ec2.config import ec2_mode
 from deployments.ec2.stage import stage_summary
 from deployments.leases import (
@@ -199,8 +200,10 @@ class CoordinationRun:
             queue_shard(coordination_pk=coordination.pk, coordination_id=coordination.coordination_id)
 
     def _interrupt_unheld_targets(self) -> None:
-        """Targets started by a task whose lease is gone have an unknown outcome."""
-        for target in self.coordination.targets.filter(status__in=[T.TRIGGERING, T.RUNNING]).select_related("lease"):
+        """Targets started by a task whose lease is gone have an unknown outcome (runs that
+        polling agents hold go on: their agents report them)."""
+        running = self.coordination.targets.filter(status__in=[T.TRIGGERING, T.RUNNING]).exclude(held_by_agent())
+        for target in running.select_related("lease"):
             if target.lease is None or target.lease.expires_at < timezone.now():
                 interrupt(target, why="the worker running it stopped")
 
@@ -213,6 +216,7 @@ class CoordinationRun:
                 coordination=coordination, is_lead=False, expires_at__lt=timezone.now()
             ):
                 lease_reap(lease=lease)
+            agent_runs_expire(targets=coordination.targets.all())
             self.heartbeat.beat(force=True)
             self.stopping.check()
             if self.stopping.shutting_down:

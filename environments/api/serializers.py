@@ -18,14 +18,16 @@ from rest_framework import serializers
 
 from environments import bounds, tags as tag_rules
 from environments.config import ENVIRONMENT_FIELDS
-from environments.models import RETARGETING_HELP, SECRET_FIELDS, RemoteEnvironment
+from environments.connectors.polling import last_seen
+from environments.models import RETARGETING_HELP, SECRET_FIELDS, ConnectionMethod, RemoteEnvironment
 from environments.services import environment_prepare, environment_save
 from powerautomation.api import RejectUnknownFieldsMixin, field_errors
 
 HEALTH_FIELDS = ("last_health", "last_health_at", "last_health_detail", "last_health_latency_ms")
-READ_ONLY_FIELDS = (*HEALTH_FIELDS, "created_at", "updated_at")
+AGENT_FIELDS = ("agent_token_set", "agent_seen_at", "agent_last_seen")
+READ_ONLY_FIELDS = (*HEALTH_FIELDS, "agent_seen_at", "created_at", "updated_at")
 # Out of range: the same message as the model's validators and the config file import.
-BOUNDED_FIELDS = {"port": bounds.PORT, "timeout": bounds.TIMEOUT}
+BOUNDED_FIELDS = {"port": bounds.PORT, "timeout": bounds.TIMEOUT, "poll_interval": bounds.POLL_INTERVAL}
 
 
 def _range_messages(bound: bounds.Bound) -> dict:
@@ -61,10 +63,29 @@ class RemoteEnvironmentSerializer(RejectUnknownFieldsMixin, serializers.ModelSer
     password_set = serializers.SerializerMethodField(help_text="A password is stored.")
     api_token_set = serializers.SerializerMethodField(help_text="An api_token is stored.")
     webhook_secret_set = serializers.SerializerMethodField(help_text="A webhook_secret is stored.")
+    agent_token = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="Polling agents: the agent's token (32-200 visible ASCII characters). Write-only, stored only as "
+        "its hash. Left out: kept. Empty string: cleared.",
+    )
+    agent_token_set = serializers.SerializerMethodField(help_text="Polling agents: an agent token is set.")
+    agent_last_seen = serializers.SerializerMethodField(
+        help_text="Polling agents: 'agent last seen N s ago' (or 'agent never seen'); null for other methods."
+    )
 
     class Meta:
         model = RemoteEnvironment
-        fields = (*ENVIRONMENT_FIELDS, *(f"{name}_set" for name in SECRET_FIELDS), *READ_ONLY_FIELDS)
+        fields = (
+            *ENVIRONMENT_FIELDS,
+            *(f"{name}_set" for name in SECRET_FIELDS),
+            "agent_token_set",
+            "agent_last_seen",
+            *READ_ONLY_FIELDS,
+        )
         read_only_fields = READ_ONLY_FIELDS
         extra_kwargs = {
             name: {
@@ -96,6 +117,16 @@ class RemoteEnvironmentSerializer(RejectUnknownFieldsMixin, serializers.ModelSer
     @extend_schema_field(bool)
     def get_webhook_secret_set(self, environment) -> bool:
         return _secret_set(environment, "webhook_secret")
+
+    @extend_schema_field(bool)
+    def get_agent_token_set(self, environment) -> bool:
+        return bool(environment.agent_token_hash)
+
+    @extend_schema_field({"type": "string", "nullable": True})
+    def get_agent_last_seen(self, environment) -> str | None:
+        if environment.connection_method != ConnectionMethod.POLLING:
+            return None
+        return last_seen(environment.agent_seen_at)
 
     def validate(self, attrs: dict) -> dict:
         """Build the environment as it would be saved and run the model's validation.

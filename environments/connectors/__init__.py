@@ -12,6 +12,7 @@ from environments.connectors.base import (
     Target,
 )
 from environments.connectors.http_api import HTTPAPIConnector
+from environments.connectors.polling import PollingConnector
 from environments.connectors.ssh import SSHConnector
 from environments.connectors.webhook import WebhookConnector
 
@@ -19,6 +20,7 @@ CONNECTORS: dict[str, type] = {
     "ssh": SSHConnector,
     "http_api": HTTPAPIConnector,
     "webhook": WebhookConnector,
+    "polling": PollingConnector,
 }
 
 

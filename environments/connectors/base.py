@@ -7,6 +7,7 @@ environment's init script, and reports through a `Reporter`. It imports nothing 
 
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from environments import bounds
@@ -32,6 +33,10 @@ class Target:
     health_check_url: str = ""
     timeout: int = 300
     host_key: str = ""
+    # Polling agents: how often the agent asks for work, and when it last did.
+    poll_interval: int = 5
+    agent_token_hash: str = field(default="", repr=False)
+    agent_seen_at: datetime | None = None
 
     @classmethod
     def of(cls, environment: object) -> "Target":

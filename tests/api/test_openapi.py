@@ -38,6 +38,10 @@ ENDPOINTS = {
     ("get", "/api/deployment/config"),
     ("post", "/api/deployment/config"),
     ("get", "/api/health"),
+    ("post", "/api/agent/poll"),
+    ("post", "/api/agent/runs/{run_id}/heartbeat"),
+    ("post", "/api/agent/runs/{run_id}/output"),
+    ("post", "/api/agent/runs/{run_id}/result"),
 }
 
 
@@ -61,7 +65,11 @@ def test_the_schema_documents_every_endpoint_with_its_error_codes(schema):
     for (method, path), operation in operations.items():
         codes = set(operation["responses"])
         assert any(code.startswith("2") for code in codes), (method, path)
-        if path != "/api/health":
+        if path.startswith("/api/agent/"):
+            # A polling agent's own token; no role, no throttle.
+            assert {"400", "401"} <= codes, (method, path)
+            assert operation["security"] == [{"agentToken": []}]
+        elif path != "/api/health":
             assert {"401", "403", "429"} <= codes, (method, path)
             assert {"knoxApiToken": []} in operation["security"]
         if method in ("post", "put", "patch") and not path.endswith(("/retry/", "/cancel/", "/approve/")):

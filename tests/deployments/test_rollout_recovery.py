@@ -31,6 +31,7 @@ from environments.connectors import DeploymentContext
 from environments.models import SettingsBlock
 from tests.deployments.test_rollouts import ended, remote_log, rollout_defaults, script, times
 from tests.support.http import Answer
+from tests.support.passes import sqlite_pass_only
 from tests.support.processes import wait_until
 
 
@@ -155,6 +156,7 @@ def remote(sshd):
     return folder
 
 
+@sqlite_pass_only
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_a_pause_longer_than_a_task_frees_the_worker_once_and_the_rollout_goes_on_after_it(

@@ -22,6 +22,7 @@ from deployments.models import (
 )
 from deployments.services import EnvironmentsBusy, coordination_approve, coordination_cancel, coordination_start
 from environments.models import SettingsBlock
+from tests.support.passes import sqlite_pass_only
 from tests.support.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -257,6 +258,7 @@ def test_kill_9_mid_wave_never_runs_the_next_wave_early_nor_a_script_twice(
     assert third_started >= wave_2_ended.timestamp()
 
 
+@sqlite_pass_only
 def test_kill_9_during_a_pause_between_waves_waits_out_the_same_pause(remote, make_ssh_environment, start_qcluster):
     rollout_defaults(batch_size=1, batch_pause_seconds=4)
     for n in range(3):
@@ -378,6 +380,7 @@ def test_supersede_hangs_up_the_older_run_and_runs_the_newer_after_it(remote, ma
     assert second_start >= older.finished_at.timestamp() > first_start
 
 
+@sqlite_pass_only
 def test_a_rollout_longer_than_one_task_goes_on_in_fresh_tasks_between_waves(
     remote, make_ssh_environment, start_qcluster
 ):
