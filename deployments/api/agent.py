@@ -147,11 +147,9 @@ class PollView(AgentView):
             )
         run = None
         if poll.offered_target_pk is not None:
-            agent = " ".join(
-                value
-                for value in (body.validated_data.get("hostname"), body.validated_data.get("agent_version"))
-                if value
-            )
+            # Said by the machine, shown in an event: printable characters only.
+            said = (body.validated_data.get("hostname"), body.validated_data.get("agent_version"))
+            agent = "".join(ch for ch in " ".join(value for value in said if value) if ch.isprintable())
             target = agent_run_claim(poll.offered_target_pk, agent=agent)
             run = run_description(target) if target is not None else None
         return Response({"poll_interval": poll.poll_interval, "run": run})

@@ -274,3 +274,13 @@ def test_a_run_whose_environment_is_deleted_ends_at_the_next_look():
     assert agent_runs_expire() == 1
     target.refresh_from_db()
     assert (target.status, target.reason) == (T.FAILED, "environment_deleted")
+
+
+def test_what_the_agent_says_of_itself_reaches_the_event_printable_only():
+    polling_environment()
+    target = offered()
+    body = {"environment_id": "laptop", "hostname": "mac\x1b[31m\nfake line", "agent_version": "1.1"}
+    assert agent().post("/api/agent/poll", body, format="json").json()["run"] is not None
+    message = StageEvent.objects.filter(target=target, new_status=T.RUNNING).get().message
+    assert "mac[31mfake line 1.1" in message
+    assert "\x1b" not in message and "\n" not in message
