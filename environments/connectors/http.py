@@ -238,14 +238,14 @@ def _await_healthy(target: Target, context: DeploymentContext, reporter: Reporte
                 verify=context.ca_bundle or True,
             )
             if 200 <= response.status_code < 300:
-                return RunResult(exit_code=0, note="health check turned healthy (no callback configured)")
+                return RunResult(exit_code=0, note="health check turned healthy (no callback to wait for)")
         except requests.RequestException:
             pass
         wait = min(HEALTH_POLL_SECONDS, context.deadline - time.time())
         if wait <= 0:
             raise ConnectorError(
                 f"{target.health_check_url} did not turn healthy within the environment's timeout of "
-                f"{target.timeout} s (no callback configured)",
+                f"{target.timeout} s (no callback to wait for)",
                 reason="timeout",
                 permanent=True,
             )
