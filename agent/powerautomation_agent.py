@@ -536,7 +536,12 @@ class Agent:
         with self.lock:
             recent = self.recent
             if idempotency_key and recent is not None and recent.idempotency_key == idempotency_key:
-                return 202, {"accepted": True, "duplicate": True, "coordination_id": recent.coordination_id}
+                return 202, {
+                    "accepted": True,
+                    "duplicate": True,
+                    "coordination_id": recent.coordination_id,
+                    "callback": bool(recent.callback_url),
+                }
             if webhook_id is not None and webhook_id in self.webhook_ids:
                 return 409, {"error": "duplicate delivery", "duplicate": True, "webhook_id": webhook_id}
             if self.running is not None:
@@ -553,7 +558,8 @@ class Agent:
                 self.webhook_ids.remember(webhook_id)
             self.running = self.recent = run
             run.start()
-            return 202, {"accepted": True, "coordination_id": run.coordination_id}
+            # "callback": true promises the coordinator a callback: only then does it wait for one.
+            return 202, {"accepted": True, "coordination_id": run.coordination_id, "callback": bool(run.callback_url)}
 
     def run_finished(self, run: Run, summary: dict) -> None:
         with self.lock:

@@ -1,12 +1,6 @@
-from datetime import timedelta
-
 from django.apps import AppConfig
-from django.conf import settings
 from django.core.management import call_command
 from django.db.models.signals import post_migrate
-from django.utils import timezone
-
-HEALTH_SCHEDULE_NAME = "environment health checks"
 
 
 def ensure_cache_table(sender, using="default", **kwargs) -> None:
@@ -18,25 +12,13 @@ def ensure_cache_table(sender, using="default", **kwargs) -> None:
 
 
 def ensure_health_schedule(sender, **kwargs) -> None:
-    """Keep the health-check schedule in step with HEALTH_CHECK_INTERVAL_MINUTES; runs
-    after every `migrate` (which `make run` does on each start)."""
+    """Keep the health-check schedule in step with its interval (the config file's
+    default_settings.health_check_interval, else HEALTH_CHECK_INTERVAL_MINUTES); runs after
+    every `migrate` (which `make run` does on each start). An import applies it too."""
     # Models load only once the app registry is ready (Django's rule for apps.py, not a circle).
-    from django_q.models import Schedule
+    from environments.services import health_schedule_sync
 
-    minutes = settings.HEALTH_CHECK_INTERVAL_MINUTES
-    schedule, created = Schedule.objects.get_or_create(
-        name=HEALTH_SCHEDULE_NAME,
-        defaults={
-            "func": "environments.tasks.check_environments_health",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": minutes,
-            "repeats": -1,
-            "next_run": timezone.now() + timedelta(minutes=minutes),
-        },
-    )
-    if not created and schedule.minutes != minutes:
-        schedule.minutes = minutes
-        schedule.save(update_fields=["minutes"])
+    health_schedule_sync()
 
 
 class EnvironmentsConfig(AppConfig):

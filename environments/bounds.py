@@ -75,3 +75,5 @@ PARALLEL_LIMIT = Bound(1, 10_000)
 FOLLOW_TIMEOUT = Bound(0, 7 * DAY_SECONDS, "seconds (7 days)", integer=False, above_minimum=True)
 # A polling environment's poll_interval: how often its agent asks for work.
 POLL_INTERVAL = Bound(1, 300, "seconds")
+# default_settings.health_check_interval (the original format's global_settings.health_check_interval).
+HEALTH_CHECK_INTERVAL = Bound(1, DAY_SECONDS, "seconds")

@@ -6,6 +6,7 @@ every problem, each naming the environment and the field, so one run of the impo
 all of them; nothing is written unless there are none.
 """
 
+import math
 import os
 import stat
 from dataclasses import dataclass, field
@@ -93,6 +94,9 @@ BLOCK_SCHEMAS = {
         "retry_delay": bounds.RETRY_DELAY.problem,
         "health_check_timeout": bounds.HEALTH_CHECK_TIMEOUT.problem,
         "health_check_retries": bounds.HEALTH_CHECK_RETRIES.problem,
+        # Seconds between the scheduled health checks (whole minutes, rounded up); unset:
+        # HEALTH_CHECK_INTERVAL_MINUTES. The original file's global_settings.health_check_interval.
+        "health_check_interval": bounds.HEALTH_CHECK_INTERVAL.problem,
     },
     "ssh_settings": {
         "default_key_path": _string,
@@ -113,6 +117,53 @@ BLOCK_SCHEMAS = {
         "email_notifications": _boolean,
     },
 }
+
+
+# The original PowerAutomation file's names for settings that exist here under another
+# name: an import moves each to today's name (and says so); an export writes today's.
+ORIGINAL_NAMES = {
+    ("global_settings", "max_concurrent_deployments"): ("deployment_settings", "parallel_limit"),
+    ("global_settings", "default_timeout"): ("default_settings", "timeout"),
+    ("global_settings", "retry_attempts"): ("default_settings", "retry_count"),
+    ("global_settings", "health_check_interval"): ("default_settings", "health_check_interval"),
+    ("notification_settings", "slack_webhook"): ("notification_settings", "notification_webhook"),
+}
+ORIGINAL_BLOCKS = ("global_settings",)
+
+
+def translate_original_names(data: dict, errors: list[str], mapped: list[str], warnings: list[str]) -> dict:
+    """A copy of the parsed file with the original names moved to today's. A value is
+    checked under the name the file gives it; an old and a new name with different values
+    is an error naming both. Returns the copy (the caller's data is left alone)."""
+    data = {name: dict(block) if isinstance(block, dict) else block for name, block in data.items()}
+    for block in ORIGINAL_BLOCKS:
+        if block in data and not isinstance(data[block], dict):
+            errors.append(f"{block}: must be an object")
+            data.pop(block)
+    for (old_block, old_key), (new_block, new_key) in ORIGINAL_NAMES.items():
+        old = data.get(old_block)
+        if not isinstance(old, dict) or old_key not in old:
+            continue
+        value = old.pop(old_key)
+        problem = BLOCK_SCHEMAS[new_block][new_key](value)
+        if problem:
+            shown = "<hidden>" if (new_block, new_key) in SECRET_SETTINGS else repr(value)
+            errors.append(f"{old_block}.{old_key}: {problem} (got {shown})")
+            continue
+        target = data.setdefault(new_block, {})
+        if not isinstance(target, dict):
+            continue  # reported as the block's own error
+        if new_key in target and target[new_key] != value:
+            errors.append(
+                f"{old_block}.{old_key} and {new_block}.{new_key} are both given, with different values: keep one"
+            )
+            continue
+        target[new_key] = value
+        mapped.append(f"{old_block}.{old_key} → {new_block}.{new_key}")
+    for block in ORIGINAL_BLOCKS:
+        for key in data.pop(block, {}):
+            warnings.append(f"{block}.{key}: unknown setting of the original format, ignored")
+    return data
 
 
 # Settings of the original file format that this platform validates but does not act on:
@@ -226,6 +277,8 @@ class ImportPlan:
     delete: list[RemoteEnvironment] = field(default_factory=list)
     blocks: dict[str, dict] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # The original format's names moved to today's ("global_settings.x → deployment_settings.y").
+    mapped: list[str] = field(default_factory=list)
 
 
 CLAMPED_DEFAULTS = {
@@ -294,6 +347,17 @@ class DeploymentDefaults:
 
 def stored_blocks() -> dict[str, dict]:
     return {block.name: block.values for block in SettingsBlock.objects.all()}
+
+
+def health_check_minutes() -> int:
+    """The scheduled health checks' interval in minutes: default_settings.health_check_interval
+    (seconds, rounded up to whole minutes, the schedule's step) when the config file set it,
+    else HEALTH_CHECK_INTERVAL_MINUTES."""
+    values = SettingsBlock.objects.filter(name="default_settings").values_list("values", flat=True).first() or {}
+    seconds = values.get("health_check_interval")
+    if bounds.HEALTH_CHECK_INTERVAL.problem(seconds) is None:
+        return max(1, math.ceil(seconds / 60))
+    return settings.HEALTH_CHECK_INTERVAL_MINUTES
 
 
 def current_defaults() -> DeploymentDefaults:
@@ -405,6 +469,7 @@ def plan_import(data: Any, *, prune: bool = False) -> ImportPlan:
     plan = ImportPlan()
     if not isinstance(data, dict):
         raise ConfigError(["the file must hold a JSON object with an 'environments' list"])
+    data = translate_original_names(data, errors, plan.mapped, plan.warnings)
     for key in data:
         if key != "environments" and key not in BLOCK_SCHEMAS:
             plan.warnings.append(f"{key}: unknown top-level key, ignored")

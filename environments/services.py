@@ -2,14 +2,16 @@
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.utils import timezone
+from django_q.models import Schedule
 from django_q.tasks import async_task
 
-from environments.config import ImportPlan, apply_entry, current_defaults, plan_import
+from environments.config import ImportPlan, apply_entry, current_defaults, health_check_minutes, plan_import
 from environments.connectors import ConnectorError, DeploymentContext, Target, connector_for
 from environments.health import check_health
 from environments.models import (
@@ -22,6 +24,25 @@ from environments.models import (
 )
 
 CHECK_THREADS = 64
+HEALTH_SCHEDULE_NAME = "environment health checks"
+
+
+def health_schedule_sync() -> None:
+    """The scheduled health checks run every health_check_minutes() minutes."""
+    minutes = health_check_minutes()
+    schedule, created = Schedule.objects.get_or_create(
+        name=HEALTH_SCHEDULE_NAME,
+        defaults={
+            "func": "environments.tasks.check_environments_health",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": minutes,
+            "repeats": -1,
+            "next_run": timezone.now() + timedelta(minutes=minutes),
+        },
+    )
+    if not created and schedule.minutes != minutes:
+        schedule.minutes = minutes
+        schedule.save(update_fields=["minutes"])
 
 
 def environments_import(*, data: object, prune: bool = False, dry_run: bool = False, user=None) -> ImportPlan:
@@ -42,6 +63,7 @@ def environments_import(*, data: object, prune: bool = False, dry_run: bool = Fa
             environment_save(environment=environment, user=user)
         if plan.delete:
             RemoteEnvironment.objects.filter(pk__in=[env.pk for env in plan.delete]).delete()
+        health_schedule_sync()  # the file may set default_settings.health_check_interval
     return plan
 
 

@@ -127,7 +127,7 @@ def _preview(plan: ImportPlan) -> dict:
         "rows": rows,
         "unchanged": [environment.environment_id for environment in plan.unchanged],
         "blocks": sorted(plan.blocks),
-        "warnings": plan.warnings,
+        "warnings": [f"mapped {mapped} (the original format's name)" for mapped in plan.mapped] + plan.warnings,
         "digest": hashlib.sha256(json.dumps(digest_source, default=str).encode()).hexdigest(),
         "counts": {
             "create": len(plan.create),

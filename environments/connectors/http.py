@@ -150,10 +150,65 @@ def finished_output(data: dict) -> str:
     return output if isinstance(output, str) else ""
 
 
-def await_completion(target: Target, context: DeploymentContext, reporter: Reporter, how: str) -> RunResult:
-    """The trigger was accepted: wait for the run's end within the environment's timeout."""
+def promises_callback(response: Answer) -> bool:
+    """An acceptance that says the agent will call back (`"callback": true`, as ours does).
+    Other agents (the original project's webhook receivers answer `{"received": true}`) never
+    call back: waiting for them would only end at the timeout. A `409` duplicate on a retry
+    stands for the first attempt's acceptance, which only an agent that calls back gives."""
+    if response.status_code == 409:
+        return is_duplicate_answer(response)
+    try:
+        data = response.json()
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("callback") is True
+
+
+def original_answer(response: Answer) -> dict | None:
+    """The original PowerAutomation agents' answer to a trigger, given once the script has
+    finished: `{"status": "success", "message", "deployment_id", "script_output",
+    "timestamp"}` (200) or `{"status": "error", "message", "error", "timestamp"}` (any status,
+    usually 500). None for any other answer (ours: `{"success", "exit_code", "output"}`)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or "success" in data or data.get("status") not in ("success", "error"):
+        return None
+    if data["status"] == "success" and response.status_code != 200:
+        return None
+    return data
+
+
+def finish_original(data: dict, response: Answer, url: str, reporter: Reporter, secrets: tuple) -> RunResult:
+    """A run the original agent has finished: `success` succeeded with `script_output` as its
+    output; `error` failed, not retried (the script did run). What the agent says goes into the
+    output, which shows what the machine said, never into the error message VIEWERs read."""
+    status = response.status_code
+    reporter.script_started(f"POST {url}: the agent ran the script (HTTP {status}, status {data['status']!r})")
+    output = data.get("script_output") if data["status"] == "success" else None
+    if not isinstance(output, str):
+        said = [f"{key}: {data[key]}" for key in ("message", "error") if isinstance(data.get(key), str)]
+        output = "\n".join(excerpt(line, *secrets) for line in said)
+    if output:
+        reporter.output(output if output.endswith("\n") else output + "\n")
+    if data["status"] == "success":
+        return RunResult(exit_code=0, note="reported by the agent")
+    raise ConnectorError(
+        f'HTTP {status} from {url}: the agent reports the script failed (status "error"; its message is in the output)',
+        reason="script_failed",
+        permanent=True,
+        data={"status_code": status},
+    )
+
+
+def await_completion(
+    target: Target, context: DeploymentContext, reporter: Reporter, how: str, *, promised: bool = True
+) -> RunResult:
+    """The trigger was accepted: wait for the run's end within the environment's timeout.
+    Through the callback only when the agent `promised` one (see promises_callback)."""
     reporter.script_started(f"{how}; waiting for the agent to report")
-    if context.callback_url:
+    if context.callback_url and promised:
         result = reporter.wait_for_callback(context.deadline)
         if reporter.stop.is_set():
             raise ConnectorError("stopped: the coordination was cancelled", reason="cancelled", permanent=True)
@@ -183,14 +238,14 @@ def _await_healthy(target: Target, context: DeploymentContext, reporter: Reporte
                 verify=context.ca_bundle or True,
             )
             if 200 <= response.status_code < 300:
-                return RunResult(exit_code=0, note="health check turned healthy (no callback configured)")
+                return RunResult(exit_code=0, note="health check turned healthy (no callback to wait for)")
         except requests.RequestException:
             pass
         wait = min(HEALTH_POLL_SECONDS, context.deadline - time.time())
         if wait <= 0:
             raise ConnectorError(
                 f"{target.health_check_url} did not turn healthy within the environment's timeout of "
-                f"{target.timeout} s (no callback configured)",
+                f"{target.timeout} s (no callback to wait for)",
                 reason="timeout",
                 permanent=True,
             )

@@ -6,9 +6,12 @@ from environments.connectors.base import DeploymentContext, Reporter, RunResult,
 from environments.connectors.http import (
     await_completion,
     check_answers,
+    finish_original,
     json_body,
+    original_answer,
     parse_finished_run,
     post_trigger,
+    promises_callback,
     raise_for_answer,
     utc_timestamp,
 )
@@ -48,6 +51,9 @@ class HTTPAPIConnector:
             context=context,
             secrets=secrets,
         )
+        original = original_answer(response)
+        if original is not None:  # the original project's agents answer when the script is done
+            return finish_original(original, response, url, reporter, secrets)
         raise_for_answer(response, url, context, secrets)
         if response.status_code == 200:
             reporter.script_started(f"POST {url}: the agent ran the script")
@@ -55,7 +61,13 @@ class HTTPAPIConnector:
             if output:
                 reporter.output(output if output.endswith("\n") else output + "\n")
             return result
-        return await_completion(target, context, reporter, f"POST {url}: accepted (HTTP {response.status_code})")
+        return await_completion(
+            target,
+            context,
+            reporter,
+            f"POST {url}: accepted (HTTP {response.status_code})",
+            promised=promises_callback(response),
+        )
 
     def check(self, target: Target, context: DeploymentContext) -> str:
         return check_answers(endpoint(target), context, {"Authorization": f"Bearer {target.api_token}"})

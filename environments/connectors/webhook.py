@@ -14,6 +14,7 @@ from environments.connectors.http import (
     check_answers,
     json_body,
     post_trigger,
+    promises_callback,
     raise_for_answer,
     utc_timestamp,
 )
@@ -77,7 +78,13 @@ class WebhookConnector:
         secrets = (target.webhook_secret, context.callback_url, headers["webhook-signature"])
         response = post_trigger(url, body=body, headers=headers, context=context, secrets=secrets)
         raise_for_answer(response, url, context, secrets)
-        return await_completion(target, context, reporter, f"POST {url}: delivered (HTTP {response.status_code})")
+        return await_completion(
+            target,
+            context,
+            reporter,
+            f"POST {url}: delivered (HTTP {response.status_code})",
+            promised=promises_callback(response),
+        )
 
     def check(self, target: Target, context: DeploymentContext) -> str:
         return check_answers(endpoint(target), context)

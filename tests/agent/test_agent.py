@@ -14,7 +14,7 @@ def test_trigger_is_accepted_and_the_result_is_called_back(agent, trigger_body, 
     response = agent.trigger(trigger_body())
 
     assert response.status == 202
-    assert response.json == {"accepted": True, "coordination_id": "coord-42"}
+    assert response.json == {"accepted": True, "coordination_id": "coord-42", "callback": True}
     [callback] = callback_receiver.wait_for_calls(1)
     assert callback.path == "/api/callbacks/one-time-token-123/"
     assert callback.headers["Content-Type"] == "application/json"
@@ -253,7 +253,7 @@ def test_same_idempotency_key_while_running_is_accepted_again_without_a_second_r
     response = agent.trigger(trigger_body(), Idempotency_Key="coord-42:mac-studio-1:1")
 
     assert response.status == 202
-    assert response.json == {"accepted": True, "duplicate": True, "coordination_id": "coord-42"}
+    assert response.json == {"accepted": True, "duplicate": True, "coordination_id": "coord-42", "callback": True}
     (agent.home / "release").touch()
     callback_receiver.wait_for_calls(1)
     agent.wait_idle()

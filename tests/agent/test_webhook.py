@@ -75,7 +75,7 @@ def test_signed_delivery_is_accepted_and_the_result_is_called_back(
     response = deliver(agent, webhook_body(), secret=secret)
 
     assert response.status == 202
-    assert response.json == {"accepted": True, "coordination_id": "coord-42"}
+    assert response.json == {"accepted": True, "coordination_id": "coord-42", "callback": True}
     [callback] = callback_receiver.wait_for_calls(1)
     assert callback.json["success"] is True
     assert "init output for coord-42" in callback.json["output"]

@@ -18,6 +18,9 @@ from tests.support.processes import in_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# An acceptance that promises a callback, as our agent's does.
+PROMISE = '{"accepted": true, "callback": true}'
+
 
 @pytest.fixture(autouse=True)
 def quick_settings():
@@ -55,7 +58,7 @@ def wait_for_request(server, path, timeout=10.0):
 
 def test_an_accepted_trigger_ends_when_the_agent_calls_back(http_server, settings):
     settings.PLATFORM_BASE_URL = "http://127.0.0.1:8000"
-    http_server.answer("/api/deploy/init", Answer(202, '{"accepted": true}'))
+    http_server.answer("/api/deploy/init", Answer(202, PROMISE))
     http_api_environment(http_server)
     coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
     runner = run_in_background(coordination)
@@ -81,7 +84,7 @@ def test_an_accepted_trigger_ends_when_the_agent_calls_back(http_server, setting
 
 def test_a_failing_callback_fails_the_environment_with_its_exit_code(http_server, settings):
     settings.PLATFORM_BASE_URL = "http://127.0.0.1:8000"
-    http_server.answer("/api/deploy/init", Answer(202, "{}"))
+    http_server.answer("/api/deploy/init", Answer(202, PROMISE))
     http_api_environment(http_server)
     coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
     runner = run_in_background(coordination)

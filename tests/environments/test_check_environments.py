@@ -7,9 +7,9 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from environments.apps import HEALTH_SCHEDULE_NAME
 from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import Health, HealthChange, RemoteEnvironment, SettingsBlock
+from environments.services import HEALTH_SCHEDULE_NAME
 from environments.tasks import check_environments_health
 from tests.support.http import Answer
 from tests.support.ports import free_port

@@ -22,6 +22,9 @@ from tests.support.http import Answer, finishes, silent_server
 TOKEN = "agent-token-5d1e-never-in-messages"
 CALLBACK = "http://127.0.0.1:9/api/deployment/callback/tok-abc/"
 
+# An acceptance that promises a callback, as our agent's does.
+PROMISE = '{"accepted": true, "callback": true}'
+
 
 class Reporter:
     def __init__(self, callback: dict | None = None, callback_after: float = 0.0):
@@ -233,7 +236,7 @@ def test_connection_refused_is_a_retryable_connection_failure():
 
 
 def test_202_waits_for_the_callback_and_takes_its_result(http_server):
-    http_server.answer("/api/deploy/init", Answer(202, '{"accepted": true}'))
+    http_server.answer("/api/deploy/init", Answer(202, PROMISE))
     reporter = Reporter(callback={"success": True, "exit_code": 0, "output": "from the agent"})
 
     outcome = deliver(api_target(http_server), context(), defaults(), reporter)
@@ -245,7 +248,7 @@ def test_202_waits_for_the_callback_and_takes_its_result(http_server):
 
 
 def test_202_without_a_callback_before_the_timeout_fails_with_reason_timeout(http_server):
-    http_server.answer("/api/deploy/init", Answer(202, "{}"))
+    http_server.answer("/api/deploy/init", Answer(202, PROMISE))
 
     outcome = deliver(api_target(http_server, timeout=1), context(deadline=time.time() + 1), defaults(), Reporter())
 
@@ -306,7 +309,7 @@ def test_a_retry_to_the_real_agent_busy_with_another_run_fails_as_busy(tmp_path)
 
 def test_without_a_callback_url_the_run_ends_when_the_health_check_turns_healthy(http_server, monkeypatch):
     monkeypatch.setattr("environments.connectors.http.HEALTH_POLL_SECONDS", 0.2)
-    http_server.answer("/api/deploy/init", Answer(202, "{}"))
+    http_server.answer("/api/deploy/init", Answer(202, PROMISE))
     http_server.answer("/health", 503, 503, 200)
     target = api_target(http_server, health_check_url=http_server.url("/health"))
 
@@ -321,7 +324,7 @@ def test_without_a_callback_url_a_health_url_redirecting_to_a_login_page_never_c
     http_server, monkeypatch
 ):
     monkeypatch.setattr("environments.connectors.http.HEALTH_POLL_SECONDS", 0.2)
-    http_server.answer("/api/deploy/init", Answer(202, "{}"))
+    http_server.answer("/api/deploy/init", Answer(202, PROMISE))
     http_server.answer("/health", Answer(302, headers={"Location": http_server.url("/login")}))
     http_server.answer("/login", Answer(200, "<html>sign in</html>", headers={"Content-Type": "text/html"}))
     target = api_target(http_server, timeout=1, health_check_url=http_server.url("/health"))

@@ -30,6 +30,8 @@ class Command(BaseCommand):
                 self.stderr.write(f"error: {error}")
             raise CommandError(f"{path}: {len(exc.errors)} error(s); nothing was changed", returncode=2) from None
 
+        for mapped in plan.mapped:
+            self.stdout.write(f"mapped {mapped}")
         for warning in plan.warnings:
             self.stderr.write(f"warning: {warning}")
         prefix = "would " if dry_run else ""
