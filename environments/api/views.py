@@ -170,6 +170,9 @@ _IMPORT_RESULT = inline_serializer(
         "unchanged": _IDS,
         "deleted": _IDS,
         "warnings": serializers.ListField(child=serializers.CharField()),
+        "mapped": serializers.ListField(
+            child=serializers.CharField(), help_text="The original format's names moved to today's."
+        ),
     },
 )
 
@@ -230,4 +233,4 @@ class ConfigView(APIView):
                 ("deleted", plan.delete),
             )
         }
-        return Response({"dry_run": dry_run, **body, "warnings": plan.warnings})
+        return Response({"dry_run": dry_run, **body, "warnings": plan.warnings, "mapped": plan.mapped})

@@ -34,6 +34,7 @@ def test_import_applies_the_file_and_its_settings(admin_client_api, db):
         "unchanged": [],
         "deleted": ["old_env"],
         "warnings": ["environments[0] (mac_local_001).color: unknown field, ignored"],
+        "mapped": [],
     }
     environment = RemoteEnvironment.objects.get()
     assert (environment.environment_id, environment.timeout, environment.password) == (
