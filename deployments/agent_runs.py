@@ -24,7 +24,7 @@ from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from deployments.models import COORDINATION_TERMINAL, TARGET_TERMINAL, CoordinationTarget, Stage, TargetStatus as T
-from deployments.runner.output import keep_tail
+from deployments.output_tail import keep_tail
 from deployments.transitions import note, transition
 from environments import agent_tokens, bounds
 from environments.connectors import DeploymentContext, Target

@@ -1,15 +1,9 @@
 """Script output as it arrives: kept in memory between batches, written with the batch it
 arrived in (so a crash loses none of it), the last DEPLOYMENT_OUTPUT_TAIL_BYTES kept."""
 
-from django.conf import settings
 
 from deployments.models import CoordinationTarget
-
-
-def keep_tail(tail: str, received: str) -> str:
-    """The output kept after `received` arrives: the last DEPLOYMENT_OUTPUT_TAIL_BYTES."""
-    limit = settings.DEPLOYMENT_OUTPUT_TAIL_BYTES
-    return (tail + received).encode("utf-8")[-limit:].decode("utf-8", errors="ignore")
+from deployments.output_tail import keep_tail
 
 
 class OutputBook:
