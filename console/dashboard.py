@@ -14,6 +14,7 @@ from accounts.admin_roles import can_operate
 from console.presenters import (
     HEALTH_TONE,
     TARGET_TONE,
+    agent_presence,
     coordination_url,
     format_duration,
     progress_summary,
@@ -70,6 +71,7 @@ def _environment_tiles(environments) -> list[dict]:
                 "tone": HEALTH_TONE.get(environment.last_health, "waiting"),
                 "last_target": target,
                 "last_tone": TARGET_TONE[target.status] if target else "",
+                "agent": agent_presence(environment),  # polling environments only; from the row itself
             }
         )
     return tiles

@@ -8,7 +8,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from deployments.models import Coordination, CoordinationStatus, TargetStatus
-from environments.models import Health
+from environments.connectors.polling import ONLINE_INTERVALS, is_online, last_seen
+from environments.models import ConnectionMethod, Health
 from environments.rollout import APPROVAL, QUEUE, REJECT, SUPERSEDE
 
 COORDINATION_TONE = {
@@ -49,6 +50,33 @@ def target_badge(status: str, reason: str = ""):
 
 def health_badge(health: str, title: str = ""):
     return _badge(HEALTH_TONE.get(health, "waiting"), Health(health).label, health, title)
+
+
+def agent_presence(environment) -> dict | None:
+    """A polling environment's agent as the admin and the dashboard show it: online when
+    seen within 3 × its poll interval, and "agent last seen N s ago"; None for the other
+    connection methods. Reads only columns of the environment row."""
+    if environment.connection_method != ConnectionMethod.POLLING:
+        return None
+    online = is_online(environment.agent_seen_at, environment.poll_interval)
+    return {
+        "online": online,
+        "tone": "good" if online else "bad",
+        "label": "online" if online else "offline",
+        "last_seen": last_seen(environment.agent_seen_at),
+        "limit": ONLINE_INTERVALS * environment.poll_interval,
+    }
+
+
+def agent_badge(environment):
+    """'online · agent last seen 3 s ago' with a badge; '–' for other connection methods."""
+    presence = agent_presence(environment)
+    if presence is None:
+        return "–"
+    title = f"online: seen within {presence['limit']} s ({ONLINE_INTERVALS} × its poll interval)"
+    return format_html(
+        "{} {}", _badge(presence["tone"], presence["label"], presence["label"], title), presence["last_seen"]
+    )
 
 
 def format_duration(seconds: float | None) -> str:

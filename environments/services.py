@@ -245,6 +245,19 @@ def environment_pin_host_key(*, environment: RemoteEnvironment, key: str, user) 
     return environment_save(environment=environment, user=user)
 
 
+def environment_set_agent_token(*, environment: RemoteEnvironment, token: str) -> RemoteEnvironment:
+    """Replace the polling agent's token (with "" clear it). Only its hash is stored, so the
+    previous token stops being accepted at once (an agent still using it gets 401). Raises
+    ValidationError (field `agent_token`, never quoting the value) having changed nothing."""
+    stored = environment.agent_token_hash
+    environment.agent_token = token
+    errors = environment._agent_token_errors()  # the model's rule: the token's shape, one environment each
+    if errors:
+        environment.agent_token_hash = stored
+        raise ValidationError({name: [problem] for name, problem in errors.items()})
+    return environment_save(environment=environment)
+
+
 def environments_delete(*, environments: list[RemoteEnvironment]) -> int:
     """Delete environments. Past coordinations keep their outcomes (the targets keep the
     environment's id); their health history goes with them."""

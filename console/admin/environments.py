@@ -11,7 +11,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from accounts.admin_roles import RoleAdmin, can_operate
-from console.presenters import health_badge, target_badge
+from console.presenters import agent_badge, agent_presence, health_badge, target_badge
 from console.views import environments as views
 from deployments.selectors import (
     environment_check_results,
@@ -19,9 +19,18 @@ from deployments.selectors import (
     environment_recent_targets,
     environments_with_last_outcome_columns,
 )
+from environments.agent_tokens import MAX_CHARS as AGENT_TOKEN_MAX_CHARS, MIN_CHARS as AGENT_TOKEN_MIN_CHARS
 from environments.config import masked_blocks, settings_block_problems
 from environments.connectors.ssh import fingerprint, parse_host_key
-from environments.models import RETARGETING_HELP, SECRET_FIELDS, RemoteEnvironment, SettingsBlock
+from environments.models import (
+    AGENT_TOKEN,
+    RETARGETING_HELP,
+    SECRET_FIELDS,
+    WRITE_ONLY_FIELDS,
+    ConnectionMethod,
+    RemoteEnvironment,
+    SettingsBlock,
+)
 from environments.selectors import environments_tagged, tags_in_use
 from environments.services import (
     environment_save,
@@ -43,13 +52,28 @@ class TagListFormField(forms.CharField):
         return split_tags(super().to_python(value))
 
 
+AGENT_TOKEN_HELP = (
+    f"Polling agents: {AGENT_TOKEN_MIN_CHARS}-{AGENT_TOKEN_MAX_CHARS} visible ASCII characters, each environment its "
+    "own; only its hash is stored. Simpler: save, then “Generate agent token” at the top of the page."
+)
+# Which connection method uses which address field: a polling agent connects out, so it needs none.
+CONNECTION_HELP = (
+    "SSH: host, port, username, ssh_key_path (or a password), host_key. HTTP API: api_endpoint, or host and port. "
+    "Webhook: webhook_url, or host and port. Polling agent: none of these (the agent connects out to the "
+    "platform), only poll_interval and an agent token."
+)
+ADDRESS_HELP = "Not needed for a polling agent: it connects out to the platform."
+
+
 class RemoteEnvironmentForm(forms.ModelForm):
     """Secrets are write-only: the form never renders a stored value, and leaving the
-    box empty keeps what is stored."""
+    box empty keeps what is stored. The agent token goes through the model
+    (`environment.agent_token = ...`), which keeps only its hash and reports a bad one."""
 
     password = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), strip=False)
     api_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), strip=False)
     webhook_secret = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), strip=False)
+    agent_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), strip=False)
     tags = TagListFormField(
         required=False,
         widget=forms.TextInput(attrs={"size": 60, "placeholder": "mac, team-a"}),
@@ -58,7 +82,7 @@ class RemoteEnvironmentForm(forms.ModelForm):
     )
     clear_secrets = forms.MultipleChoiceField(
         required=False,
-        choices=[(name, name) for name in SECRET_FIELDS],
+        choices=[(name, name) for name in WRITE_ONLY_FIELDS],
         widget=forms.CheckboxSelectMultiple,
         help_text="Tick to remove a stored secret.",
     )
@@ -82,6 +106,7 @@ class RemoteEnvironmentForm(forms.ModelForm):
             "password",
             "api_token",
             "webhook_secret",
+            "poll_interval",
             "init_script_path",
             "working_directory",
             "timeout",
@@ -94,6 +119,21 @@ class RemoteEnvironmentForm(forms.ModelForm):
             stored = bool(self.instance.pk and getattr(self.instance, name))
             kept = "Stored: set. Leave empty to keep it. " if stored else "Stored: not set. "
             self.fields[name].help_text = kept + RETARGETING_HELP
+        if self.instance.pk and self.instance.agent_token_hash:
+            kept = "Stored: set. Leave empty to keep it; a new one replaces it (an agent with the old one is refused). "
+        else:
+            kept = "Stored: not set. "
+        self.fields[AGENT_TOKEN].help_text = kept + AGENT_TOKEN_HELP
+        for name in ("host", "port"):
+            if name in self.fields:  # a VIEWER's form has none
+                self.fields[name].help_text = ADDRESS_HELP
+        if "poll_interval" in self.fields:
+            # Only polling agents use it: a form posted without it keeps the stored value.
+            self.fields["poll_interval"].required = False
+
+    def clean_poll_interval(self):
+        value = self.cleaned_data.get("poll_interval")
+        return self.instance.poll_interval if value is None else value
 
     def _post_clean(self):
         # Put the kept secrets back before the model's own validation sees the instance;
@@ -105,6 +145,11 @@ class RemoteEnvironmentForm(forms.ModelForm):
                 self.cleaned_data[name] = getattr(stored, name)
             elif name in self.cleaned_data:
                 self.instance.give_secret(name, self.cleaned_data[name])
+        # The model checks it (clean(), under `agent_token`) and keeps only its hash.
+        if self.cleaned_data.get(AGENT_TOKEN):
+            self.instance.agent_token = self.cleaned_data[AGENT_TOKEN]
+        elif AGENT_TOKEN in cleared:
+            self.instance.agent_token = ""
         super()._post_clean()
 
 
@@ -148,6 +193,7 @@ class RemoteEnvironmentAdmin(RoleAdmin):
         "enabled",
         "tags_shown",
         "health",
+        "agent",
         "last_deployment",
     )
     list_filter = ("enabled", TagListFilter, "connection_method", "environment_type", "last_health")
@@ -162,6 +208,7 @@ class RemoteEnvironmentAdmin(RoleAdmin):
         "password_status",
         "api_token_status",
         "webhook_secret_status",
+        "agent_status",
     )
     _first = (
         None,
@@ -169,14 +216,29 @@ class RemoteEnvironmentAdmin(RoleAdmin):
     )
     _connection = (
         "Connection",
-        {"fields": ("host", "port", "username", "ssh_key_path", "host_key", "api_endpoint", "webhook_url")},
+        {
+            "fields": (
+                "host",
+                "port",
+                "username",
+                "ssh_key_path",
+                "host_key",
+                "api_endpoint",
+                "webhook_url",
+                "poll_interval",
+            ),
+            "description": CONNECTION_HELP,
+        },
     )
     _script = ("Init script", {"fields": ("init_script_path", "working_directory", "timeout", "health_check_url")})
     _health = ("Health", {"fields": ("health", "last_health_at", "last_health_detail", "created_at", "updated_at")})
     fieldsets = (
         _first,
         _connection,
-        ("Secrets", {"fields": ("password", "api_token", "webhook_secret", "clear_secrets")}),
+        (
+            "Secrets",
+            {"fields": ("password", "api_token", "webhook_secret", "agent_token", "agent_status", "clear_secrets")},
+        ),
         _script,
         _health,
     )
@@ -185,7 +247,7 @@ class RemoteEnvironmentAdmin(RoleAdmin):
     viewer_fieldsets = (
         _first,
         _connection,
-        ("Secrets", {"fields": ("password_status", "api_token_status", "webhook_secret_status")}),
+        ("Secrets", {"fields": ("password_status", "api_token_status", "webhook_secret_status", "agent_status")}),
         _script,
         _health,
     )
@@ -219,6 +281,11 @@ class RemoteEnvironmentAdmin(RoleAdmin):
             path(
                 "<int:pk>/approve-host-key/", wrap(views.approve_host_key_view), name=f"{name}_approve_host_key"
             ),
+            path(
+                "<int:pk>/generate-agent-token/",
+                wrap(views.generate_agent_token_view),
+                name=f"{name}_generate_agent_token",
+            ),
             *super().get_urls(),
         ]
 
@@ -240,6 +307,8 @@ class RemoteEnvironmentAdmin(RoleAdmin):
             "pinned_fingerprint": _key_fingerprint(environment.host_key) if environment.host_key else "",
             "recent_targets": environment_recent_targets(environment=environment),
             "latest_check": _latest_check(environment, results),
+            "agent": agent_presence(environment),
+            "polling": environment.connection_method == ConnectionMethod.POLLING,
         }
 
     # --- writes: each calls a service -------------------------------------------------------
@@ -271,6 +340,10 @@ class RemoteEnvironmentAdmin(RoleAdmin):
             title = f"{obj.last_health_at:%Y-%m-%d %H:%M:%S} UTC: {title}"
         return health_badge(obj.last_health, title)
 
+    @admin.display(description="agent")
+    def agent(self, obj):
+        return agent_badge(obj)
+
     @admin.display(description="last deployment")
     def last_deployment(self, obj):
         status = getattr(obj, "last_status", None)
@@ -297,6 +370,14 @@ class RemoteEnvironmentAdmin(RoleAdmin):
     @admin.display(description="webhook secret")
     def webhook_secret_status(self, obj):
         return self._secret_status(obj, "webhook_secret")
+
+    @admin.display(description="agent")
+    def agent_status(self, obj):
+        token = "token set" if obj is not None and obj.agent_token_hash else "token not set"
+        presence = agent_presence(obj) if obj is not None else None
+        if presence is None:
+            return f"{token} (used when the connection method is “Polling agent”)"
+        return format_html("{} · {} {}", token, agent_badge(obj), f"(online: seen within {presence['limit']} s)")
 
     # --- actions --------------------------------------------------------------------------
 
@@ -329,7 +410,8 @@ class RemoteEnvironmentAdmin(RoleAdmin):
         self.message_user(
             request,
             f"Queued a connectivity preflight of {count} environment{'s' if count != 1 else ''} (connect, verify the "
-            "host key, authenticate; nothing runs on them): the results show on the dashboard and on each "
+            "host key, authenticate; nothing runs on them; a polling agent passes when seen within 3 × its poll "
+            "interval): the results show on the dashboard and on each "
             "environment's page within seconds.",
             messages.SUCCESS,
         )

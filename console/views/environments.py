@@ -1,10 +1,12 @@
 """The environment admin's own pages: import a `remote_environments.json` (a preview of
-what would change, then the same all-or-nothing import as the command), export, and
-approve an offered SSH host key. Each write calls one service after checking the role."""
+what would change, then the same all-or-nothing import as the command), export, approve
+an offered SSH host key, and generate a polling agent's token (shown once). Each write
+calls one service after checking the role."""
 
 import hashlib
 import json
 import secrets
+import shlex
 
 from django import forms
 from django.contrib import messages
@@ -15,16 +17,19 @@ from django.db import transaction
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
+from django.utils.cache import patch_cache_control
 from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.admin_roles import require_operator, require_viewer
 from deployments.selectors import environment_host_key_offer
+from environments.agent_tokens import new_token
 from environments.config import (
     ENVIRONMENT_FIELDS,
     MAX_CONFIG_FILE_BYTES,
     MAX_CONFIG_FILE_LABEL,
+    STORED_AS,
     ConfigError,
     ConfigFileError,
     ImportPlan,
@@ -33,8 +38,8 @@ from environments.config import (
 )
 from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.fields import SecretDecryptionError, decrypt, encrypt
-from environments.models import SECRET_FIELDS, RemoteEnvironment
-from environments.services import environment_pin_host_key, environments_import
+from environments.models import SECRET_FIELDS, WRITE_ONLY_FIELDS, RemoteEnvironment
+from environments.services import environment_pin_host_key, environment_set_agent_token, environments_import
 
 # How long a preview may be applied after it was shown.
 PREVIEW_MAX_AGE_SECONDS = 3600
@@ -90,10 +95,11 @@ def _forget(payload: str) -> None:
 def _changed_fields(current: RemoteEnvironment, planned: RemoteEnvironment) -> list[str]:
     changes = []
     for name in ENVIRONMENT_FIELDS:
-        before, after = getattr(current, name), getattr(planned, name)
+        stored = STORED_AS.get(name, name)  # an agent token changes its hash
+        before, after = getattr(current, stored), getattr(planned, stored)
         if before == after:
             continue
-        if name in SECRET_FIELDS:
+        if name in WRITE_ONLY_FIELDS:
             changes.append(f"{name}: {'set' if after else 'cleared'}")
         elif name == "host_key":
             changes.append(f"host_key: {_key_label(before)} → {_key_label(after)}")
@@ -243,3 +249,59 @@ def approve_host_key_view(request, pk: int, *, model_admin):
         ),
     )
     return HttpResponseRedirect(change_url)
+
+
+# Where the agent reads its token from, in the command line the token page shows.
+AGENT_TOKEN_FILE = "agent-token.txt"  # noqa: S105 (a file name)
+
+
+def agent_command(request, environment: RemoteEnvironment) -> str:
+    """The agent's command line for this environment, polling the platform this request came to."""
+    platform = request.build_absolute_uri(get_script_prefix()).rstrip("/")
+    return shlex.join(
+        [
+            "python3",
+            "agent/powerautomation_agent.py",
+            "--poll",
+            platform,
+            "--environment-id",
+            environment.environment_id,
+            "--token-file",
+            AGENT_TOKEN_FILE,
+            "--script",
+            environment.init_script_path or "./init_aicore.sh",
+        ]
+    )
+
+
+@require_POST
+def generate_agent_token_view(request, pk: int, *, model_admin):
+    """Replace the environment's agent token with a new random one and show it this once.
+
+    The platform keeps only its hash, so this page is the only place the token ever
+    appears: it is rendered here (not put in a message, which may be kept in a cookie),
+    never cached, and the admin log records that it changed, not what it is."""
+    require_operator(request)
+    environment = get_object_or_404(RemoteEnvironment.objects.defer(*SECRET_FIELDS), pk=pk)
+    token = new_token()
+    try:
+        environment_set_agent_token(environment=environment, token=token)
+    except ValidationError as exc:
+        messages.error(request, "; ".join(exc.messages))
+        return HttpResponseRedirect(reverse("admin:environments_remoteenvironment_changelist"))
+    model_admin.log_change(request, environment, "Generated a new agent token; the previous one is no longer accepted.")
+    response = TemplateResponse(
+        request,
+        "admin/environments/remoteenvironment/agent_token.html",
+        {
+            **model_admin.admin_site.each_context(request),
+            "opts": model_admin.opts,
+            "title": f"Agent token for {environment.environment_id}",
+            "original": environment,
+            "token": token,
+            "token_file": AGENT_TOKEN_FILE,
+            "command": agent_command(request, environment),
+        },
+    )
+    patch_cache_control(response, no_store=True)
+    return response

@@ -46,7 +46,8 @@ class PollingConnector:
     def check(self, target: Target, context: DeploymentContext) -> str:
         if not target.agent_token_hash:
             raise ConnectorError(
-                "no agent token is set: generate one in the admin (or give agent_token) and start the agent with it",
+                f"no agent token is set, {last_seen(target.agent_seen_at)}: generate one in the admin (or give "
+                "agent_token) and start the agent with it",
                 reason="agent_token_missing",
                 permanent=True,
             )

@@ -7,12 +7,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from accounts.roles import ADMIN, VIEWER
 from deployments.models import Coordination, CoordinationStatus as C, TargetStatus as T
+from environments.agent_tokens import new_token, token_hash
 from environments.connectors.ssh import fingerprint, parse_host_key
+from environments.models import RemoteEnvironment
 from tests.factories import PASSWORD, make_coordination, make_environment, make_staff
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -439,3 +442,42 @@ def test_an_admin_approves_from_the_live_dashboard_and_comes_back_to_it(browser,
     assert f"Approved {coordination.coordination_id}" in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
     coordination.refresh_from_db()
     assert (coordination.status, coordination.approved_by.username) == (C.LOCAL_DEPLOYING, "operator")
+
+
+def agent_poll(base_url: str, token: str, environment_id: str) -> requests.Response:
+    return requests.post(
+        f"{base_url}/api/agent/poll",
+        json={"environment_id": environment_id},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+
+
+def test_an_admin_generates_an_agent_token_shown_once_that_the_agent_then_polls_with(browser, web_server):
+    old = new_token()
+    environment = make_environment(
+        "mac_laptop_001", connection_method="polling", host="", username="", ssh_key_path="", agent_token=old
+    )
+    make_staff("operator", ADMIN)
+    sign_in(browser, web_server, "operator")
+    browser.get(f"{web_server}/admin/environments/remoteenvironment/{environment.pk}/change/")
+    assert "agent never seen" in browser.find_element(By.CSS_SELECTOR, "[data-pa-agent]").text
+    browser.shot("polling-environment")
+
+    browser.find_element(By.CSS_SELECTOR, "[data-pa-generate-agent-token]").click()
+
+    field = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-pa-agent-token]"), "the token page")[0]
+    token = field.get_attribute("value")
+    command = browser.find_element(By.CSS_SELECTOR, "[data-pa-agent-command]").text
+    browser.shot("token-shown-once")
+    assert token.startswith("pa_agent_")
+    assert RemoteEnvironment.objects.get(pk=environment.pk).agent_token_hash == token_hash(token)
+    assert f"--poll {web_server} --environment-id mac_laptop_001 --token-file agent-token.txt" in command
+    # The token works against the platform's web process; the one it replaced no longer does.
+    answer = agent_poll(web_server, token, "mac_laptop_001")
+    assert answer.status_code == 200 and answer.json()["run"] is None, answer.text
+    assert agent_poll(web_server, old, "mac_laptop_001").status_code == 401
+    # Back on the environment's page: its agent was seen, and the token is not shown again.
+    browser.find_element(By.LINK_TEXT, "Back to mac_laptop_001").click()
+    wait_for(browser, lambda d: "agent last seen" in d.find_element(By.CSS_SELECTOR, "[data-pa-agent]").text, "seen")
+    assert token not in browser.page_source

@@ -2,11 +2,15 @@
 schedule that runs them."""
 
 import json
+import re
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
+from environments.agent_tokens import new_token
 from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import Health, HealthChange, RemoteEnvironment, SettingsBlock
 from environments.services import HEALTH_SCHEDULE_NAME
@@ -171,6 +175,55 @@ def test_connectivity_preflight_checks_http_endpoints_answer(http_server):
     assert "✅ agent_up: " in out and "answers (HTTP 405)" in out
     assert "❌ agent_down: connection_failed: " in out
     assert all(request.method == "GET" for request in http_server.requests)
+
+
+def polling_environment(environment_id, *, seen_seconds_ago=None, token="", poll_interval=5):
+    seen_at = None if seen_seconds_ago is None else timezone.now() - timedelta(seconds=seen_seconds_ago)
+    return RemoteEnvironment.objects.create(
+        environment_id=environment_id,
+        environment_type="mac_local",
+        connection_method="polling",
+        poll_interval=poll_interval,
+        agent_token=token or new_token(),
+        agent_seen_at=seen_at,
+    )
+
+
+def test_a_polling_preflight_passes_when_its_agent_was_seen_within_three_intervals():
+    polling_environment("laptop", seen_seconds_ago=20, poll_interval=10)  # 3 × 10 s
+
+    code, out = check("--connectivity")
+
+    assert code == 0
+    assert re.fullmatch(r"✅ laptop: agent last seen 2\d s ago\n", out)
+
+
+@pytest.mark.parametrize(
+    ("seen_seconds_ago", "seen"),
+    [(200, r"agent last seen 2\d\d s ago"), (None, "agent never seen")],
+    ids=["seen_long_ago", "never_seen"],
+)
+def test_a_polling_preflight_fails_when_its_agent_was_not_seen_within_three_intervals(seen_seconds_ago, seen):
+    polling_environment("laptop", seen_seconds_ago=seen_seconds_ago, poll_interval=5)
+    polling_environment("desk", seen_seconds_ago=1, poll_interval=5)
+
+    code, out = check("--connectivity", "--json")
+
+    assert code == 1
+    reports = {report["environment_id"]: report for report in json.loads(out)}
+    assert reports["desk"]["ok"] is True
+    assert reports["laptop"]["ok"] is False
+    assert re.fullmatch(rf"agent_offline: {seen} \(online: seen within 15 s, .*\)", reports["laptop"]["detail"])
+
+
+def test_a_polling_preflight_without_an_agent_token_fails_saying_so():
+    environment = polling_environment("laptop", seen_seconds_ago=1)
+    RemoteEnvironment.objects.filter(pk=environment.pk).update(agent_token_hash="")
+
+    code, out = check("--connectivity", "--environments", "laptop")
+
+    assert code == 1
+    assert out.startswith("❌ laptop: agent_token_missing: no agent token is set, agent last seen ")
 
 
 def test_unknown_environment_ids_exit_2():

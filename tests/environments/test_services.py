@@ -9,12 +9,14 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection
 from django.db.models.signals import pre_save
 
+from environments.agent_tokens import new_token, token_hash
 from environments.models import Health, RemoteEnvironment, SettingsBlock
 from environments.services import (
     environment_pin_host_key,
     environment_prepare,
     environment_record_health,
     environment_save,
+    environment_set_agent_token,
     environments_import,
 )
 
@@ -259,3 +261,34 @@ def test_an_import_whose_write_fails_half_way_writes_nothing_settings_blocks_inc
         environments_import(data=data)
 
     assert stored_state() == before
+
+
+def test_setting_an_agent_token_stores_only_its_hash_and_keeps_what_others_wrote(environment):
+    token = new_token()
+    loaded = RemoteEnvironment.objects.get(pk=environment.pk)
+    record_a_health_result(environment)
+
+    environment_set_agent_token(environment=loaded, token=token)
+
+    row = RemoteEnvironment.objects.filter(pk=environment.pk).values().get()
+    assert row["agent_token_hash"] == token_hash(token) and token not in str(row)
+    assert row["last_health"] == Health.HEALTHY
+
+
+@pytest.mark.parametrize("taken", [False, True], ids=["too_short", "another_environments"])
+def test_a_refused_agent_token_names_the_field_never_the_value_and_changes_nothing(environment, taken):
+    token = new_token() if taken else "short"
+    if taken:
+        RemoteEnvironment.objects.create(
+            environment_id="other", environment_type="docker", connection_method="polling", agent_token=token
+        )
+    before = new_token()
+    environment_set_agent_token(environment=environment, token=before)
+
+    with pytest.raises(ValidationError) as refused:
+        environment_set_agent_token(environment=environment, token=token)
+
+    assert list(refused.value.message_dict) == ["agent_token"]
+    assert token not in str(refused.value)
+    assert environment.agent_token_hash == token_hash(before)
+    assert RemoteEnvironment.objects.get(pk=environment.pk).agent_token_hash == token_hash(before)

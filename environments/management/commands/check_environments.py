@@ -11,7 +11,8 @@ class Command(BaseCommand):
     help = (
         "Health-check environments now (GET health_check_url), or with --connectivity run a preflight that "
         "runs nothing: SSH connects, verifies the host key and authenticates; http_api and webhook check that "
-        "the endpoint answers. Exit 1 when any check fails."
+        "the endpoint answers; a polling agent passes when it asked for work within 3 × its poll_interval ('agent "
+        "last seen N s ago'). Exit 1 when any check fails."
     )
 
     def add_arguments(self, parser):
