@@ -141,11 +141,18 @@ class SimulatedFleet:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="fleet", daemon=True)
         self.stop_event: asyncio.Event | None = None
+        self.tasks: list[asyncio.Task] = []
 
     async def _start(self) -> None:
         self.stop_event = asyncio.Event()
-        for agent in self.agents:
-            self.loop.create_task(agent.run(self.stop_event))
+        self.tasks = [self.loop.create_task(agent.run(self.stop_event)) for agent in self.agents]
+
+    async def _stop(self) -> None:
+        assert self.stop_event is not None
+        self.stop_event.set()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def __enter__(self) -> "SimulatedFleet":
         self.thread.start()
@@ -153,9 +160,7 @@ class SimulatedFleet:
         return self
 
     def __exit__(self, *exc) -> None:
-        assert self.stop_event is not None
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        time.sleep(1)
+        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(timeout=REQUEST_TIMEOUT)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=REQUEST_TIMEOUT)
 
