@@ -11,6 +11,7 @@ import pytest
 from deployments.models import Coordination, CoordinationStatus as C, StageEvent, TargetStatus as T, TriggerSource
 from deployments.services import coordination_start
 from environments.models import SettingsBlock
+from tests.support.leases import wait_for_leases_to_expire
 from tests.support.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -130,6 +131,7 @@ def test_kill_9_of_the_cluster_mid_run_is_recovered_by_a_new_cluster(remote, hal
     os.killpg(first.process.pid, signal.SIGKILL)
     first.process.wait(timeout=10)
     killed_at = time.monotonic()
+    wait_for_leases_to_expire()
     start_qcluster(**FAST_RECOVERY)
 
     wait_until(lambda: Coordination.objects.get(pk=coordination.pk).is_terminal, 60, "the coordination to end")
@@ -228,6 +230,7 @@ def test_kill_9_mid_run_over_fifty_environments_on_postgres_and_redis(remote, ma
     os.killpg(first.process.pid, signal.SIGKILL)
     first.process.wait(timeout=10)
     killed_at = time.monotonic()
+    wait_for_leases_to_expire()
     start_qcluster(**FAST_RECOVERY)
 
     wait_until(lambda: Coordination.objects.get(pk=coordination.pk).is_terminal, 90, "the coordination to end")

@@ -14,18 +14,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from django.utils import timezone
 
 from deployments.models import (
     Coordination,
     CoordinationStatus as C,
     CoordinationTarget,
-    RunLease,
     TargetStatus as T,
 )
 from environments.agent_tokens import new_token
 from environments.models import RemoteEnvironment, SettingsBlock
 from tests.support.agent import Agent
+from tests.support.leases import wait_for_leases_to_expire
 from tests.support.processes import ROOT, manage, stop_process, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -193,7 +192,7 @@ def test_a_worker_killed_mid_run_changes_nothing_for_a_polling_run(platform, sta
     wait_until(status_is("laptop_001", T.SUCCEEDED), WAIT, "the agent's result recorded")
 
     # The dead worker's lease runs out; a new worker's start-up reaper then takes the rest.
-    wait_until(lambda: not RunLease.objects.filter(expires_at__gt=timezone.now()).exists(), WAIT, "lease expired")
+    wait_for_leases_to_expire()
     replacement = start_qcluster(DEPLOYMENT_LEASE_SECONDS="3")
     wait_until(
         lambda: Coordination.objects.filter(status=C.COMPLETED).exists(),

@@ -22,6 +22,7 @@ from deployments.models import (
 )
 from deployments.services import EnvironmentsBusy, coordination_approve, coordination_cancel, coordination_start
 from environments.models import SettingsBlock
+from tests.support.leases import wait_for_leases_to_expire
 from tests.support.passes import sqlite_pass_only
 from tests.support.processes import wait_until
 
@@ -238,6 +239,7 @@ def test_kill_9_mid_wave_never_runs_the_next_wave_early_nor_a_script_twice(
     wait_until(second_wave_running, 60, "the second wave to run")
     os.killpg(first.process.pid, signal.SIGKILL)
     first.process.wait(timeout=10)
+    wait_for_leases_to_expire()
     start_qcluster(**FAST_RECOVERY)
     coordination = ended(coordination)
 
@@ -384,11 +386,11 @@ def test_supersede_hangs_up_the_older_run_and_runs_the_newer_after_it(remote, ma
 def test_a_rollout_longer_than_one_task_goes_on_in_fresh_tasks_between_waves(
     remote, make_ssh_environment, start_qcluster
 ):
-    # Q_TIMEOUT 120 leaves each task 60 s; four waves of an 18 s script take longer than
-    # that. A wave whose environment timeout (40 s) does not fit in what is left opens in
-    # a fresh task instead of being cut off by the task's deadline.
+    # Q_TIMEOUT 120 leaves each task 60 s; three waves of an 18 s script take nearly that.
+    # A wave whose environment timeout (40 s) does not fit in what is left (the third, at
+    # the latest) opens in a fresh task instead of being cut off by the task's deadline.
     rollout_defaults(batch_size=1)
-    for n in range(4):
+    for n in range(3):
         make_ssh_environment(f"env_{n}", script(remote, "slow.sh", 18), timeout=40)
     coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
     cluster = start_qcluster(Q_TIMEOUT="120")
@@ -396,7 +398,7 @@ def test_a_rollout_longer_than_one_task_goes_on_in_fresh_tasks_between_waves(
     coordination = ended(coordination, timeout=180)
 
     assert coordination.status == C.COMPLETED, (coordination.error, cluster.output()[-3000:])
-    assert sorted(times(remote, "end")) == [f"env_{n}" for n in range(4)]
+    assert sorted(times(remote, "end")) == [f"env_{n}" for n in range(3)]
     handed = StageEvent.objects.filter(coordination=coordination, message__startswith="🔁 handed to a fresh worker")
     assert handed.count() >= 1
     assert "the next wave" in handed.first().message
