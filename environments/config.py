@@ -129,6 +129,8 @@ ORIGINAL_NAMES = {
     ("notification_settings", "slack_webhook"): ("notification_settings", "notification_webhook"),
 }
 ORIGINAL_BLOCKS = ("global_settings",)
+# The original's RemoteEnvironmentType values that are spelled differently here.
+ORIGINAL_ENVIRONMENT_TYPES = {"docker_container": "docker"}
 
 
 def translate_original_names(data: dict, errors: list[str], mapped: list[str], warnings: list[str]) -> dict:
@@ -492,6 +494,10 @@ def plan_import(data: Any, *, prune: bool = False) -> ImportPlan:
         if not isinstance(entry, dict):
             errors.append(f"{label}: must be an object")
             continue
+        original_type = entry.get("environment_type")
+        if isinstance(original_type, str) and original_type in ORIGINAL_ENVIRONMENT_TYPES:
+            entry = {**entry, "environment_type": ORIGINAL_ENVIRONMENT_TYPES[original_type]}
+            plan.mapped.append(f"{label}.environment_type {original_type} → {entry['environment_type']}")
         for key in entry:
             if key not in ENVIRONMENT_FIELDS:
                 plan.warnings.append(f"{label}.{key}: unknown field, ignored")

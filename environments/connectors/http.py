@@ -161,7 +161,11 @@ def promises_callback(response: Answer) -> bool:
         data = response.json()
     except ValueError:
         return False
-    return isinstance(data, dict) and data.get("callback") is True
+    # Our agents before "callback" existed said {"accepted": true} and do call back; the
+    # original receivers say {"received": true} and do not.
+    if not isinstance(data, dict):
+        return False
+    return data["callback"] is True if "callback" in data else data.get("accepted") is True
 
 
 def original_answer(response: Answer) -> dict | None:

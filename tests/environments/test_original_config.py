@@ -65,3 +65,9 @@ def test_bad_values_name_the_field_the_file_wrote_and_change_nothing(blocks, nam
 def test_the_same_value_under_both_names_is_fine():
     imported(global_settings={"retry_attempts": 2}, default_settings={"retry_count": 2})
     assert SettingsBlock.objects.get(name="default_settings").values == {"retry_count": 2}
+
+
+def test_the_originals_docker_container_type_is_docker_here():
+    plan = environments_import(data={"environments": [{**ENTRY, "environment_type": "docker_container"}]})
+    assert plan.create[0].environment_type == "docker"
+    assert "environments[0] (linux_001).environment_type docker_container → docker" in plan.mapped

@@ -106,3 +106,22 @@ def test_an_acceptance_that_promises_a_callback_is_waited_for(http_server):
 
     assert (outcome.status, outcome.exit_code) == (T.FAILED, 3)
     assert reporter.waited
+
+
+@pytest.mark.parametrize(
+    ("body", "waited"),
+    [
+        ('{"accepted": true}', True),  # our agents before "callback" existed: they call back
+        ('{"accepted": true, "callback": false}', False),
+        ('{"received": true}', False),
+        ("{}", False),
+        ("not json", False),
+    ],
+)
+def test_which_acceptances_promise_a_callback(http_server, body, waited):
+    http_server.answer("/api/deploy/init", Answer(202, body))
+    reporter = Reporter(callback={"success": True, "exit_code": 0, "output": ""})
+
+    deliver(api_target(http_server), context(), defaults(), reporter)
+
+    assert reporter.waited is waited
