@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from deployments.models import COORDINATION_TERMINAL, TARGET_TERMINAL, CoordinationTarget, Stage, TargetStatus as T
-from deployments.output_tail import keep_tail
+from deployments.script_output import OUTPUT_COLUMNS, environment_secrets, output_append
 from deployments.transitions import note, transition
 from environments import agent_tokens, bounds
 from environments.connectors import DeploymentContext, Target
@@ -181,11 +182,13 @@ class OffsetAhead(Exception):
         self.held = held
 
 
-def agent_run_output(target: CoordinationTarget, *, offset: int, text: str) -> int:
+def agent_run_output(target: CoordinationTarget, *, offset: int, text: str, agent_token: str = "") -> int:
     """Keep output the agent sent, each byte once: `offset` is how many bytes it had sent
     before `text`. A resent overlap is skipped; a gap raises OffsetAhead. Output after the
-    run ended (the script's last lines after a cancel) is kept too. Returns the bytes held."""
+    run ended (the script's last lines after a cancel) is kept too. Returns the bytes held.
+    `agent_token` (the request's) is masked in the output like the environment's secrets."""
     data = text.encode("utf-8")
+    secrets = environment_secrets(target.remote_environment, agent_token)
     while True:
         held = target.output_bytes
         if offset > held:
@@ -193,14 +196,19 @@ def agent_run_output(target: CoordinationTarget, *, offset: int, text: str) -> i
         skip = held - offset
         changes: dict = {"agent_seen_at": timezone.now()}
         if skip < len(data):
-            received = data[skip:].decode("utf-8", errors="replace")
-            changes.update(output_tail=keep_tail(target.output_tail, received), output_bytes=offset + len(data))
-        # Conditional on what was read: two requests at once each add their part once.
-        if CoordinationTarget.objects.filter(pk=target.pk, output_bytes=held).update(**changes):
-            for name, value in changes.items():
-                setattr(target, name, value)
-            return target.output_bytes
-        target.refresh_from_db(fields=["output_bytes", "output_tail", "status"])
+            changes["output_bytes"] = offset + len(data)
+        with transaction.atomic():
+            # Conditional on what was read: of two requests at once, each adds its part
+            # once, and the first holds the row until its output is appended.
+            if CoordinationTarget.objects.filter(pk=target.pk, output_bytes=held).update(**changes):
+                for name, value in changes.items():
+                    setattr(target, name, value)
+                if skip < len(data):
+                    received = data[skip:].decode("utf-8", errors="replace")
+                    appended = output_append(target, received, secrets=secrets)
+                    CoordinationTarget.objects.filter(pk=target.pk).update(**appended)
+                return target.output_bytes
+        target.refresh_from_db(fields=["output_bytes", *OUTPUT_COLUMNS, "status"])
 
 
 def agent_run_heartbeat(target: CoordinationTarget) -> None:
@@ -227,6 +235,8 @@ def agent_run_finish(target: CoordinationTarget, *, exit_code: int, offset: int)
     timeout): the exit code is then kept as a note, the outcome stays."""
     if offset > target.output_bytes:
         raise OffsetAhead(target.output_bytes)
+    if target.output_held:  # the output has ended: what waited for a secret's end is stored
+        CoordinationTarget.objects.filter(pk=target.pk).update(**output_append(target, "", secrets=(), final=True))
     if target.status != T.RUNNING:
         note(
             target.coordination,

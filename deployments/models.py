@@ -181,6 +181,18 @@ class CoordinationTarget(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     output_tail = models.TextField(blank=True, help_text="The last part of the script's output.")
     output_bytes = models.BigIntegerField(default=0, help_text="Bytes of output received in all.")
+    # The whole output is kept as OutputChunk rows (deployments/script_output.py): these
+    # say how long it is (secrets masked) and how much of its middle was dropped past the cap.
+    output_length = models.BigIntegerField(
+        default=0, help_text="Bytes of output stored so far (after secrets were masked), dropped ones included."
+    )
+    output_dropped = models.BigIntegerField(
+        default=0, help_text="Bytes dropped from the middle of the output past DEPLOYMENT_OUTPUT_MAX_BYTES."
+    )
+    output_held = models.TextField(
+        blank=True,
+        help_text="The output's last characters while they may be the start of a secret (stored once they cannot).",
+    )
     lease = models.ForeignKey(
         "RunLease",
         null=True,
@@ -335,6 +347,26 @@ class RunLease(models.Model):
 
     def __str__(self) -> str:
         return f"{'lead' if self.is_lead else 'shard'} lease of {self.owner}"
+
+
+class OutputChunk(models.Model):
+    """A piece of one environment's script output, appended as it arrives: a crash loses
+    nothing already received and an append costs the same at 10 MiB as at 10 bytes.
+    `position` and `end` are byte offsets in the environment's whole output."""
+
+    target = models.ForeignKey(CoordinationTarget, on_delete=models.CASCADE, related_name="output_chunks")
+    position = models.BigIntegerField()
+    end = models.BigIntegerField()
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["target_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["target", "position"], name="output_chunk_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"output {self.position}..{self.end} of {self.target_id}"
 
 
 class AutoDeploy(models.Model):

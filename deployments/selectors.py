@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.shortcuts import get_object_or_404
 from django_q.models import Task
 
 from deployments.models import (
@@ -169,6 +170,15 @@ def coordination_detail(coordination_id: str) -> Coordination | None:
         .prefetch_related(Prefetch("targets", queryset=CoordinationTarget.objects.order_by("environment_id")))
         .filter(coordination_id=coordination_id)
         .first()
+    )
+
+
+def coordination_target(*, coordination_id: str, environment_id: str) -> CoordinationTarget:
+    """One environment's run in a coordination (404 when there is none)."""
+    return get_object_or_404(
+        CoordinationTarget.objects.select_related("coordination"),
+        coordination__coordination_id=coordination_id,
+        environment_id=environment_id,
     )
 
 

@@ -2,7 +2,6 @@
 
 import json
 
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
@@ -63,8 +62,7 @@ def _validate(body: bytes) -> tuple[dict | None, JsonResponse | None]:
     output = data.get("output", "")
     if not isinstance(output, str):
         return None, _bad_request("output", "must be a string")
-    limit = settings.DEPLOYMENT_OUTPUT_TAIL_BYTES
-    output = output.encode("utf-8")[-limit:].decode("utf-8", errors="ignore")
+    # Kept whole (the body is at most MAX_CALLBACK_BYTES): the run's output store applies the cap.
     return {"success": data["success"], "exit_code": exit_code, "output": output}, None
 
 

@@ -304,7 +304,12 @@ DEPLOYMENT_SHUTDOWN_GRACE_SECONDS = env_int("DEPLOYMENT_SHUTDOWN_GRACE_SECONDS",
 DEPLOYMENT_TASKS_PER_COORDINATION = env_int("DEPLOYMENT_TASKS_PER_COORDINATION", 1, minimum=1, maximum=64)
 # A polling agent silent this long (no heartbeat, no output) loses its run: agent_lost.
 AGENT_HEARTBEAT_TIMEOUT_SECONDS = env_int("AGENT_HEARTBEAT_TIMEOUT_SECONDS", 60, minimum=4, maximum=DAY)
-# Bytes of each environment's output kept in its record (the tail).
+# Bytes of each environment's output kept per coordination: past this, its first and last
+# halves (deployments/script_output.py). The cap never fails a run.
+DEPLOYMENT_OUTPUT_MAX_BYTES = env_int(
+    "DEPLOYMENT_OUTPUT_MAX_BYTES", 10 * 1024 * 1024, minimum=1024, maximum=1024 * 1024 * 1024
+)
+# Bytes of the output's end shown inline (the admin's row, the API's `output_tail`).
 DEPLOYMENT_OUTPUT_TAIL_BYTES = env_int("DEPLOYMENT_OUTPUT_TAIL_BYTES", 65536, minimum=1024, maximum=16 * 1024 * 1024)
 
 # --- EC2, auto-deploy, notifications ---------------------------------------------------

@@ -96,6 +96,7 @@ class CoordinationAdmin(RecordAdmin):
             path("<int:pk>/approve/", wrap(views.coordination_approve_view), name=f"{name}_approve"),
             path("<int:pk>/cancel/", wrap(views.coordination_cancel_view), name=f"{name}_cancel"),
             path("<int:pk>/retry/", wrap(views.coordination_retry_view), name=f"{name}_retry"),
+            path("<int:pk>/output/<str:environment_id>/", wrap(views.coordination_output_view), name=f"{name}_output"),
             *super().get_urls(),
         ]
 

@@ -7,7 +7,7 @@ import re
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import HttpResponseRedirect, JsonResponse
+from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -20,7 +20,9 @@ from console.coordination_page import coordination_live
 from console.dashboard import dashboard_live
 from console.deploy_form import DeployForm
 from console.presenters import coordination_url, selection_summary
-from deployments.models import Coordination, TriggerSource
+from deployments.api.output import answer as output_answer
+from deployments.models import Coordination, CoordinationTarget, TriggerSource
+from deployments.script_output import output_read
 from deployments.services import (
     CoordinationConflict,
     EnvironmentsBusy,
@@ -223,3 +225,42 @@ def retry_coordination(model_admin, request, coordination: Coordination) -> tupl
         ),
     )
     return retry, ""
+
+
+# One live-view answer carries at most this much: a 10 MiB output comes in a few polls.
+OUTPUT_PIECE_BYTES = 256 * 1024
+
+
+@require_GET
+def coordination_output_view(request, pk: int, environment_id: str, *, model_admin):
+    """One environment's whole output: a page that follows it live, its JSON pieces
+    (`?offset=N`), and the file (`?download=1`). VIEWERs may read it (secrets were masked
+    before it was stored)."""
+    require_viewer(request)
+    target = get_object_or_404(
+        CoordinationTarget.objects.select_related("coordination"), coordination_id=pk, environment_id=environment_id
+    )
+    coordination_id = target.coordination.coordination_id
+    if request.GET.get("download") == "1":
+        response = HttpResponse(output_read(target).text, content_type="text/plain; charset=utf-8")
+        name = f"{coordination_id}-{environment_id}.log".replace('"', "")
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        response["Cache-Control"] = "no-store"
+        return response
+    if "offset" in request.GET:
+        raw = request.GET["offset"]
+        if not raw.isdigit() or int(raw) > MAX_AFTER:
+            return JsonResponse({"offset": ["must be a whole number of at least 0"]}, status=400)
+        piece = output_read(target, offset=int(raw), limit=OUTPUT_PIECE_BYTES)
+        return JsonResponse(
+            output_answer(coordination_id, environment_id, piece), headers={"Cache-Control": "no-store"}
+        )
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.opts,
+        "title": f"Output of {environment_id}",
+        "coordination": target.coordination,
+        "target": target,
+        "live_url": request.path,
+    }
+    return TemplateResponse(request, "admin/deployments/coordination/output.html", context)

@@ -10,6 +10,7 @@ in deployments/agent_runs.py.
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.fields import ProhibitNullCharactersValidator
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -67,6 +68,15 @@ class JSONString(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class OutputText(JSONString):
+    """Script output: anything a script prints, NUL characters too (the store replaces
+    them; refusing them would leave the agent resending the same piece forever)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validators = [v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)]
+
+
 class PollSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     environment_id = JSONString(max_length=100)
     agent_version = JSONString(max_length=100, required=False, allow_blank=True)
@@ -75,7 +85,7 @@ class PollSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
 
 class OutputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     offset = JSONInteger(min_value=0, max_value=MAX_OFFSET)
-    text = JSONString(allow_blank=True, trim_whitespace=False)
+    text = OutputText(allow_blank=True, trim_whitespace=False)
 
     def validate_text(self, value: str) -> str:
         if len(value.encode("utf-8", errors="surrogatepass")) > OUTPUT_CHUNK_BYTES:
@@ -88,7 +98,7 @@ class ResultSerializer(OutputSerializer):
     script's whole run is one poll and one request."""
 
     exit_code = JSONInteger(min_value=EXIT_CODE_MIN, max_value=EXIT_CODE_MAX)
-    text = JSONString(allow_blank=True, trim_whitespace=False, required=False, default="")
+    text = OutputText(allow_blank=True, trim_whitespace=False, required=False, default="")
 
 
 class HeartbeatSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -208,7 +218,12 @@ class OutputView(RunView):
         body = OutputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            agent_run_output(target, offset=body.validated_data["offset"], text=body.validated_data["text"])
+            agent_run_output(
+                target,
+                offset=body.validated_data["offset"],
+                text=body.validated_data["text"],
+                agent_token=bearer_token(request),
+            )
         except OffsetAhead as gap:
             return Response({"detail": str(gap), "offset": gap.held}, status=status.HTTP_409_CONFLICT)
         agent_run_heartbeat(target)
@@ -240,7 +255,7 @@ class ResultView(RunView):
         offset, text = body.validated_data["offset"], body.validated_data["text"]
         try:
             if text:
-                agent_run_output(target, offset=offset, text=text)
+                agent_run_output(target, offset=offset, text=text, agent_token=bearer_token(request))
                 offset += len(text.encode("utf-8"))
             recorded = agent_run_finish(target, exit_code=body.validated_data["exit_code"], offset=offset)
         except OffsetAhead as gap:

@@ -5,6 +5,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from deployments.api import agent, views
+from deployments.api.output import CoordinationOutputView
 from environments.api.views import ConfigView, RemoteEnvironmentViewSet
 
 app_name = "api"
@@ -46,6 +47,11 @@ urlpatterns = [
         "deployment/coordinations/<str:coordination_id>/retry/",
         views.CoordinationRetryView.as_view(),
         name="coordination-retry",
+    ),
+    path(
+        "deployment/coordinations/<str:coordination_id>/environments/<str:environment_id>/output",
+        CoordinationOutputView.as_view(),
+        name="coordination-environment-output",
     ),
     # A polling agent's own endpoints (agent token, no user): deployments/api/agent.py.
     path("agent/poll", agent.PollView.as_view(), name="agent-poll"),

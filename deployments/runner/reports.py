@@ -56,7 +56,8 @@ def record_outcome(target: CoordinationTarget, outcome: Outcome, *, stopping: St
     if outcome.status != T.SUCCEEDED:
         fields["error"] = outcome.message
         fields["response_excerpt"] = outcome.data.get(RESPONSE_EXCERPT, "")
-    fields.update(output.fields_for(target))
+    output_fields = output.fields_for(target, final=True)
+    fields.update(output_fields)
     moved = transition(
         target,
         outcome.status,
@@ -67,6 +68,8 @@ def record_outcome(target: CoordinationTarget, outcome: Outcome, *, stopping: St
     )
     if not moved:
         logger.warning("%s: outcome %s not recorded, status moved on", target.environment_id, outcome.status)
+        if output_fields:  # the output is kept all the same
+            CoordinationTarget.objects.filter(pk=target.pk).update(**output_fields)
 
 
 def as_stopped(outcome: Outcome, stopping: Stopping) -> Outcome:

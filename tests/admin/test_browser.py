@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from accounts.roles import ADMIN, VIEWER
-from deployments.models import Coordination, CoordinationStatus as C, TargetStatus as T
+from deployments.models import Coordination, CoordinationStatus as C, TargetStatus as T, TriggerSource
+from deployments.services import coordination_start
 from environments.agent_tokens import new_token, token_hash
 from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import RemoteEnvironment
@@ -481,3 +482,31 @@ def test_an_admin_generates_an_agent_token_shown_once_that_the_agent_then_polls_
     browser.find_element(By.LINK_TEXT, "Back to mac_laptop_001").click()
     wait_for(browser, lambda d: "agent last seen" in d.find_element(By.CSS_SELECTOR, "[data-pa-agent]").text, "seen")
     assert token not in browser.page_source
+
+
+def test_a_viewer_follows_a_running_scripts_whole_output_live(
+    browser, web_server, qcluster, sshd, make_ssh_environment, no_retry_delay
+):
+    script = sshd.script("chatty.sh", 'for i in $(seq 1 400); do echo "line $i of the init script"; sleep 0.01; done\n')
+    make_ssh_environment("linux_local_001", script)
+    make_staff("watcher", VIEWER)
+    sign_in(browser, web_server, "watcher")
+    coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
+    browser.get(f"{web_server}/admin/deployments/coordination/{coordination.pk}/change/")
+    link = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-pa-output-link]"), "the output link")
+    link[0].click()
+    root = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-pa-output]"), "the output page")[0]
+    mark_page(browser)
+    log = browser.find_element(By.CSS_SELECTOR, "[data-pa-output-text]")
+    wait_for(browser, lambda d: "line 40 of" in log.text, "output while the script runs")
+    browser.shot("live")
+    wait_for(browser, lambda d: root.get_attribute("data-finished") == "true", "the run's end, live")
+    lines = log.text.splitlines()
+    assert lines == [f"line {i} of the init script" for i in range(1, 401)]
+    assert page_was_not_reloaded(browser)
+    # It scrolled along: the end is in view.
+    assert browser.execute_script(
+        "const e = arguments[0]; return e.scrollTop > 0 && e.scrollTop + e.clientHeight >= e.scrollHeight - 2;", log
+    )
+    download = browser.find_element(By.CSS_SELECTOR, "[data-pa-output-download]").get_attribute("href")
+    assert download.endswith("?download=1")

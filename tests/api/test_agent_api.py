@@ -19,6 +19,7 @@ from deployments.models import (
     StageEvent,
     TargetStatus as T,
 )
+from deployments.script_output import output_read
 from deployments.services import coordination_cancel
 from environments.agent_tokens import new_token, token_hash
 from environments.models import RemoteEnvironment
@@ -152,6 +153,25 @@ def test_output_is_kept_once_whatever_is_resent():
     target.refresh_from_db()
     assert target.output_tail == "héllo\nworld\n"
     assert target.output_bytes == 13
+
+
+def test_the_agents_token_and_nul_characters_never_reach_the_stored_output():
+    polling_environment()
+    target = offered()
+    run = claim()
+    url = f"/api/agent/runs/{run['run_id']}/output"
+    client = agent()
+    first = f"token={TOKEN[:10]}"
+    assert client.post(url, {"offset": 0, "text": first}, format="json").json()["offset"] == len(first)
+    second = f"{TOKEN[10:]} \x00 done\n"
+    # The agent's offsets count what it sent: the masking and the NUL's replacement do not shift them.
+    answer = client.post(url, {"offset": len(first), "text": second}, format="json")
+    assert answer.status_code == 200 and answer.json()["offset"] == len(first) + len(second.encode())
+    result = client.post(f"/api/agent/runs/{run['run_id']}/result", {"exit_code": 0, "offset": 9999}, format="json")
+    assert result.status_code == 409
+    target.refresh_from_db()
+    assert output_read(target).text == "token=*** \ufffd done\n"
+    assert TOKEN[:10] not in target.output_tail
 
 
 def test_the_result_waits_for_all_output_then_ends_the_run():

@@ -32,6 +32,7 @@ ENDPOINTS = {
     ("delete", "/api/deployment/environments/{environment_id}/"),
     ("get", "/api/deployment/coordinations/{coordination_id}/"),
     ("get", "/api/deployment/coordinations/{coordination_id}/events/"),
+    ("get", "/api/deployment/coordinations/{coordination_id}/environments/{environment_id}/output"),
     ("post", "/api/deployment/coordinations/{coordination_id}/cancel/"),
     ("post", "/api/deployment/coordinations/{coordination_id}/retry/"),
     ("post", "/api/deployment/coordinations/{coordination_id}/approve/"),

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from deployments.management.commands._coordination import approval_hint, coordination_json
+from deployments.management.commands._output import OutputFollower
 from deployments.models import CoordinationStatus, StageEvent, TriggerSource
 from deployments.selectors import coordination_finished
 from deployments.services import EnvironmentsBusy, coordination_start
@@ -133,9 +134,16 @@ class Command(BaseCommand):
         parser.add_argument(
             "--timeout", type=_positive_seconds, metavar="S", help="With --wait: stop waiting after S seconds."
         )
+        parser.add_argument(
+            "--output",
+            action="store_true",
+            help="With --wait: print every environment's output lines as they arrive, prefixed with its id.",
+        )
         parser.add_argument("--json", action="store_true", help="Print the coordination record as JSON.")
 
     def handle(self, *args, **options):
+        if options["output"] and not options["wait"]:
+            raise CommandError("--output: only with --wait (it follows the run)", returncode=EXIT_BAD_INPUT)
         environment_ids = None
         if options["environments"] is not None:
             environment_ids = [item.strip() for item in options["environments"].split(",") if item.strip()]
@@ -178,13 +186,14 @@ class Command(BaseCommand):
                 name = coordination.coordination_id
                 self.stdout.write(f"🚀 queued {name} (follow it with: deployment_status {name})")
             return
-        code = self._follow(coordination, timeout=options["timeout"], quiet=options["json"])
+        output = OutputFollower(coordination.pk) if options["output"] else None
+        code = self._follow(coordination, timeout=options["timeout"], quiet=options["json"], output=output)
         if options["json"]:
             self.stdout.write(coordination_json(coordination.coordination_id))
         if code:
             raise SystemExit(code)
 
-    def _follow(self, coordination, *, timeout: float | None, quiet: bool) -> int:
+    def _follow(self, coordination, *, timeout: float | None, quiet: bool, output: OutputFollower | None) -> int:
         """Print the coordination's events as they come until it has ended; while it awaits
         approval, say once how to approve or cancel it, and keep waiting."""
         started = time.monotonic()
@@ -200,6 +209,10 @@ class Command(BaseCommand):
                 cursor = event.id
                 if not quiet:
                     self.stdout.write(format_event(event))
+            if output is not None:
+                # With --json, stdout is the record alone: the output goes to stderr.
+                for line in output.lines(final=finished):
+                    (self.stderr if quiet else self.stdout).write(line)
             if finished:
                 break
             if coordination.status == CoordinationStatus.AWAITING_APPROVAL and not told_approval:
