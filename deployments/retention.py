@@ -92,7 +92,7 @@ class PruneReport:
         return f"{verb} {counts} (finished before {self.cutoff.isoformat()}, keeping the last {self.keep_last})"
 
 
-def _kept_by_environment(keep_last: int) -> QuerySet[CoordinationTarget]:
+def _kept_by_environment(keep_last: int) -> QuerySet:
     """The coordination ids of each environment's newest `keep_last` finished
     coordinations (by creation), one window query over the targets."""
     newest_first = Window(
