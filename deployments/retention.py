@@ -183,8 +183,9 @@ def history_prune(
     cutoff = (now or timezone.now()) - older_than
     report = PruneReport(cutoff=cutoff, keep_last=keep_last, dry_run=dry_run)
     report.deleted = dict.fromkeys((table_name(model) for model in pruned_models()), 0)
-    # Selected once: what becomes prunable only grows while this runs (coordinations that
-    # finish later are newer than those kept), so the list stays right to the end.
+    # Selected once: a coordination selected stays deletable while this runs (a coordination
+    # that finishes meanwhile only pushes older ones out of an environment's newest), and
+    # each batch checks again what can change: finished, and retried by a running one.
     pks = list(coordinations_prunable(cutoff=cutoff, keep_last=keep_last).order_by("pk").values_list("pk", flat=True))
     for batch in _batches(pks):
         if dry_run:
