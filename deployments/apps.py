@@ -22,6 +22,13 @@ def ensure_reaper_schedule(sender, **kwargs) -> None:
     )
 
 
+def ensure_retention_schedule(sender, **kwargs) -> None:
+    """The daily prune follows HISTORY_RETENTION_DAYS after every `migrate`."""
+    from deployments.retention import retention_schedule_sync
+
+    retention_schedule_sync()
+
+
 class DeploymentsConfig(AppConfig):
     name = "deployments"
     verbose_name = "Deployments"
@@ -34,5 +41,6 @@ class DeploymentsConfig(AppConfig):
         from deployments.startup import on_worker_start
 
         post_migrate.connect(ensure_reaper_schedule, sender=self)
+        post_migrate.connect(ensure_retention_schedule, sender=self)
         post_spawn.connect(reap_on_worker_start, dispatch_uid="deployments.reap_on_worker_start")
         post_spawn.connect(on_worker_start, dispatch_uid="deployments.auto_deploy_on_worker_start")

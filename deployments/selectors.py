@@ -4,7 +4,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 from django_q.models import Task
 
@@ -32,6 +32,13 @@ def coordination_finished(coordination: Coordination, *, targets: Iterable[Coord
     if targets is not None:
         return not any(target.status in TARGET_ACTIVE for target in targets)
     return not coordination.targets.filter(status__in=TARGET_ACTIVE).exists()
+
+
+def coordinations_finished_entirely() -> QuerySet[Coordination]:
+    """The coordinations `coordination_finished` holds for, as one query: ended, and no
+    environment in them still running (what history retention may delete)."""
+    still_running = CoordinationTarget.objects.filter(coordination=OuterRef("pk"), status__in=TARGET_ACTIVE)
+    return Coordination.objects.filter(status__in=COORDINATION_TERMINAL).exclude(Exists(still_running))
 
 
 # --- One run per machine: a coordination holds an environment while its target there has

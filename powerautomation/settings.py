@@ -299,6 +299,10 @@ DEPLOYMENT_REQUEUE_SECONDS = env_int("DEPLOYMENT_REQUEUE_SECONDS", 60, minimum=1
 # SIGTERM to a worker: running sessions get this long to finish, then are hung up and
 # marked interrupted; environments not started yet go to another worker.
 DEPLOYMENT_SHUTDOWN_GRACE_SECONDS = env_int("DEPLOYMENT_SHUTDOWN_GRACE_SECONDS", 30, minimum=0, maximum=HOUR)
+# History retention: once a day the worker deletes coordinations finished more than this
+# many days ago, never an unfinished one nor an environment's last 5 (deployments/retention.py).
+# 0 keeps everything. `migrate` applies it to the schedule.
+HISTORY_RETENTION_DAYS = env_int("HISTORY_RETENTION_DAYS", 180, minimum=0, maximum=36_500)
 # Tasks sharing one coordination's deliveries (more spread a large fan-out over several
 # worker processes or clusters; each claims targets with a conditional update).
 DEPLOYMENT_TASKS_PER_COORDINATION = env_int("DEPLOYMENT_TASKS_PER_COORDINATION", 1, minimum=1, maximum=64)

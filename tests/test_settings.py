@@ -45,6 +45,7 @@ def test_a_bad_value_fails_naming_the_variable(variable, value, message):
         ("DEPLOYMENT_PARALLEL_LIMIT", 10000),
         ("DEPLOYMENT_LEASE_SECONDS", 3600),
         ("HEALTH_CHECK_INTERVAL_MINUTES", 1440),
+        ("HISTORY_RETENTION_DAYS", 36500),
         ("NOTIFICATION_RETRY_DELAY_SECONDS", 3600),
         ("Q_TIMEOUT", 2592000),
     ],
