@@ -8,6 +8,7 @@ switch to PostgreSQL and Redis; nothing else changes.
 
 import base64
 import binascii
+import ipaddress
 import os
 import re
 import secrets
@@ -477,6 +478,41 @@ else:
             "OPTIONS": {"MAX_ENTRIES": 100_000},
         }
     }
+
+# --- Metrics (GET /metrics, Prometheus) ------------------------------------------------
+# A scrape is let in with `Authorization: Bearer <METRICS_TOKEN>` or from a client address in
+# METRICS_ALLOWED_NETWORKS (comma-separated CIDRs; `none`: the token only). The client address
+# is the one the API's throttling uses: the connection's, or with API_NUM_PROXIES set the one
+# the trusted proxies put in X-Forwarded-For.
+METRICS_TOKEN_MIN_LENGTH = 32
+
+
+def _metrics_token() -> str:
+    token = env_str("METRICS_TOKEN")
+    if token and len(token) < METRICS_TOKEN_MIN_LENGTH:
+        raise ImproperlyConfigured(
+            f"METRICS_TOKEN must be at least {METRICS_TOKEN_MIN_LENGTH} characters, not {len(token)} "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    if token and not re.fullmatch(r"[\x21-\x7e]+", token):
+        raise ImproperlyConfigured("METRICS_TOKEN may hold only printable ASCII characters without spaces")
+    return token
+
+
+def _metrics_networks() -> list[str]:
+    networks = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+    if [item.lower() for item in networks] == ["none"]:
+        return []
+    for network in networks:
+        try:
+            ipaddress.ip_network(network)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {network!r} is not a network: {exc}") from None
+    return networks
+
+
+METRICS_TOKEN = _metrics_token()
+METRICS_ALLOWED_NETWORKS = _metrics_networks()
 
 # --- Logging ---------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
