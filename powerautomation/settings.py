@@ -22,6 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from deployments import patterns  # no Django imports: safe before the apps load
 from environments import bounds, tags as tag_rules  # the same
+from powerautomation import structured_logging  # the same
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -519,14 +520,24 @@ LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
     raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}")
 
+# text (default): one readable line per record; json: one JSON object per line (time, level,
+# logger, message, coordination_id / environment_id when known, exception), for log shippers.
+LOG_FORMAT = structured_logging.log_format()
+JSON_LOGS = LOG_FORMAT == "json"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     # Request paths can hold an agent's callback token: blanked on Django's request loggers
     # (before any handler, ours or another's) and on our handler (whatever logged it).
-    "filters": {"callback_tokens": {"()": "powerautomation.log_redaction.RedactCallbackTokens"}},
+    "filters": {
+        "callback_tokens": {"()": "powerautomation.log_redaction.RedactCallbackTokens"},
+        # The coordination and environment a record is about (structured_logging.log_context).
+        "log_context": {"()": "powerautomation.structured_logging.LogContextFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "powerautomation.structured_logging.JsonFormatter"},
         "django.server": {
             "()": "django.utils.log.ServerFormatter",
             "format": "[{server_time}] {message}",
@@ -534,11 +545,15 @@ LOGGING = {
         },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["callback_tokens"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if JSON_LOGS else "plain",
+            "filters": ["callback_tokens", "log_context"],
+        },
         # runserver's request lines, as Django's default logging writes them.
         "django.server": {
             "class": "logging.StreamHandler",
-            "formatter": "django.server",
+            "formatter": "json" if JSON_LOGS else "django.server",
             "filters": ["callback_tokens"],
         },
     },

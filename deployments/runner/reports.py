@@ -66,7 +66,12 @@ def record_outcome(target: CoordinationTarget, outcome: Outcome, *, stopping: St
         fields=fields,
     )
     if not moved:
-        logger.warning("%s: outcome %s not recorded, status moved on", target.environment_id, outcome.status)
+        logger.warning(
+            "%s: outcome %s not recorded, status moved on",
+            target.environment_id,
+            outcome.status,
+            extra={"environment_id": target.environment_id},
+        )
 
 
 def as_stopped(outcome: Outcome, stopping: Stopping) -> Outcome:
