@@ -20,6 +20,7 @@ from console.metrics import DURATION_BUCKETS, QUEUED, RUNNING
 from deployments.models import Coordination, CoordinationStatus as C, CoordinationTarget, StageEvent, TargetStatus as T
 from environments.models import RemoteEnvironment
 from tests.factories import make_coordination, make_environment
+from tests.support.processes import start_with
 
 pytestmark = pytest.mark.django_db
 
@@ -267,3 +268,42 @@ def test_x_forwarded_for_is_ignored_unless_the_api_trusts_a_proxy(settings):
 
 def test_only_get_is_answered():
     assert Client().post("/metrics").status_code == 405
+
+
+# --- Settings -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("METRICS_TOKEN", "short", "METRICS_TOKEN must be at least 32 characters, not 5"),
+        ("METRICS_TOKEN", "x" * 31 + " y", "METRICS_TOKEN may hold only printable ASCII"),
+        ("METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,10.0.0.300/8", "METRICS_ALLOWED_NETWORKS: '10.0.0.300/8'"),
+        ("METRICS_ALLOWED_NETWORKS", "10.0.0.1/8", "METRICS_ALLOWED_NETWORKS: '10.0.0.1/8' is not a network"),
+    ],
+)
+def test_a_bad_metrics_setting_stops_start_up_naming_it(variable, value, message):
+    result = start_with(**{variable: value})
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr
+
+
+def test_networks_none_leaves_only_the_token(settings):
+    settings.METRICS_TOKEN = TOKEN
+    settings.METRICS_ALLOWED_NETWORKS = []
+
+    assert Client().get("/metrics").status_code == 401
+    assert Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 200
+
+
+def test_metrics_allowed_networks_reads_none_and_a_list(monkeypatch):
+    from powerautomation import settings as settings_module
+
+    monkeypatch.setenv("METRICS_ALLOWED_NETWORKS", "none")
+    assert settings_module._metrics_networks() == []
+    monkeypatch.setenv("METRICS_ALLOWED_NETWORKS", " 10.0.0.0/8 , fd00::/8 ")
+    assert settings_module._metrics_networks() == ["10.0.0.0/8", "fd00::/8"]
+    monkeypatch.delenv("METRICS_ALLOWED_NETWORKS")
+    assert settings_module._metrics_networks() == ["127.0.0.0/8", "::1/128"]
