@@ -2,8 +2,11 @@
 (equal to what the rows say), let in by token or network, and a scrape's cost does not
 grow with the rows."""
 
+import json
+import re
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -307,3 +310,51 @@ def test_metrics_allowed_networks_reads_none_and_a_list(monkeypatch):
     assert settings_module._metrics_networks() == ["10.0.0.0/8", "fd00::/8"]
     monkeypatch.delenv("METRICS_ALLOWED_NETWORKS")
     assert settings_module._metrics_networks() == ["127.0.0.0/8", "::1/128"]
+
+
+# --- The Grafana dashboard ------------------------------------------------------------
+
+DASHBOARD = Path(__file__).resolve().parents[1] / "docs" / "grafana-dashboard.json"
+
+
+def exported_names() -> set[str]:
+    response = Client().get("/metrics")
+    names = set()
+    for family in text_string_to_metric_families(response.content.decode()):
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+        if family.type == "histogram":
+            names.update(f"{family.name}{suffix}" for suffix in ("_bucket", "_count", "_sum"))
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+    return names
+
+
+def test_every_dashboard_query_names_only_metrics_the_endpoint_exports():
+    make_fleet()
+    exported = exported_names()
+    dashboard = json.loads(DASHBOARD.read_text())
+
+    assert [item["name"] for item in dashboard["__inputs"]] == ["DS_PROMETHEUS"]
+    expressions = []
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}", panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            named = set(re.findall(r"\bpowerautomation_[a-z_]+", target["expr"]))
+            assert named, (panel["title"], target["expr"])
+            assert named <= exported, (panel["title"], named - exported)
+            expressions.append(target["expr"])
+    # The panels an operator wants first are there.
+    for wanted in (
+        "powerautomation_coordination_duration_seconds_count",
+        "powerautomation_coordinations_running",
+        "powerautomation_coordinations_queued",
+        "powerautomation_targets",
+        "powerautomation_environments",
+        "powerautomation_worker_heartbeat_age_seconds",
+        "powerautomation_polling_agents_online",
+        "powerautomation_notification_deliveries_total",
+        "powerautomation_coordination_duration_seconds_bucket",
+    ):
+        assert any(re.search(rf"\b{wanted}\b", expr) for expr in expressions), wanted
