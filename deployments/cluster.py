@@ -61,3 +61,8 @@ def cluster_of_worker_stopping(pid: int) -> bool:
         if pid in (stat.workers or []):
             return stat.status in (Conf.STOPPING, Conf.STOPPED)
     return False
+
+
+def tasks_queued() -> int:
+    """Tasks waiting in the broker's queue for a worker. Raises what the broker raises."""
+    return get_broker().queue_size() or 0

@@ -127,7 +127,12 @@ def interrupt(target: CoordinationTarget, *, why: str) -> bool:
 def coordination_requeue(*, coordination: Coordination, why: str) -> None:
     """Queue the coordination for a live worker (after commit)."""
     Coordination.objects.filter(pk=coordination.pk).update(requeued_at=timezone.now())
-    logger.warning("coordination %s queued again: %s", coordination.coordination_id, why)
+    logger.warning(
+        "coordination %s queued again: %s",
+        coordination.coordination_id,
+        why,
+        extra={"coordination_id": coordination.coordination_id},
+    )
     transaction.on_commit(
         lambda: queue_coordination(coordination_pk=coordination.pk, coordination_id=coordination.coordination_id)
     )

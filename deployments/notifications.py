@@ -191,7 +191,12 @@ def coordination_notify(*, coordination_pk: int, kind: str = ENDED) -> str:
         logger.info("notification for %s: attempt %s failed (%s); retrying in %.1f s", where, attempt, problem, delay)
         time.sleep(delay)
     message = f"notification to {where} failed after {attempt} attempt{'s' if attempt > 1 else ''}: {problem}"
-    logger.warning("coordination %s: %s", coordination.coordination_id, message)
+    logger.warning(
+        "coordination %s: %s",
+        coordination.coordination_id,
+        message,
+        extra={"coordination_id": coordination.coordination_id},
+    )
     data = {
         "delivered": False,
         "attempts": attempt,

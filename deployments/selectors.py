@@ -2,9 +2,21 @@
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import (
+    Count,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
 from django.shortcuts import get_object_or_404
 from django_q.models import Task
 
@@ -14,7 +26,9 @@ from deployments.models import (
     TARGET_ACTIVE,
     TARGET_TERMINAL,
     Coordination,
+    CoordinationStatus,
     CoordinationTarget,
+    Stage,
     StageEvent,
     TargetStatus,
 )
@@ -365,4 +379,64 @@ def environments_with_last_outcome_columns(queryset: QuerySet[RemoteEnvironment]
         last_exit_code=Subquery(last.values("exit_code")[:1]),
         last_coordination_pk=Subquery(last.values("coordination_id")[:1]),
         last_coordination_id=Subquery(last.values("coordination__coordination_id")[:1]),
+    )
+
+
+# --- Counts for the metrics: one aggregate query each, whatever the number of rows --------
+
+
+def coordination_status_counts() -> dict[str, int]:
+    """How many coordinations are in each status (0 for a status none is in)."""
+    counts = dict.fromkeys(CoordinationStatus.values, 0)
+    rows = Coordination.objects.order_by().values_list("status").annotate(count=Count("pk"))
+    counts.update(dict(rows))
+    return counts
+
+
+@dataclass(frozen=True)
+class DurationBuckets:
+    """The finished coordinations of one status, counted cumulatively by duration."""
+
+    status: str
+    at_most: dict[float, int]  # bucket bound in seconds -> coordinations that took no longer
+    count: int
+    sum_seconds: float
+
+
+def coordination_duration_buckets(bounds: Iterable[float]) -> list[DurationBuckets]:
+    """Finished coordinations (started and ended) by status, with how many took at most each
+    of `bounds` seconds, their number and their summed duration: one grouped query."""
+    bounds = sorted(bounds)
+    duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+    at_most = [Count("pk", filter=Q(duration__lte=timedelta(seconds=bound))) for bound in bounds]
+    rows = (
+        Coordination.objects.order_by()
+        .filter(status__in=COORDINATION_TERMINAL, started_at__isnull=False, finished_at__isnull=False)
+        .annotate(duration=duration)
+        .values("status")
+        .annotate(count=Count("pk"), total=Sum("duration"), **{f"le_{i}": count for i, count in enumerate(at_most)})
+        .values_list("status", "count", "total", *(f"le_{i}" for i in range(len(bounds))))
+    )
+    return [
+        DurationBuckets(
+            status=status,
+            at_most=dict(zip(bounds, counts, strict=True)),
+            count=count,
+            sum_seconds=total.total_seconds() if total is not None else 0.0,
+        )
+        for status, count, total, *counts in rows
+    ]
+
+
+def target_outcome_counts() -> list[tuple[str, str, int]]:
+    """(status, reason, how many targets) for every pair that has any."""
+    rows = CoordinationTarget.objects.order_by().values_list("status", "reason").annotate(count=Count("pk"))
+    return [(status, reason, count) for status, reason, count in rows]
+
+
+def notification_delivery_counts() -> dict[str, int]:
+    """Notifications delivered and failed (after their retries), from the notes
+    deployments.notifications records."""
+    return StageEvent.objects.filter(stage=Stage.NOTIFY).aggregate(
+        delivered=Count("pk", filter=Q(data__delivered=True)), failed=Count("pk", filter=Q(data__delivered=False))
     )

@@ -2,12 +2,16 @@
 or a check takes."""
 
 from collections.abc import Iterable
+from datetime import timedelta
 
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Count, DurationField, ExpressionWrapper, IntegerField, Q, QuerySet
+from django.db.models.functions import Cast
+from django.utils import timezone
 
 from environments import tags as tag_rules
-from environments.models import SECRET_FIELDS, RemoteEnvironment
+from environments.connectors.polling import ONLINE_INTERVALS
+from environments.models import SECRET_FIELDS, ConnectionMethod, RemoteEnvironment
 
 
 def _invalid(message: str, field: str = "environments") -> ValidationError:
@@ -131,3 +135,28 @@ def environments_for_scheduled_health_check() -> list[RemoteEnvironment]:
     """What the scheduled health check looks at: every enabled environment that has a
     health_check_url (the check reads no secret)."""
     return list(_without_secrets().filter(enabled=True).exclude(health_check_url=""))
+
+
+# --- Counts for the metrics: one aggregate query each, whatever the number of rows --------
+
+
+def environment_health_counts() -> list[tuple[str, bool, int]]:
+    """(health, enabled, how many environments) for every pair that has any."""
+    rows = RemoteEnvironment.objects.order_by().values_list("last_health", "enabled").annotate(count=Count("pk"))
+    return [(health, enabled, count) for health, enabled, count in rows]
+
+
+def _agent_online() -> Q:
+    """The database's side of connectors.polling.is_online: the agent asked for work within
+    ONLINE_INTERVALS of its environment's poll interval."""
+    # Cast: SQLite multiplies a duration only by a plain IntegerField.
+    interval = Cast("poll_interval", IntegerField())
+    window = ExpressionWrapper(interval * timedelta(seconds=ONLINE_INTERVALS), output_field=DurationField())
+    return Q(agent_seen_at__gte=timezone.now() - window)
+
+
+def polling_agent_counts() -> dict[str, int]:
+    """How many enabled polling environments there are, and how many of their agents are online."""
+    return RemoteEnvironment.objects.filter(connection_method=ConnectionMethod.POLLING, enabled=True).aggregate(
+        environments=Count("pk"), online=Count("pk", filter=_agent_online())
+    )

@@ -8,6 +8,7 @@ switch to PostgreSQL and Redis; nothing else changes.
 
 import base64
 import binascii
+import ipaddress
 import os
 import re
 import secrets
@@ -21,6 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from deployments import patterns  # no Django imports: safe before the apps load
 from environments import bounds, tags as tag_rules  # the same
+from powerautomation import structured_logging  # the same
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -487,19 +489,64 @@ else:
         }
     }
 
+# --- Metrics (GET /metrics, Prometheus) ------------------------------------------------
+# A scrape is let in with `Authorization: Bearer <METRICS_TOKEN>` or from a client address in
+# METRICS_ALLOWED_NETWORKS (comma-separated CIDRs; `none`: the token only). The client address
+# is the one the API's throttling uses: the connection's, or with API_NUM_PROXIES set the one
+# the trusted proxies put in X-Forwarded-For.
+METRICS_TOKEN_MIN_LENGTH = 32
+
+
+def _metrics_token() -> str:
+    token = env_str("METRICS_TOKEN")
+    if token and len(token) < METRICS_TOKEN_MIN_LENGTH:
+        raise ImproperlyConfigured(
+            f"METRICS_TOKEN must be at least {METRICS_TOKEN_MIN_LENGTH} characters, not {len(token)} "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    if token and not re.fullmatch(r"[\x21-\x7e]+", token):
+        raise ImproperlyConfigured("METRICS_TOKEN may hold only printable ASCII characters without spaces")
+    return token
+
+
+def _metrics_networks() -> list[str]:
+    networks = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+    if [item.lower() for item in networks] == ["none"]:
+        return []
+    for network in networks:
+        try:
+            ipaddress.ip_network(network)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {network!r} is not a network: {exc}") from None
+    return networks
+
+
+METRICS_TOKEN = _metrics_token()
+METRICS_ALLOWED_NETWORKS = _metrics_networks()
+
 # --- Logging ---------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
     raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}")
+
+# text (default): one readable line per record; json: one JSON object per line (time, level,
+# logger, message, coordination_id / environment_id when known, exception), for log shippers.
+LOG_FORMAT = structured_logging.log_format()
+JSON_LOGS = LOG_FORMAT == "json"
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     # Request paths can hold an agent's callback token: blanked on Django's request loggers
     # (before any handler, ours or another's) and on our handler (whatever logged it).
-    "filters": {"callback_tokens": {"()": "powerautomation.log_redaction.RedactCallbackTokens"}},
+    "filters": {
+        "callback_tokens": {"()": "powerautomation.log_redaction.RedactCallbackTokens"},
+        # The coordination and environment a record is about (structured_logging.log_context).
+        "log_context": {"()": "powerautomation.structured_logging.LogContextFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "powerautomation.structured_logging.JsonFormatter"},
         "django.server": {
             "()": "django.utils.log.ServerFormatter",
             "format": "[{server_time}] {message}",
@@ -507,11 +554,15 @@ LOGGING = {
         },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["callback_tokens"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if JSON_LOGS else "plain",
+            "filters": ["callback_tokens", "log_context"],
+        },
         # runserver's request lines, as Django's default logging writes them.
         "django.server": {
             "class": "logging.StreamHandler",
-            "formatter": "django.server",
+            "formatter": "json" if JSON_LOGS else "django.server",
             "filters": ["callback_tokens"],
         },
     },

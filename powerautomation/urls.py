@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from console.views.metrics import metrics
 from deployments.views import callback
 
 # Under /api/, a 400 Django itself answers (a body over DATA_UPLOAD_MAX_MEMORY_SIZE, ...) is JSON too.
@@ -12,4 +13,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/deployment/callback/<str:token>/", callback, name="deployment-callback"),
     path("api/", include("deployments.api.urls")),  # REST API, health, OpenAPI schema and docs
+    path("metrics", metrics, name="metrics"),  # Prometheus (console/metrics.py)
 ]

@@ -155,12 +155,12 @@ AGENT_BODY = "upstream: connection to db failed for user=deploy password=hunter2
 
 
 @pytest.fixture
-def refused_by_agent(transactional_db, http_server):
-    """A coordination run to its end whose only environment's agent answered HTTP 500
-    with AGENT_BODY (no retries): the rows a real run leaves."""
+def refusing_agent(transactional_db, http_server) -> RemoteEnvironment:
+    """An http_api environment ("docker_agent") whose agent on loopback answers every
+    trigger HTTP 500 with AGENT_BODY, and no retries."""
     SettingsBlock.objects.update_or_create(name="default_settings", defaults={"values": {"retry_count": 0}})
     http_server.answer("/api/deploy/init", Answer(500, AGENT_BODY))
-    RemoteEnvironment.objects.create(
+    return RemoteEnvironment.objects.create(
         environment_id="docker_agent",
         environment_type="docker",
         connection_method="http_api",
@@ -169,6 +169,12 @@ def refused_by_agent(transactional_db, http_server):
         api_token="agent-token-0e2d",  # noqa: S106
         timeout=20,
     )
+
+
+@pytest.fixture
+def refused_by_agent(refusing_agent):
+    """A coordination run to its end whose only environment's agent answered HTTP 500
+    with AGENT_BODY (no retries): the rows a real run leaves."""
     coordination = coordination_start(triggered_by=TriggerSource.COMMAND, coordination_id="deploy_refused")
     run_coordination(coordination_pk=coordination.pk)
     return Coordination.objects.get(pk=coordination.pk)

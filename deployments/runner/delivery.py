@@ -16,6 +16,7 @@ from environments.config import DeploymentDefaults
 from environments.connectors import ConnectorError, DeploymentContext, Target, connector_for
 from environments.connectors.http import NOT_VERIFIED
 from environments.health import check_health
+from powerautomation.structured_logging import log_context
 
 logger = logging.getLogger(__name__)
 
@@ -127,11 +128,14 @@ def deliver(spec: Target, context: DeploymentContext, defaults: DeploymentDefaul
 
 
 def deliver_and_report(spec, context, defaults, reporter) -> None:
-    try:
-        outcome = deliver(spec, context, defaults, reporter)
-    except ConnectorError as exc:
-        outcome = Outcome(T.FAILED, reason=exc.reason, message=exc.message, data=exc.data)
-    except Exception as exc:  # a bug must fail this target, not the whole coordination
-        logger.exception("delivery to %s failed unexpectedly", spec.environment_id)
-        outcome = Outcome(T.FAILED, reason="internal_error", message=f"internal error: {type(exc).__name__}: {exc}")
-    reporter.finished(outcome)
+    # A pool thread starts with no log context: whatever logs in it (a connector, a library)
+    # is about this coordination and this environment.
+    with log_context(coordination_id=context.coordination_id, environment_id=spec.environment_id):
+        try:
+            outcome = deliver(spec, context, defaults, reporter)
+        except ConnectorError as exc:
+            outcome = Outcome(T.FAILED, reason=exc.reason, message=exc.message, data=exc.data)
+        except Exception as exc:  # a bug must fail this target, not the whole coordination
+            logger.exception("delivery to %s failed unexpectedly", spec.environment_id)
+            outcome = Outcome(T.FAILED, reason="internal_error", message=f"internal error: {type(exc).__name__}: {exc}")
+        reporter.finished(outcome)

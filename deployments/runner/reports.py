@@ -67,7 +67,12 @@ def record_outcome(target: CoordinationTarget, outcome: Outcome, *, stopping: St
         fields=fields,
     )
     if not moved:
-        logger.warning("%s: outcome %s not recorded, status moved on", target.environment_id, outcome.status)
+        logger.warning(
+            "%s: outcome %s not recorded, status moved on",
+            target.environment_id,
+            outcome.status,
+            extra={"environment_id": target.environment_id},
+        )
         if output_fields:  # the output is kept all the same
             CoordinationTarget.objects.filter(pk=target.pk).update(**output_fields)
 

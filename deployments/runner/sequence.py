@@ -38,6 +38,7 @@ from deployments.runner.waves import HAND_BACK, OPENED, PARKED, SLEEPING, STOPPE
 from deployments.transitions import cancel_not_started, note, transition
 from environments.config import DeploymentDefaults
 from environments.connectors import DeploymentContext
+from powerautomation.structured_logging import log_context
 
 logger = logging.getLogger(__name__)
 
@@ -356,8 +357,10 @@ def _run(coordination: Coordination, *, lead: bool) -> None:
 
 
 def run_coordination(coordination: Coordination) -> None:
-    _run(coordination, lead=True)
+    with log_context(coordination_id=coordination.coordination_id):
+        _run(coordination, lead=True)
 
 
 def run_coordination_shard(coordination: Coordination) -> None:
-    _run(coordination, lead=False)
+    with log_context(coordination_id=coordination.coordination_id):
+        _run(coordination, lead=False)
