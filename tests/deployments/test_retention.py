@@ -21,11 +21,13 @@ from deployments.models import (
     Coordination,
     CoordinationStatus as C,
     CoordinationTarget,
+    OutputChunk,
     RunLease,
     StageEvent,
     TargetStatus as T,
 )
 from deployments.retention import RETENTION_SCHEDULE_NAME, AgeError, history_prune, parse_age
+from deployments.script_output import output_append
 from deployments.tasks import prune_history
 from tests.factories import make_coordination
 
@@ -57,6 +59,7 @@ def row_counts() -> dict[str, int]:
         "stage_events": StageEvent.objects.count(),
         "callback_tokens": CallbackToken.objects.count(),
         "run_leases": RunLease.objects.count(),
+        "output_chunks": OutputChunk.objects.count(),
     }
 
 
@@ -168,6 +171,7 @@ def test_the_counts_printed_are_the_rows_removed_with_every_row_that_hangs_on_th
     CallbackToken.objects.create(target=target, token_hash="a" * 64, expires_at=LONG_AGO)
     RunLease.objects.create(coordination=gone, owner="host:1", is_lead=True, expires_at=LONG_AGO)
     StageEvent.objects.create(coordination=gone, stage="coordination", old_status="pending", new_status="failed")
+    CoordinationTarget.objects.filter(pk=target.pk).update(**output_append(target, "done\n", secrets=()))
     old_coordination("deploy_kept", {"env_c": T.SUCCEEDED}, days_ago=1)
     before = row_counts()
 
@@ -181,6 +185,7 @@ def test_the_counts_printed_are_the_rows_removed_with_every_row_that_hangs_on_th
         "stage_events": 3,
         "callback_tokens": 1,
         "run_leases": 1,
+        "output_chunks": 1,
     }
     for table, rows in removed.items():
         assert f"  {table}: {rows}" in out
@@ -191,6 +196,10 @@ def test_a_dry_run_counts_the_same_rows_and_deletes_nothing():
     for number in range(4):
         gone = old_coordination(f"deploy_{number}", {"env_a": T.SUCCEEDED, "env_b": T.SUCCEEDED})
         CallbackToken.objects.create(target=gone.targets.first(), token_hash=str(number) * 64, expires_at=LONG_AGO)
+        target = gone.targets.first()
+        CoordinationTarget.objects.filter(pk=target.pk).update(
+            **output_append(target, "x" * 100_000 + "\n", secrets=())  # two pieces of output
+        )
     before = row_counts()
 
     dry = json.loads(prune("--older-than", "1d", "--keep-last", "1", "--dry-run", "--json"))
@@ -202,6 +211,7 @@ def test_a_dry_run_counts_the_same_rows_and_deletes_nothing():
     after = row_counts()
     assert real["deleted"] == {table: before[table] - after[table] for table in before}
     assert real["deleted"]["coordinations"] == 3
+    assert real["deleted"]["output_chunks"] == 6  # the output goes with its coordination
 
 
 def test_json_is_one_object_with_the_cutoff_and_the_counts_per_table():
