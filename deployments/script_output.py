@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db.models import Subquery, Value
+from django.db.models.functions import Coalesce
 
 from deployments.models import CoordinationTarget, OutputChunk
 from environments.models import SECRET_FIELDS, RemoteEnvironment
@@ -117,8 +119,8 @@ def output_append(target: CoordinationTarget, received: str, *, secrets: tuple[s
     # Past the cap: the tail's pieces that start before its last half go (the head's stay).
     if target.output_length > 2 * half:
         kept = OutputChunk.objects.filter(target=target)
-        kept.filter(end__gt=half, position__lt=target.output_length - half).delete()
         head_end = _head_end(target)
+        kept.filter(position__gte=head_end, position__lt=target.output_length - half).delete()
         tail_start = kept.filter(position__gte=head_end).order_by("position").values_list("position", flat=True)
         target.output_dropped = (tail_start.first() or target.output_length) - head_end
     tail = (target.output_tail + stored).encode("utf-8")[-settings.DEPLOYMENT_OUTPUT_TAIL_BYTES :]
@@ -130,9 +132,12 @@ def output_append(target: CoordinationTarget, received: str, *, secrets: tuple[s
 
 
 def _head_end(target: CoordinationTarget) -> int:
+    """Where the kept head ends: the end of the last piece within the first half. Of the
+    pieces that start before the half only the last may cross it (a character that
+    straddles it), so it is one of the last two (two steps down the (target, position) index)."""
     half = settings.DEPLOYMENT_OUTPUT_MAX_BYTES // 2
-    last = OutputChunk.objects.filter(target=target, end__lte=half).order_by("-end").values_list("end", flat=True)
-    return last.first() or 0
+    last = OutputChunk.objects.filter(target=target, position__lt=half).order_by("-position")
+    return max((end for end in last.values_list("end", flat=True)[:2] if end <= half), default=0)
 
 
 @dataclass(frozen=True)
@@ -156,7 +161,10 @@ def output_read(target: CoordinationTarget, *, offset: int = 0, limit: int | Non
     budget = limit if limit is not None else length + 1
     parts: list[str] = []
     at = offset
-    chunks = OutputChunk.objects.filter(target=target, end__gt=offset).order_by("position")
+    # From the piece that holds `offset` on, found down the (target, position) index.
+    holder = OutputChunk.objects.filter(target=target, position__lte=offset).order_by("-position")
+    start = Coalesce(Subquery(holder.values("position")[:1]), Value(0))
+    chunks = OutputChunk.objects.filter(target=target, position__gte=start, end__gt=offset).order_by("position")
     for chunk in chunks.iterator(chunk_size=16):
         if budget <= 0:
             break
