@@ -4,7 +4,6 @@ throttling come from REST_FRAMEWORK in settings."""
 
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -54,6 +53,7 @@ from deployments.services import (
     coordination_retry,
     coordination_start_once,
 )
+from powerautomation.filters import KnownParametersFilterBackend
 
 EVENTS_DEFAULT_LIMIT = 500
 EVENTS_MAX_LIMIT = 1000
@@ -190,7 +190,7 @@ def _coordination_or_404(coordination_id: str) -> Coordination:
 class HistoryView(generics.ListAPIView):
     serializer_class = CoordinationSummarySerializer
     pagination_class = HistoryPagination
-    filter_backends = [filters.DjangoFilterBackend]
+    filter_backends = [KnownParametersFilterBackend]
     filterset_class = HistoryFilter
 
     def get_queryset(self):

@@ -95,4 +95,4 @@ def test_the_environment_list_filtered_by_tag_costs_the_same_for_1_and_50(viewer
     for index in range(49):
         make_environment(f"env_more_{index}", tags=["mac"] if index % 2 else ["linux"])
     assert queries(viewer_client, "/api/deployment/environments?tag=mac") == one
-    assert len(viewer_client.get("/api/deployment/environments?tag=mac").json()) == 25
+    assert len(viewer_client.get("/api/deployment/environments?tag=mac").json()["results"]) == 25
