@@ -31,6 +31,7 @@ ENDPOINTS = {
     ("patch", "/api/deployment/environments/{environment_id}/"),
     ("delete", "/api/deployment/environments/{environment_id}/"),
     ("get", "/api/deployment/coordinations/{coordination_id}/"),
+    ("get", "/api/deployment/coordinations/{coordination_id}/environments/"),
     ("get", "/api/deployment/coordinations/{coordination_id}/events/"),
     ("post", "/api/deployment/coordinations/{coordination_id}/cancel/"),
     ("post", "/api/deployment/coordinations/{coordination_id}/retry/"),
