@@ -186,7 +186,7 @@ class StatusView(APIView):
         context = {"request": request}
         coordination_id = request.query_params.get("coordination_id")
         if coordination_id is not None:
-            return Response(CoordinationDetailSerializer(_coordination_or_404(coordination_id), context=context).data)
+            return _record(request, coordination_id)
         active = coordinations_active()
         attention = environments_needing_attention()
         overview = {
@@ -211,6 +211,13 @@ def _coordination_or_404(coordination_id: str) -> Coordination:
     if coordination is None:
         raise Http404(f"no coordination {coordination_id!r}")
     return coordination
+
+
+def _record(request, coordination_id: str) -> Response:
+    """A coordination's record, with at most DETAIL_TARGETS_LIMIT of its environments."""
+    return Response(
+        CoordinationDetailSerializer(_coordination_or_404(coordination_id), context={"request": request}).data
+    )
 
 
 class HistoryView(generics.ListAPIView):
@@ -241,8 +248,7 @@ class CoordinationDetailView(APIView):
         tags=["deployments"],
     )
     def get(self, request, coordination_id: str):
-        coordination = _coordination_or_404(coordination_id)
-        return Response(CoordinationDetailSerializer(coordination, context={"request": request}).data)
+        return _record(request, coordination_id)
 
 
 class CoordinationEnvironmentsView(generics.ListAPIView):
@@ -337,11 +343,7 @@ class CoordinationCancelView(APIView):
             coordination_cancel(coordination=coordination, user=request.user)
         except CoordinationConflict as exc:
             return _conflict(exc)
-        return Response(
-            CoordinationDetailSerializer(
-                coordination_detail(coordination_id, targets_limit=DETAIL_TARGETS_LIMIT), context={"request": request}
-            ).data
-        )
+        return _record(request, coordination_id)
 
 
 class CoordinationApproveView(APIView):
@@ -368,11 +370,7 @@ class CoordinationApproveView(APIView):
             coordination_approve(coordination=coordination, user=request.user)
         except CoordinationConflict as exc:
             return _conflict(exc)
-        return Response(
-            CoordinationDetailSerializer(
-                coordination_detail(coordination_id, targets_limit=DETAIL_TARGETS_LIMIT), context={"request": request}
-            ).data
-        )
+        return _record(request, coordination_id)
 
 
 class CoordinationRetryView(APIView):
