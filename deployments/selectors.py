@@ -5,17 +5,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db.models import (
+    Case,
     Count,
     DurationField,
     Exists,
     ExpressionWrapper,
     F,
+    IntegerField,
     OuterRef,
     Prefetch,
     Q,
     QuerySet,
     Subquery,
     Sum,
+    Value,
+    When,
 )
 from django.shortcuts import get_object_or_404
 from django_q.models import Task
@@ -32,7 +36,7 @@ from deployments.models import (
     StageEvent,
     TargetStatus,
 )
-from environments.models import SECRET_FIELDS, RemoteEnvironment
+from environments.models import SECRET_FIELDS, Health, RemoteEnvironment
 from environments.services import CHECK_TASK_GROUP
 
 
@@ -175,23 +179,78 @@ def _bucket_counts(prefix: str = "") -> dict:
     }
 
 
-def coordinations_listed(queryset: QuerySet[Coordination]) -> QuerySet[Coordination]:
-    """`queryset` with what a list shows: users, retry link and target summaries, in
-    two queries whatever its length."""
-    summaries = CoordinationTarget.objects.only(*TARGET_SUMMARY_FIELDS).order_by("environment_id")
-    return queryset.select_related("triggered_by_user", "approved_by", "retry_of").prefetch_related(
-        Prefetch("targets", queryset=summaries)
-    )
+# Which of a coordination's targets a bounded answer shows first: those that need someone's
+# attention (failed), then those under way, then the rest; succeeded last.
+ATTENTION_ORDER = (
+    (TargetStatus.FAILED, TargetStatus.INTERRUPTED),
+    (TargetStatus.TRIGGERING, TargetStatus.RUNNING),
+    (TargetStatus.PENDING,),
+    (TargetStatus.CANCELLED,),
+)
 
 
-def coordination_detail(coordination_id: str) -> Coordination | None:
-    """One coordination with every target in full, or None."""
-    return (
-        Coordination.objects.select_related("triggered_by_user", "approved_by", "retry_of")
-        .prefetch_related(Prefetch("targets", queryset=CoordinationTarget.objects.order_by("environment_id")))
-        .filter(coordination_id=coordination_id)
-        .first()
+def _targets(queryset: QuerySet[CoordinationTarget], limit: int | None) -> QuerySet[CoordinationTarget]:
+    """Every target by environment_id, or (with `limit`) the `limit` that come first in
+    ATTENTION_ORDER: a sliced prefetch, one query (a window function) for a whole page."""
+    if limit is None:
+        return queryset.order_by("environment_id")
+    rank = Case(
+        *(When(status__in=statuses, then=Value(position)) for position, statuses in enumerate(ATTENTION_ORDER)),
+        default=Value(len(ATTENTION_ORDER)),
+        output_field=IntegerField(),
     )
+    return queryset.annotate(attention=rank).order_by("attention", "environment_id")[:limit]
+
+
+SHOWN_TARGETS = "shown_targets"
+
+
+def _bounded(queryset: QuerySet[Coordination], targets: QuerySet[CoordinationTarget], limit: int | None):
+    queryset = queryset.select_related("triggered_by_user", "approved_by", "retry_of")
+    if limit is None:
+        return queryset.prefetch_related(Prefetch("targets", queryset=_targets(targets, limit)))
+    # A slice goes to its own attribute (Django prefetches a slice only so), and the
+    # progress cannot be counted from it: the database counts it.
+    queryset = queryset.annotate(progress_total=Count("targets"), **_bucket_counts("progress_"))
+    return queryset.prefetch_related(Prefetch("targets", queryset=_targets(targets, limit), to_attr=SHOWN_TARGETS))
+
+
+def coordinations_listed(
+    queryset: QuerySet[Coordination], *, targets_limit: int | None = None
+) -> QuerySet[Coordination]:
+    """`queryset` with what a list shows: users, retry link and target summaries (every
+    target, or the `targets_limit` that need attention most), in two queries whatever its
+    length."""
+    return _bounded(queryset, CoordinationTarget.objects.only(*TARGET_SUMMARY_FIELDS), targets_limit)
+
+
+def coordination_detail(coordination_id: str, *, targets_limit: int | None = None) -> Coordination | None:
+    """One coordination with every target in full (or the `targets_limit` that need
+    attention most), or None."""
+    return _bounded(
+        Coordination.objects.filter(coordination_id=coordination_id), CoordinationTarget.objects.all(), targets_limit
+    ).first()
+
+
+def targets_shown(coordination: Coordination) -> list[CoordinationTarget]:
+    """The targets loaded with it (all, or the bounded few), by environment_id."""
+    loaded = getattr(coordination, SHOWN_TARGETS, None)
+    if loaded is None:
+        loaded = coordination.targets.all()
+    return sorted(loaded, key=lambda target: target.environment_id)
+
+
+def coordination_progress(coordination: Coordination) -> dict[str, int]:
+    """Its progress: counted by the database when its targets were loaded bounded, else
+    from them."""
+    if hasattr(coordination, "progress_total"):
+        return annotated_progress(coordination)
+    return target_progress(coordination.targets.all())
+
+
+def coordination_targets(coordination: Coordination) -> QuerySet[CoordinationTarget]:
+    """Its targets, to page through (by environment_id)."""
+    return CoordinationTarget.objects.filter(coordination=coordination)
 
 
 def coordination_target(*, coordination_id: str, environment_id: str) -> CoordinationTarget:
@@ -209,15 +268,20 @@ def coordination_events(*, coordination: Coordination, after: int = 0, limit: in
     return list(StageEvent.objects.filter(coordination=coordination, id__gt=after).order_by("id")[:limit])
 
 
-def environments_with_last_outcome() -> list[RemoteEnvironment]:
-    """Every environment, secrets left unread, each with `last_target`: its most recent
-    target that ended (with that target's coordination), or None. Three queries."""
+def environments_with_last_outcome(
+    queryset: QuerySet[RemoteEnvironment] | None = None,
+) -> list[RemoteEnvironment]:
+    """The environments (every one unless `queryset` says), secrets left unread, each with
+    `last_target`: its most recent target that ended (with that target's coordination), or
+    None. Three queries."""
     last_ended = (
         CoordinationTarget.objects.filter(remote_environment=OuterRef("pk"), status__in=TARGET_TERMINAL)
         .order_by("-id")
         .values("id")[:1]
     )
-    environments = list(RemoteEnvironment.objects.defer(*SECRET_FIELDS).annotate(last_target_id=Subquery(last_ended)))
+    if queryset is None:
+        queryset = RemoteEnvironment.objects.all()
+    environments = list(queryset.defer(*SECRET_FIELDS).annotate(last_target_id=Subquery(last_ended)))
     wanted = [environment.last_target_id for environment in environments if environment.last_target_id]
     ended = CoordinationTarget.objects.filter(pk__in=wanted).select_related("coordination")
     ended = ended.only(*TARGET_SUMMARY_FIELDS, "coordination__coordination_id", "coordination__status")
@@ -225,6 +289,40 @@ def environments_with_last_outcome() -> list[RemoteEnvironment]:
     for environment in environments:
         environment.last_target = targets.get(environment.last_target_id)  # type: ignore[attr-defined]
     return list(environments)
+
+
+# An environment needs attention when its last health check failed or its last run did.
+ATTENTION_OUTCOMES = (TargetStatus.FAILED, TargetStatus.INTERRUPTED)
+
+
+def environments_needing_attention() -> QuerySet[RemoteEnvironment]:
+    """Environments whose last health check said unhealthy or whose last run that ended
+    failed: the unhealthy first, then by environment_id. One query (a subquery per row on
+    index target_environment_recent)."""
+    last_status = Subquery(
+        CoordinationTarget.objects.filter(remote_environment=OuterRef("pk"), status__in=TARGET_TERMINAL)
+        .order_by("-id")
+        .values("status")[:1]
+    )
+    unhealthy = Case(When(last_health=Health.UNHEALTHY, then=Value(0)), default=Value(1), output_field=IntegerField())
+    return (
+        RemoteEnvironment.objects.annotate(last_status=last_status, healthy_rank=unhealthy)
+        .filter(Q(last_health=Health.UNHEALTHY) | Q(last_status__in=ATTENTION_OUTCOMES))
+        .order_by("healthy_rank", "environment_id")
+    )
+
+
+def environment_counts() -> dict:
+    """How many environments there are, enabled, and by last health: one query."""
+    by_health = {health: Count("pk", filter=Q(last_health=health)) for health in Health.values}
+    counts = RemoteEnvironment.objects.aggregate(
+        total=Count("pk"), enabled=Count("pk", filter=Q(enabled=True)), **by_health
+    )
+    return {
+        "total": counts["total"],
+        "enabled": counts["enabled"],
+        "health": {health: counts[health] for health in Health.values},
+    }
 
 
 # --- The admin's reads -----------------------------------------------------------------------

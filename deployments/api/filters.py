@@ -3,7 +3,7 @@
 from django.db.models import Exists, OuterRef
 from django_filters import rest_framework as filters
 
-from deployments.models import COORDINATION_TERMINAL, Coordination, CoordinationTarget
+from deployments.models import COORDINATION_TERMINAL, Coordination, CoordinationTarget, TargetStatus
 
 COORDINATION_OUTCOME_CHOICES = [(value, value) for value in sorted(COORDINATION_TERMINAL)]
 
@@ -27,3 +27,13 @@ class HistoryFilter(filters.FilterSet):
         # EXISTS rather than a join, so the target list of each row stays whole.
         targets = CoordinationTarget.objects.filter(coordination=OuterRef("pk"), environment_id=value)
         return queryset.filter(Exists(targets))
+
+
+class TargetFilter(filters.FilterSet):
+    status = filters.MultipleChoiceFilter(
+        choices=TargetStatus.choices, help_text="Only environments in these states (repeat the parameter for several)."
+    )
+
+    class Meta:
+        model = CoordinationTarget
+        fields = ("status",)

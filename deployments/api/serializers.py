@@ -16,7 +16,7 @@ from rest_framework import serializers
 from accounts.roles import is_admin
 from deployments.models import Coordination, CoordinationStatus, CoordinationTarget, StageEvent
 from deployments.redaction import HIDDEN, ec2_config_shown, event_data_shown, response_excerpt_shown
-from deployments.selectors import target_progress
+from deployments.selectors import coordination_progress, targets_shown
 from environments import rollout as rollouts
 from environments.tags import MAX_SELECTED_TAGS
 from powerautomation.api import RejectUnknownFieldsMixin
@@ -290,7 +290,7 @@ PLAN_KEYS = tuple(RolloutPlanSerializer._declared_fields)
 def rollout_shown(coordination: Coordination) -> dict:
     """The rollout as stored. A coordination created before rollouts existed (nothing
     stored) ran as the built-in policy runs: one wave of every target, no budget."""
-    plan = coordination.rollout or rollouts.Rollout().resolved(len(coordination.targets.all()))
+    plan = coordination.rollout or rollouts.Rollout().resolved(coordination_progress(coordination)["total"])
     return {key: plan.get(key) for key in PLAN_KEYS}
 
 
@@ -312,8 +312,13 @@ class CoordinationSummarySerializer(serializers.ModelSerializer):
     )
     progress = serializers.SerializerMethodField()
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
-    environments = TargetSummarySerializer(source="targets", many=True, read_only=True)
+    environments = serializers.SerializerMethodField(
+        help_text="Its environments by id: every one, or in the API those that need attention most (failed, then "
+        "running, pending, cancelled, succeeded) up to a limit; `environments_url` pages through them all."
+    )
+    environments_url = serializers.SerializerMethodField(help_text="All its environments, a page at a time.")
     url = serializers.SerializerMethodField(help_text="This coordination's record.")
+    target_serializer: type[serializers.Serializer] = TargetSummarySerializer
 
     class Meta:
         model = Coordination
@@ -336,6 +341,7 @@ class CoordinationSummarySerializer(serializers.ModelSerializer):
             "duration_seconds",
             "progress",
             "environments",
+            "environments_url",
             "url",
         )
         read_only_fields = fields
@@ -359,7 +365,14 @@ class CoordinationSummarySerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ProgressSerializer)
     def get_progress(self, coordination: Coordination) -> dict:
-        return target_progress(coordination.targets.all())
+        return coordination_progress(coordination)
+
+    @extend_schema_field(TargetSummarySerializer(many=True))
+    def get_environments(self, coordination: Coordination) -> list:
+        return self.target_serializer(targets_shown(coordination), many=True, context=self.context).data
+
+    def get_environments_url(self, coordination: Coordination) -> str:
+        return absolute_url(self.context, "api:coordination-environments", coordination.coordination_id)
 
     def get_url(self, coordination: Coordination) -> str:
         return absolute_url(self.context, "api:coordination-detail", coordination.coordination_id)
@@ -368,15 +381,20 @@ class CoordinationSummarySerializer(serializers.ModelSerializer):
 class CoordinationDetailSerializer(CoordinationSummarySerializer):
     """A coordination in full: every environment's outcome and output tail."""
 
-    environments = TargetSerializer(source="targets", many=True, read_only=True)
     ec2_deployment_config = serializers.SerializerMethodField(
         help_text='How the EC2 stage ran; its user_data shown as "set (N bytes)" to everyone but ADMINs.'
     )
     events_url = serializers.SerializerMethodField(help_text="Its events, to follow progress.")
 
+    target_serializer = TargetSerializer
+
     class Meta(CoordinationSummarySerializer.Meta):
         fields = (*CoordinationSummarySerializer.Meta.fields, "ec2_deployment_config", "events_url")
         read_only_fields = fields
+
+    @extend_schema_field(TargetSerializer(many=True))
+    def get_environments(self, coordination: Coordination) -> list:
+        return super().get_environments(coordination)
 
     @extend_schema_field(serializers.DictField())
     def get_ec2_deployment_config(self, coordination: Coordination) -> dict:
@@ -478,11 +496,38 @@ class EnvironmentStatusSerializer(serializers.Serializer):
         }
 
 
-class StatusOverviewSerializer(serializers.Serializer):
-    """The active coordinations with their progress, and every environment's state."""
+class EnvironmentCountsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    enabled = serializers.IntegerField()
+    health = serializers.DictField(
+        child=serializers.IntegerField(), help_text="How many by last health check: healthy, unhealthy, unknown."
+    )
 
-    active = CoordinationSummarySerializer(many=True, help_text="Coordinations that have not ended, oldest first.")
-    environments = EnvironmentStatusSerializer(many=True)
+
+class StatusOverviewSerializer(serializers.Serializer):
+    """A bounded overview whatever the size of the fleet: the oldest active coordinations
+    with their progress, counts of the environments, and those that need attention."""
+
+    active = CoordinationSummarySerializer(
+        many=True, help_text="Coordinations that have not ended, oldest first, up to a limit (`active_count`)."
+    )
+    active_count = serializers.IntegerField(help_text="How many coordinations have not ended.")
+    environment_counts = EnvironmentCountsSerializer()
+    environments = EnvironmentStatusSerializer(
+        many=True,
+        help_text="Environments whose last health check said unhealthy or whose last run failed, the unhealthy "
+        "first, up to a limit (`attention_count`).",
+    )
+    attention_count = serializers.IntegerField(help_text="How many environments need attention in all.")
+    environments_url = serializers.CharField(help_text="Every environment, a page at a time.")
+
+
+class TargetListSerializer(TargetSerializer):
+    """One environment's part in a coordination, as its paged list shows it: no output."""
+
+    class Meta(TargetSerializer.Meta):
+        fields = tuple(name for name in TargetSerializer.Meta.fields if name != "output_tail")
+        read_only_fields = fields
 
 
 class ErrorSerializer(serializers.Serializer):

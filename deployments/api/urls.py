@@ -29,6 +29,11 @@ urlpatterns = [
         name="coordination-detail",
     ),
     path(
+        "deployment/coordinations/<str:coordination_id>/environments/",
+        views.CoordinationEnvironmentsView.as_view(),
+        name="coordination-environments",
+    ),
+    path(
         "deployment/coordinations/<str:coordination_id>/events/",
         views.CoordinationEventsView.as_view(),
         name="coordination-events",

@@ -4,7 +4,7 @@ throttling come from REST_FRAMEWORK in settings."""
 
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from django_filters import rest_framework as filters
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -19,9 +19,9 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from deployments.api.filters import HistoryFilter
+from deployments.api.filters import HistoryFilter, TargetFilter
 from deployments.api.health import platform_health
-from deployments.api.pagination import HistoryPagination, positive_int_param
+from deployments.api.pagination import HistoryPagination, TargetPagination, positive_int_param
 from deployments.api.serializers import (
     SERVICE_FIELD_PATHS,
     BusySerializer,
@@ -31,18 +31,22 @@ from deployments.api.serializers import (
     ErrorSerializer,
     EventsPageSerializer,
     StatusOverviewSerializer,
+    TargetListSerializer,
     TriggerAcceptedSerializer,
     TriggerLocalSerializer,
 )
-from deployments.models import Coordination, TriggerSource
+from deployments.models import Coordination, CoordinationTarget, TriggerSource
 from deployments.patterns import COORDINATION_ID, matches
 from deployments.selectors import (
     coordination_detail,
     coordination_events,
     coordination_finished,
+    coordination_targets,
     coordinations_active,
     coordinations_finished,
     coordinations_listed,
+    environment_counts,
+    environments_needing_attention,
     environments_with_last_outcome,
 )
 from deployments.services import (
@@ -54,11 +58,19 @@ from deployments.services import (
     coordination_retry,
     coordination_start_once,
 )
+from powerautomation.filters import KnownParametersFilterBackend
 
 EVENTS_DEFAULT_LIMIT = 500
 EVENTS_MAX_LIMIT = 1000
 EVENTS_MAX_AFTER = 2**62
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
+# What one answer shows at most, so that it stays small at any fleet size (3,000
+# environments: the status overview under 50 KB); the rest is a paged list away.
+STATUS_ACTIVE_LIMIT = 10
+STATUS_TARGETS_LIMIT = 10
+STATUS_ATTENTION_LIMIT = 25
+HISTORY_TARGETS_LIMIT = 20
+DETAIL_TARGETS_LIMIT = 100
 
 # Error answers every authenticated endpoint can give.
 _ERRORS = {
@@ -147,10 +159,14 @@ class TriggerLocalView(APIView):
 class StatusView(APIView):
     @extend_schema(
         operation_id="deployment_status",
-        summary="Active coordinations and every environment's state, or one coordination",
+        summary="An overview of what runs and what needs attention, or one coordination",
         description=(
-            "Without `coordination_id`: the coordinations that have not ended, with their progress, and every "
-            "environment's last health check and last deployment outcome. With it: that coordination in full."
+            f"Without `coordination_id`: the oldest {STATUS_ACTIVE_LIMIT} coordinations that have not ended, with "
+            f"their progress and the {STATUS_TARGETS_LIMIT} environments of each that need attention most; counts of "
+            f"the environments by health; and up to {STATUS_ATTENTION_LIMIT} environments whose last health check "
+            "said unhealthy or whose last run failed, with their last outcome. Bounded whatever the fleet's size: "
+            "page through the rest with `environments_url` (every environment) and each coordination's "
+            f"`environments_url`. With `coordination_id`: that coordination as `coordinations/<id>/` shows it."
         ),
         parameters=[
             OpenApiParameter("coordination_id", str, OpenApiParameter.QUERY, description="Show this one in full.")
@@ -170,10 +186,20 @@ class StatusView(APIView):
         context = {"request": request}
         coordination_id = request.query_params.get("coordination_id")
         if coordination_id is not None:
-            return Response(CoordinationDetailSerializer(_coordination_or_404(coordination_id), context=context).data)
+            return _record(request, coordination_id)
+        active = coordinations_active()
+        attention = environments_needing_attention()
         overview = {
-            "active": list(coordinations_listed(coordinations_active()).order_by("created_at", "id")),
-            "environments": environments_with_last_outcome(),
+            "active": list(
+                coordinations_listed(active, targets_limit=STATUS_TARGETS_LIMIT).order_by("created_at", "id")[
+                    :STATUS_ACTIVE_LIMIT
+                ]
+            ),
+            "active_count": active.count(),
+            "environment_counts": environment_counts(),
+            "environments": environments_with_last_outcome(attention[:STATUS_ATTENTION_LIMIT]),
+            "attention_count": attention.count(),
+            "environments_url": request.build_absolute_uri(reverse("api:environment-list")),
         }
         return Response(StatusOverviewSerializer(overview, context=context).data)
 
@@ -181,20 +207,27 @@ class StatusView(APIView):
 def _coordination_or_404(coordination_id: str) -> Coordination:
     if not matches(COORDINATION_ID, coordination_id):
         raise Http404("no such coordination")  # no id of this shape can exist
-    coordination = coordination_detail(coordination_id)
+    coordination = coordination_detail(coordination_id, targets_limit=DETAIL_TARGETS_LIMIT)
     if coordination is None:
         raise Http404(f"no coordination {coordination_id!r}")
     return coordination
 
 
+def _record(request, coordination_id: str) -> Response:
+    """A coordination's record, with at most DETAIL_TARGETS_LIMIT of its environments."""
+    return Response(
+        CoordinationDetailSerializer(_coordination_or_404(coordination_id), context={"request": request}).data
+    )
+
+
 class HistoryView(generics.ListAPIView):
     serializer_class = CoordinationSummarySerializer
     pagination_class = HistoryPagination
-    filter_backends = [filters.DjangoFilterBackend]
+    filter_backends = [KnownParametersFilterBackend]
     filterset_class = HistoryFilter
 
     def get_queryset(self):
-        return coordinations_listed(coordinations_finished())
+        return coordinations_listed(coordinations_finished(), targets_limit=HISTORY_TARGETS_LIMIT)
 
     @extend_schema(
         operation_id="deployment_history",
@@ -215,8 +248,33 @@ class CoordinationDetailView(APIView):
         tags=["deployments"],
     )
     def get(self, request, coordination_id: str):
-        coordination = _coordination_or_404(coordination_id)
-        return Response(CoordinationDetailSerializer(coordination, context={"request": request}).data)
+        return _record(request, coordination_id)
+
+
+class CoordinationEnvironmentsView(generics.ListAPIView):
+    serializer_class = TargetListSerializer
+    pagination_class = TargetPagination
+    filter_backends = [KnownParametersFilterBackend]
+    filterset_class = TargetFilter
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # drf-spectacular reading the view: no request
+            return CoordinationTarget.objects.none()
+        coordination = get_object_or_404(
+            Coordination.objects.only("id"), coordination_id=self.kwargs["coordination_id"]
+        )
+        return coordination_targets(coordination)
+
+    @extend_schema(
+        operation_id="coordination_environments",
+        summary="A coordination's environments, a page at a time",
+        description="Each environment's status, reason, exit code, attempts and times, by environment_id "
+        "(no output: the coordination's record has the output tails). Follow `next` (a cursor).",
+        responses={200: TargetListSerializer(many=True), 400: _VALIDATION, 404: _NOT_FOUND, **_ERRORS},
+        tags=["deployments"],
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
 
 
 class CoordinationEventsView(APIView):
@@ -285,9 +343,7 @@ class CoordinationCancelView(APIView):
             coordination_cancel(coordination=coordination, user=request.user)
         except CoordinationConflict as exc:
             return _conflict(exc)
-        return Response(
-            CoordinationDetailSerializer(coordination_detail(coordination_id), context={"request": request}).data
-        )
+        return _record(request, coordination_id)
 
 
 class CoordinationApproveView(APIView):
@@ -314,9 +370,7 @@ class CoordinationApproveView(APIView):
             coordination_approve(coordination=coordination, user=request.user)
         except CoordinationConflict as exc:
             return _conflict(exc)
-        return Response(
-            CoordinationDetailSerializer(coordination_detail(coordination_id), context={"request": request}).data
-        )
+        return _record(request, coordination_id)
 
 
 class CoordinationRetryView(APIView):

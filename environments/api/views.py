@@ -21,10 +21,12 @@ from rest_framework.views import APIView
 
 from environments.api.serializers import RemoteEnvironmentSerializer
 from environments.config import MAX_CONFIG_FILE_BYTES, ConfigError, export_config
-from environments.models import SECRET_FIELDS, RemoteEnvironment
+from environments.models import SECRET_FIELDS, Health, RemoteEnvironment
 from environments.selectors import environments_tagged
 from environments.services import environments_import
 from environments.tags import TAG_HINT, is_tag, shown, split_tags
+from powerautomation.filters import KnownParametersFilterBackend
+from powerautomation.pagination import BoundedCursorPagination
 
 _ERROR = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
 _ERRORS = {
@@ -95,19 +97,40 @@ class EnvironmentFilter(filters.FilterSet):
         method="filter_tag",
         help_text="Only environments with any of these tags (repeat the parameter, or separate them by commas).",
     )
+    health = filters.ChoiceFilter(
+        field_name="last_health",
+        choices=Health.choices,
+        help_text="Only environments whose last health check said this.",
+    )
 
     class Meta:
         model = RemoteEnvironment
-        fields = ("enabled", "connection_method", "environment_type", "tag")
+        fields = ("enabled", "connection_method", "environment_type", "tag", "health")
 
     def filter_tag(self, queryset, name, value: list[str]):
         return environments_tagged(queryset, tags=value)
 
 
+ENVIRONMENTS_DEFAULT_LIMIT = 100
+ENVIRONMENTS_MAX_LIMIT = 1000
+
+
+class EnvironmentPagination(BoundedCursorPagination):
+    """By environment_id (unique and never changed): a walk through the pages sees every
+    environment that existed throughout exactly once, however many are added meanwhile."""
+
+    ordering = ("environment_id",)
+    page_size = ENVIRONMENTS_DEFAULT_LIMIT
+    max_page_size = ENVIRONMENTS_MAX_LIMIT
+    items = "environments"
+
+
 @extend_schema_view(
     list=extend_schema(
         operation_id="environments_list",
-        summary="Every environment",
+        summary="The environments, a page at a time",
+        description=f"By environment_id, {ENVIRONMENTS_DEFAULT_LIMIT} a page unless `limit` says otherwise: follow "
+        "`next` (a cursor) until it is null. The config export (`config`) has every environment at once.",
         responses={200: RemoteEnvironmentSerializer(many=True), 400: _INVALID[400], **_ERRORS},
     ),
     create=extend_schema(
@@ -143,8 +166,8 @@ class EnvironmentFilter(filters.FilterSet):
 class RemoteEnvironmentViewSet(viewsets.ModelViewSet):
     serializer_class = RemoteEnvironmentSerializer
     lookup_field = "environment_id"
-    pagination_class = None
-    filter_backends = [filters.DjangoFilterBackend]
+    pagination_class = EnvironmentPagination
+    filter_backends = [KnownParametersFilterBackend]
     filterset_class = EnvironmentFilter
 
     def get_queryset(self):

@@ -122,12 +122,14 @@ def test_a_duplicate_environment_id_is_400(admin_client_api, db):
 def test_list_filters_by_enabled_and_method(viewer_client, db):
     make_environment("env_on")
     make_environment("env_off", enabled=False)
-    ids = [env["environment_id"] for env in viewer_client.get(f"{LIST}?enabled=false").json()]
+    ids = [env["environment_id"] for env in viewer_client.get(f"{LIST}?enabled=false").json()["results"]]
     assert ids == ["env_off"]
-    assert len(viewer_client.get(f"{LIST}?connection_method=ssh").json()) == 2
+    assert len(viewer_client.get(f"{LIST}?connection_method=ssh").json()["results"]) == 2
 
 
-@pytest.mark.parametrize("query", ["enabled=maybe", "connection_method=ftp", "environment_type=amiga"])
+@pytest.mark.parametrize(
+    "query", ["enabled=maybe", "connection_method=ftp", "environment_type=amiga", "health=sick", "helth=unhealthy"]
+)
 def test_a_list_filter_with_a_value_it_cannot_take_is_400_naming_the_parameter(viewer_client, db, query):
     make_environment("env_on")
     parameter = query.split("=")[0]
@@ -398,7 +400,7 @@ def test_the_list_filters_by_any_of_the_tags(viewer_client, tagged, query, expec
     response = viewer_client.get(f"{LIST}?{query}")
 
     assert response.status_code == 200, response.content
-    assert [environment["environment_id"] for environment in response.json()] == expected
+    assert [environment["environment_id"] for environment in response.json()["results"]] == expected
 
 
 @pytest.mark.parametrize("value", ["Mac", "-mac", "a%20b"])

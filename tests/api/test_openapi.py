@@ -31,6 +31,7 @@ ENDPOINTS = {
     ("patch", "/api/deployment/environments/{environment_id}/"),
     ("delete", "/api/deployment/environments/{environment_id}/"),
     ("get", "/api/deployment/coordinations/{coordination_id}/"),
+    ("get", "/api/deployment/coordinations/{coordination_id}/environments/"),
     ("get", "/api/deployment/coordinations/{coordination_id}/events/"),
     ("get", "/api/deployment/coordinations/{coordination_id}/environments/{environment_id}/output"),
     ("post", "/api/deployment/coordinations/{coordination_id}/cancel/"),
@@ -300,3 +301,13 @@ def test_a_nul_character_in_the_url_is_a_400_not_a_server_error(client):
     assert client.get("/api/deployment/status?coordination_id=a%00b").status_code == 400
     assert client.get("/api/deployment/coordinations/a%00b/").status_code == 400
     assert client.get("/admin/deployments/coordination/?q=%00").status_code == 400
+
+
+def test_the_environment_list_is_paged_and_filtered_in_the_schema(schema):
+    operation = schema["paths"]["/api/deployment/environments"]["get"]
+    parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
+    assert {"cursor", "limit", "tag", "health", "connection_method", "enabled"} <= set(parameters)
+    assert parameters["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 1000}
+    assert set(parameters["health"]["schema"]["enum"]) == {"healthy", "unhealthy", "unknown"}
+    page = _resolved(schema, operation["responses"]["200"]["content"]["application/json"]["schema"])
+    assert set(page["properties"]) == {"next", "previous", "results"}

@@ -29,6 +29,7 @@ READS = [
     ("get", "/api/deployment/config", None, 200),
     ("get", "/api/deployment/coordinations/deploy_failed/", None, 200),
     ("get", "/api/deployment/coordinations/deploy_failed/events/", None, 200),
+    ("get", "/api/deployment/coordinations/deploy_failed/environments/", None, 200),
 ]
 WRITES = [
     ("post", "/api/deployment/trigger-local", {}, 202),

@@ -55,13 +55,15 @@ def test_coordination_lists_cost_the_same_for_1_and_50_coordinations(
     one = queries(viewer_client, path)
     grow_to(50, status, target_status, environments)
     fifty = queries(viewer_client, path)
-    assert len(viewer_client.get(path).json().get("results") or viewer_client.get(path).json()["active"]) == 50
+    body = viewer_client.get(path).json()
+    # The status shows the oldest 10 active ones and counts them all.
+    assert len(body["results"]) == 50 if "results" in body else (len(body["active"]), body["active_count"]) == (10, 50)
     assert one == fifty
 
 
 def test_status_costs_the_same_for_1_and_50_environments(viewer_client, db):
     make_environment("env_first")
-    make_coordination("deploy_a", C.COMPLETED, {"env_first": T.SUCCEEDED})
+    make_coordination("deploy_a", C.FAILED, {"env_first": T.FAILED})
     one = queries(viewer_client, "/api/deployment/status")
     for index in range(49):
         make_environment(f"env_more_{index}")
@@ -95,4 +97,4 @@ def test_the_environment_list_filtered_by_tag_costs_the_same_for_1_and_50(viewer
     for index in range(49):
         make_environment(f"env_more_{index}", tags=["mac"] if index % 2 else ["linux"])
     assert queries(viewer_client, "/api/deployment/environments?tag=mac") == one
-    assert len(viewer_client.get("/api/deployment/environments?tag=mac").json()) == 25
+    assert len(viewer_client.get("/api/deployment/environments?tag=mac").json()["results"]) == 25

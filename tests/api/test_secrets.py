@@ -109,7 +109,7 @@ def test_no_response_contains_a_secret_value(responses):
 
 
 def test_responses_say_which_secrets_are_set(responses, viewer_client):
-    environments = {env["environment_id"]: env for env in viewer_client.get(LIST).json()}
+    environments = {env["environment_id"]: env for env in viewer_client.get(LIST).json()["results"]}
     assert {name: environments["ssh_env"][f"{name}_set"] for name in SECRETS} == {
         "password": True,
         "api_token": False,

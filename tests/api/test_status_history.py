@@ -39,26 +39,37 @@ def test_status_shows_active_coordinations_with_progress(viewer_client, environm
     assert "output_tail" not in body["active"][0]["environments"][0]
 
 
-def test_status_shows_every_environments_last_health_and_last_outcome(viewer_client, environments):
-    make_coordination("deploy_old", C.FAILED, {"env_a": T.FAILED})
+def test_status_lists_the_environments_that_need_attention_with_their_last_outcome(viewer_client, environments):
+    make_coordination("deploy_old", C.FAILED, {"env_a": T.FAILED, "env_c": T.FAILED})
     make_coordination("deploy_new", C.COMPLETED, {"env_a": T.SUCCEEDED})
     make_coordination("deploy_now", C.LOCAL_DEPLOYING, {"env_a": T.RUNNING, "env_b": T.RUNNING})
     RemoteEnvironment.objects.filter(environment_id="env_a").update(
         last_health="healthy", last_health_at=timezone.now(), last_health_detail="GET /health: 200"
     )
+    RemoteEnvironment.objects.filter(environment_id="env_b").update(
+        last_health="unhealthy", last_health_at=timezone.now(), last_health_detail="connection refused"
+    )
 
-    environments = {
-        env["environment_id"]: env for env in viewer_client.get("/api/deployment/status").json()["environments"]
+    body = viewer_client.get("/api/deployment/status").json()
+
+    # env_a: healthy, and its last run that ended (not the running one) succeeded: fine.
+    # The unhealthy first, then those whose last run failed.
+    assert [env["environment_id"] for env in body["environments"]] == ["env_b", "env_c"]
+    env_b, env_c = body["environments"]
+    assert (env_b["last_health"], env_b["last_health_detail"], env_b["last_deployment"]) == (
+        "unhealthy",
+        "connection refused",
+        None,
+    )
+    assert (env_c["last_deployment"]["coordination_id"], env_c["last_deployment"]["status"]) == ("deploy_old", "failed")
+    assert body["attention_count"] == 2
+    assert body["environment_counts"] == {
+        "total": 3,
+        "enabled": 3,
+        "health": {"healthy": 1, "unhealthy": 1, "unknown": 1},
     }
-
-    assert list(environments) == ["env_a", "env_b", "env_c"]
-    env_a = environments["env_a"]
-    assert (env_a["last_health"], env_a["last_health_detail"]) == ("healthy", "GET /health: 200")
-    # The last outcome is the last run that ended for it, not the one still running.
-    assert env_a["last_deployment"]["coordination_id"] == "deploy_new"
-    assert env_a["last_deployment"]["status"] == "succeeded"
-    assert environments["env_b"]["last_deployment"] is None
-    assert environments["env_c"]["last_health"] == "unknown"
+    assert body["environments_url"] == "http://testserver/api/deployment/environments"
+    assert body["active_count"] == 1
 
 
 def test_status_of_one_coordination_is_that_coordination_in_full(viewer_client, environments):
