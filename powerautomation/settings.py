@@ -316,7 +316,9 @@ DEPLOYMENT_OUTPUT_MAX_BYTES = env_int(
     "DEPLOYMENT_OUTPUT_MAX_BYTES", 10 * 1024 * 1024, minimum=1024, maximum=1024 * 1024 * 1024
 )
 # Bytes of the output's end shown inline (the admin's row, the API's `output_tail`).
-DEPLOYMENT_OUTPUT_TAIL_BYTES = env_int("DEPLOYMENT_OUTPUT_TAIL_BYTES", 65536, minimum=1024, maximum=16 * 1024 * 1024)
+# A record carries only this (the whole output has its own endpoint): 100 environments of
+# a coordination's record stay a few hundred KB at most.
+DEPLOYMENT_OUTPUT_TAIL_BYTES = env_int("DEPLOYMENT_OUTPUT_TAIL_BYTES", 4096, minimum=1024, maximum=16 * 1024 * 1024)
 
 # --- EC2, auto-deploy, notifications ---------------------------------------------------
 # The EC2 stage (a coordination's ec2_deployment_config: wait for an instance or launch

@@ -245,6 +245,10 @@ class TargetSerializer(serializers.ModelSerializer):
         f'"{HIDDEN}" for everyone else.'
     )
 
+    output_url = serializers.SerializerMethodField(
+        help_text="The environment's whole output (plain text; JSON with Accept: application/json)."
+    )
+
     class Meta:
         model = CoordinationTarget
         fields = (
@@ -261,11 +265,20 @@ class TargetSerializer(serializers.ModelSerializer):
             "finished_at",
             "output_tail",
             "output_bytes",
+            "output_url",
         )
         read_only_fields = fields
 
     def get_response_excerpt(self, target: CoordinationTarget) -> str:
         return response_excerpt_shown(target.response_excerpt, admin=for_admin(self.context))
+
+    def get_output_url(self, target: CoordinationTarget) -> str:
+        path = reverse(
+            "api:coordination-environment-output",
+            kwargs={"coordination_id": target.coordination.coordination_id, "environment_id": target.environment_id},
+        )
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
 
 
 class RolloutPlanSerializer(serializers.Serializer):
@@ -526,7 +539,7 @@ class TargetListSerializer(TargetSerializer):
     """One environment's part in a coordination, as its paged list shows it: no output."""
 
     class Meta(TargetSerializer.Meta):
-        fields = tuple(name for name in TargetSerializer.Meta.fields if name != "output_tail")
+        fields = tuple(name for name in TargetSerializer.Meta.fields if name not in ("output_tail", "output_url"))
         read_only_fields = fields
 
 

@@ -166,6 +166,8 @@ def test_the_api_returns_the_output_as_text_and_json_to_a_viewer(target):
     assert follow_up["text"] == "world\n" and follow_up["next_offset"] == 12 and follow_up["offset"] == 6
     assert client.get(url + "?format=json&offset=12").json()["text"] == ""
 
+    record = client.get("/api/deployment/coordinations/deploy-out-1/").json()
+    assert record["environments"][0]["output_url"] == "http://testserver" + url
     download = client.get(url + "?download=1")
     assert download["Content-Disposition"] == 'attachment; filename="deploy-out-1-linux-1.log"'
 
