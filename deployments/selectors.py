@@ -178,15 +178,19 @@ def coordination_events(*, coordination: Coordination, after: int = 0, limit: in
     return list(StageEvent.objects.filter(coordination=coordination, id__gt=after).order_by("id")[:limit])
 
 
-def environments_with_last_outcome() -> list[RemoteEnvironment]:
-    """Every environment, secrets left unread, each with `last_target`: its most recent
-    target that ended (with that target's coordination), or None. Three queries."""
+def environments_with_last_outcome(*, pks: Iterable[int] | None = None) -> list[RemoteEnvironment]:
+    """Every environment (or those of `pks`), secrets left unread, each with
+    `last_target`: its most recent target that ended (with that target's coordination), or
+    None. Three queries."""
     last_ended = (
         CoordinationTarget.objects.filter(remote_environment=OuterRef("pk"), status__in=TARGET_TERMINAL)
         .order_by("-id")
         .values("id")[:1]
     )
-    environments = list(RemoteEnvironment.objects.defer(*SECRET_FIELDS).annotate(last_target_id=Subquery(last_ended)))
+    queryset = RemoteEnvironment.objects.defer(*SECRET_FIELDS)
+    if pks is not None:
+        queryset = queryset.filter(pk__in=list(pks))
+    environments = list(queryset.annotate(last_target_id=Subquery(last_ended)))
     wanted = [environment.last_target_id for environment in environments if environment.last_target_id]
     ended = CoordinationTarget.objects.filter(pk__in=wanted).select_related("coordination")
     ended = ended.only(*TARGET_SUMMARY_FIELDS, "coordination__coordination_id", "coordination__status")
@@ -206,6 +210,16 @@ def coordinations_with_progress(queryset: QuerySet[Coordination]) -> QuerySet[Co
     return queryset.select_related("triggered_by_user").annotate(
         progress_total=Count("targets"), **_bucket_counts("progress_")
     )
+
+
+def coordinations_first_with_progress(queryset: QuerySet[Coordination], *, limit: int) -> list[Coordination]:
+    """The first `limit` coordinations of `queryset` (in its order), with their progress as
+    `coordinations_with_progress` counts it. The page is chosen first and counted after:
+    counting inside the same query would group every coordination of a long history (SQLite
+    does) before it keeps the page. Two queries."""
+    pks = list(queryset.values_list("pk", flat=True)[:limit])
+    counted = {row.pk: row for row in coordinations_with_progress(Coordination.objects.filter(pk__in=pks))}
+    return [counted[pk] for pk in pks if pk in counted]
 
 
 def annotated_progress(coordination: Coordination) -> dict[str, int]:

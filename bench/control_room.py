@@ -1,0 +1,144 @@
+"""Figure 6, the control room at fleet size: what the admin dashboard, its live poll, the
+API's environment list and `GET status` cost with N environments (default 3,000) and a
+history of 10,000 coordinations. In-process, through Django's test client, on a SQLite
+file with the product's settings (no web server: the request and the response as Django
+makes them, the fastest way to measure at this size). Run with the product's settings:
+
+    python -m bench.control_room --environments 3000 --coordinations 10000
+
+Prints one JSON object with the figures."""
+
+import argparse
+import json
+import statistics
+import time
+
+DASHBOARD_PATH = "/admin/"
+LIVE_PATH = "/admin/deployments/coordination/dashboard/live/"
+ENVIRONMENTS_PATH = "/api/deployment/environments"
+STATUS_PATH = "/api/deployment/status"
+WARMUP = 2
+HOST = "127.0.0.1"
+
+# The fleet's mix: a few unhealthy, some never checked, tags as teams and platforms use them.
+PLATFORMS = ("mac", "linux", "windows")
+TEAMS = ("team-a", "team-b", "team-c", "team-d", "team-e")
+
+
+def _health(index: int) -> str:
+    if index % 50 == 17:
+        return "unhealthy"
+    if index % 20 == 3:
+        return "unknown"
+    return "healthy"
+
+
+def seed_environments(count: int) -> int:
+    from django.utils import timezone
+
+    from environments.models import RemoteEnvironment
+
+    now = timezone.now()
+    rows = []
+    for index in range(count):
+        health = _health(index)
+        tags = [PLATFORMS[index % 3], TEAMS[index % 5]] + (["flaky"] if index % 97 == 0 else [])
+        rows.append(
+            RemoteEnvironment(
+                environment_id=f"fleet_{index:05d}",
+                environment_type=f"{PLATFORMS[index % 3]}_local",
+                connection_method="ssh",
+                host="127.0.0.1",
+                port=22,
+                username="deploy",
+                ssh_key_path="/nonexistent/id_ed25519",
+                enabled=index % 40 != 5,
+                tags=tags,
+                health_check_url=f"http://127.0.0.1:9/health/{index}",
+                last_health=health,
+                last_health_at=None if health == "unknown" else now,
+                last_health_detail="" if health == "healthy" else "HTTP 503 from the health check",
+                last_health_latency_ms=None if health == "unknown" else 12,
+            )
+        )
+    RemoteEnvironment.objects.bulk_create(rows, batch_size=500)
+    return count
+
+
+def _timed(client, path: str, samples: int, **extra) -> tuple[list[float], bytes, int]:
+    for _ in range(WARMUP):
+        client.get(path, **extra)
+    times = []
+    response = None
+    for _ in range(samples):
+        started = time.perf_counter()
+        response = client.get(path, **extra)
+        times.append(time.perf_counter() - started)
+    assert response is not None
+    return times, response.content, response.status_code
+
+
+def _figure(times: list[float], content: bytes, status: int) -> dict:
+    ordered = sorted(times)
+    return {
+        "status": status,
+        "bytes": len(content),
+        "p50_ms": round(statistics.median(times) * 1000, 1),
+        "p95_ms": round(ordered[max(0, round(0.95 * len(ordered)) - 1)] * 1000, 1),
+    }
+
+
+def _change_one_health() -> None:
+    """What a health check does when an environment goes down."""
+    from environments.models import Health, RemoteEnvironment
+    from environments.services import environment_record_health
+
+    environment = RemoteEnvironment.objects.filter(last_health=Health.HEALTHY).order_by("pk").first()
+    environment_record_health(environment_pk=environment.pk, healthy=False, detail="HTTP 503 (bench)", latency_ms=9)
+
+
+def measure(*, samples: int) -> dict:
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user = get_user_model().objects.create_superuser("control-room", "bench@example.com", None)
+    client = Client(SERVER_NAME=HOST)
+    client.force_login(user)
+    figures = {"dashboard": _figure(*_timed(client, DASHBOARD_PATH, samples))}
+
+    first = client.get(LIVE_PATH)
+    full = first.json()
+    figures["live_first"] = {"status": first.status_code, "bytes": len(first.content)}
+    version = full.get("version")
+    unchanged = client.get(LIVE_PATH, {"version": version} if version else {})
+    figures["live_unchanged"] = {"status": unchanged.status_code, "bytes": len(unchanged.content)}
+    _change_one_health()
+    changed = client.get(LIVE_PATH, {"version": version} if version else {})
+    figures["live_changed"] = {"status": changed.status_code, "bytes": len(changed.content)}
+    figures["live_versioned"] = bool(version)
+
+    figures["api_environments"] = _figure(*_timed(client, ENVIRONMENTS_PATH, samples))
+    figures["api_status"] = _figure(*_timed(client, STATUS_PATH, samples))
+    return figures
+
+
+def main() -> None:
+    import django
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--environments", type=int, default=3000)
+    parser.add_argument("--coordinations", type=int, default=10_000)
+    parser.add_argument("--samples", type=int, default=10)
+    options = parser.parse_args()
+    django.setup()
+    from bench.seed_history import seed
+
+    started = time.monotonic()
+    seeded = {"environments": seed_environments(options.environments)}
+    seeded.update(seed(count=options.coordinations - 1, start=0, active=True))
+    seconds = round(time.monotonic() - started, 1)
+    print(json.dumps({"seeded": seeded, "seed_seconds": seconds, **measure(samples=options.samples)}))
+
+
+if __name__ == "__main__":
+    main()
