@@ -20,6 +20,13 @@ STATUS_PATH = "/api/deployment/status"
 WARMUP = 2
 HOST = "127.0.0.1"
 
+# The targets (issue 15), 1 KB = 1,000 bytes.
+DASHBOARD_MS = 300
+DASHBOARD_BYTES = 150_000
+LIVE_UNCHANGED_BYTES = 5_000
+STATUS_BYTES = 50_000
+API_PAGE = 100
+
 # The fleet's mix: a few unhealthy, some never checked, tags as teams and platforms use them.
 PLATFORMS = ("mac", "linux", "windows")
 TEAMS = ("team-a", "team-b", "team-c", "team-d", "team-e")
@@ -88,6 +95,14 @@ def _figure(times: list[float], content: bytes, status: int) -> dict:
     }
 
 
+def _listed(content: bytes) -> int:
+    """How many environments an environment list answered: a bare list, or a page of one."""
+    body = json.loads(content)
+    if isinstance(body, dict):  # a page: its one list of environments ("results" or the like)
+        body = next((value for value in body.values() if isinstance(value, list)), [])
+    return len(body) if isinstance(body, list) else 0
+
+
 def _change_one_health() -> None:
     """What a health check does when an environment goes down."""
     from environments.models import Health, RemoteEnvironment
@@ -117,9 +132,71 @@ def measure(*, samples: int) -> dict:
     figures["live_changed"] = {"status": changed.status_code, "bytes": len(changed.content)}
     figures["live_versioned"] = bool(version)
 
-    figures["api_environments"] = _figure(*_timed(client, ENVIRONMENTS_PATH, samples))
+    times, content, status = _timed(client, ENVIRONMENTS_PATH, samples)
+    figures["api_environments"] = {**_figure(times, content, status), "listed": _listed(content)}
     figures["api_status"] = _figure(*_timed(client, STATUS_PATH, samples))
     return figures
+
+
+def _kb(count: int) -> str:
+    return f"{count / 1000:,.1f} KB"
+
+
+def report_parts(figures: dict, *, environments: int, coordinations: int) -> tuple[list, list[str], str]:
+    """The table's rows (each against its target), the missed targets, and the details."""
+    from bench.report import Row
+
+    at = f"6. {environments:,} environments, {coordinations:,} coordinations:"
+    dashboard, api_list, status = figures["dashboard"], figures["api_environments"], figures["api_status"]
+    unchanged, changed = figures["live_unchanged"], figures["live_changed"]
+    checks = [
+        (
+            f"{at} dashboard page p95",
+            f"{dashboard['p95_ms']:.0f} ms",
+            f"≤ {DASHBOARD_MS} ms",
+            dashboard["p95_ms"] <= DASHBOARD_MS,
+        ),
+        (
+            f"{at} dashboard page size",
+            _kb(dashboard["bytes"]),
+            f"≤ {_kb(DASHBOARD_BYTES)}",
+            dashboard["bytes"] <= DASHBOARD_BYTES,
+        ),
+        (
+            f"{at} dashboard live poll, nothing changed",
+            _kb(unchanged["bytes"]),
+            f"≤ {_kb(LIVE_UNCHANGED_BYTES)}",
+            unchanged["bytes"] <= LIVE_UNCHANGED_BYTES and figures["live_versioned"],
+        ),
+        (f"{at} dashboard live poll after one health change", _kb(changed["bytes"]), "", None),
+        (
+            f"{at} GET {ENVIRONMENTS_PATH} first page",
+            f"{api_list['listed']:,} environments, {_kb(api_list['bytes'])}, p95 {api_list['p95_ms']:.0f} ms",
+            f"≤ {API_PAGE} (paginated)",
+            0 < api_list["listed"] <= API_PAGE,
+        ),
+        (
+            f"{at} GET {STATUS_PATH} size",
+            f"{_kb(status['bytes'])} (p95 {status['p95_ms']:.0f} ms)",
+            f"< {_kb(STATUS_BYTES)}",
+            status["bytes"] < STATUS_BYTES,
+        ),
+    ]
+    rows = [Row(figure, value, target, met) for figure, value, target, met in checks]
+    misses = [
+        f"Control room: {figure[len(at) + 1 :]} {value}, target {target}."
+        for figure, value, target, met in checks
+        if met is False
+    ]
+    details = (
+        f"### Control room, {environments:,} environments and {coordinations:,} coordinations, SQLite\n\n"
+        "In-process through Django's test client (no web server) on a SQLite file with the product's settings, "
+        f"signed in as a superuser; {figures['samples']} timed requests per page after {WARMUP} warm-up ones. Seeded "
+        f"in {figures['seed_seconds']:.0f} s: {figures['seeded']}. Dashboard p50 {dashboard['p50_ms']:.0f} ms; its "
+        f"first live poll (no version) {_kb(figures['live_first']['bytes'])}. Environment list p50 "
+        f"{api_list['p50_ms']:.0f} ms, status p50 {status['p50_ms']:.0f} ms.\n"
+    )
+    return rows, misses, details
 
 
 def main() -> None:
@@ -128,7 +205,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--environments", type=int, default=3000)
     parser.add_argument("--coordinations", type=int, default=10_000)
-    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=20)
     options = parser.parse_args()
     django.setup()
     from bench.seed_history import seed
@@ -137,7 +214,8 @@ def main() -> None:
     seeded = {"environments": seed_environments(options.environments)}
     seeded.update(seed(count=options.coordinations - 1, start=0, active=True))
     seconds = round(time.monotonic() - started, 1)
-    print(json.dumps({"seeded": seeded, "seed_seconds": seconds, **measure(samples=options.samples)}))
+    figures = measure(samples=options.samples)
+    print(json.dumps({"seeded": seeded, "seed_seconds": seconds, "samples": options.samples, **figures}))
 
 
 if __name__ == "__main__":
