@@ -199,6 +199,21 @@ def report_parts(figures: dict, *, environments: int, coordinations: int) -> tup
     return rows, misses, details
 
 
+def add(bench) -> None:
+    """Figure 6 into a `bench.run.Bench`: measured on a copy of its migrated SQLite file."""
+    product = bench.sqlite("control-room")
+    environments, coordinations = bench.options.fleet, bench.options.fleet_history
+    arguments = ["--environments", str(environments), "--coordinations", str(coordinations)]
+    result = product.python("bench.control_room", *arguments, timeout=1800)
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    rows, misses, details = report_parts(figures, environments=environments, coordinations=coordinations)
+    for row in rows:
+        print(f"  {row.figure}: {row.value} (target {row.target or '-'}: {row.verdict or '-'})", flush=True)
+    bench.rows += rows
+    bench.misses += misses
+    bench.details.append(details)
+
+
 def main() -> None:
     import django
 

@@ -20,7 +20,6 @@ Everything runs on 127.0.0.1 and is stopped at the end; every wait is bounded.
 
 import argparse
 import contextlib
-import json
 import shutil
 import sys
 import tempfile
@@ -98,9 +97,8 @@ class Bench:
         try:
             self.fleet = make_fleet(sshd, sleep_seconds=self.options.sleep)
             log("migrating a fresh SQLite database (the template every SQLite run copies) ...")
-            self.template = stack.sqlite_product(self.work / "template", known_hosts=sshd.known_hosts).work / (
-                "db.sqlite3"
-            )
+            template = stack.sqlite_product(self.work / "template", known_hosts=sshd.known_hosts)
+            self.template = template.work / "db.sqlite3"
             parts = {part.strip() for part in self.options.only.split(",")}
             n = self.options.n
             if "sqlite" in parts:
@@ -112,7 +110,7 @@ class Bench:
             if "polling" in parts:
                 self.section(f"5. {self.options.agents:,} polling agents: SQLite", self.polling)
             if "control" in parts:
-                self.section(f"6. control room, {self.options.fleet:,} environments: SQLite", self.control_room)
+                self.section(f"6. control room, {self.options.fleet:,} environments", lambda: control_room.add(self))
         finally:
             stop_sshd(sshd)
 
@@ -270,29 +268,6 @@ class Bench:
         finally:
             product.stop()
         rows, misses, details = polling.report_parts(figures)
-        self.rows += rows
-        self.misses += misses
-        self.details.append(details)
-
-    # --- 6 ---------------------------------------------------------------------------------
-
-    def control_room(self) -> None:
-        product = self.sqlite("control-room")
-        environments, coordinations = self.options.fleet, self.options.fleet_history
-        result = product.python(
-            "bench.control_room",
-            "--environments",
-            str(environments),
-            "--coordinations",
-            str(coordinations),
-            timeout=1800,
-        )
-        figures = json.loads(result.stdout.strip().splitlines()[-1])
-        rows, misses, details = control_room.report_parts(
-            figures, environments=environments, coordinations=coordinations
-        )
-        for row in rows:
-            log(f"  {row.figure}: {row.value} (target {row.target or '-'}: {row.verdict or '-'})")
         self.rows += rows
         self.misses += misses
         self.details.append(details)
