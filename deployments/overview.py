@@ -5,11 +5,11 @@ of small queries, whatever the number of environments and coordinations."""
 
 from dataclasses import dataclass, field
 
-from django.db.models import Count, Max, OuterRef, Q, Subquery
+from django.db.models import Count, Max, Q, Subquery
 from django_q.models import Task
 
-from deployments.models import COORDINATION_ACTIVE, TARGET_TERMINAL, Coordination, CoordinationTarget, StageEvent
-from deployments.selectors import PROGRESS_BUCKETS
+from deployments.models import COORDINATION_ACTIVE, Coordination, StageEvent
+from deployments.selectors import PROGRESS_BUCKETS, last_ended_target
 from environments.models import ConnectionMethod, Health, HealthChange, RemoteEnvironment
 from environments.services import CHECK_TASK_GROUP
 
@@ -58,11 +58,7 @@ def _rank(health: str, last_status: str | None) -> int:
 def fleet_overview() -> FleetOverview:
     """One query: each environment's health, tags, enabled flag and the outcome of its last
     ended run (index target_environment_recent)."""
-    last_status = (
-        CoordinationTarget.objects.filter(remote_environment=OuterRef("pk"), status__in=TARGET_TERMINAL)
-        .order_by("-id")
-        .values("status")[:1]
-    )
+    last_status = last_ended_target().values("status")[:1]
     rows = (
         RemoteEnvironment.objects.annotate(last_status=Subquery(last_status))
         .order_by("environment_id")

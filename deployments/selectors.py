@@ -178,15 +178,20 @@ def coordination_events(*, coordination: Coordination, after: int = 0, limit: in
     return list(StageEvent.objects.filter(coordination=coordination, id__gt=after).order_by("id")[:limit])
 
 
+def last_ended_target() -> QuerySet[CoordinationTarget]:
+    """For a subquery over environments (`OuterRef("pk")`): the environment's targets that
+    ended, most recent first (index target_environment_recent). Its first is the
+    environment's last outcome."""
+    return CoordinationTarget.objects.filter(remote_environment=OuterRef("pk"), status__in=TARGET_TERMINAL).order_by(
+        "-id"
+    )
+
+
 def environments_with_last_outcome(*, pks: Iterable[int] | None = None) -> list[RemoteEnvironment]:
     """Every environment (or those of `pks`), secrets left unread, each with
     `last_target`: its most recent target that ended (with that target's coordination), or
     None. Three queries."""
-    last_ended = (
-        CoordinationTarget.objects.filter(remote_environment=OuterRef("pk"), status__in=TARGET_TERMINAL)
-        .order_by("-id")
-        .values("id")[:1]
-    )
+    last_ended = last_ended_target().values("id")[:1]
     queryset = RemoteEnvironment.objects.defer(*SECRET_FIELDS)
     if pks is not None:
         queryset = queryset.filter(pk__in=list(pks))
@@ -353,9 +358,7 @@ def environments_with_last_outcome_columns(queryset: QuerySet[RemoteEnvironment]
     """`queryset` with each environment's most recent ended target as columns
     (`last_status`, `last_reason`, `last_exit_code`, `last_coordination_pk`,
     `last_coordination_id`): one query for a page of a list (index target_environment_recent)."""
-    last = CoordinationTarget.objects.filter(remote_environment=OuterRef("pk"), status__in=TARGET_TERMINAL).order_by(
-        "-id"
-    )
+    last = last_ended_target()
     return queryset.annotate(
         last_status=Subquery(last.values("status")[:1]),
         last_reason=Subquery(last.values("reason")[:1]),
