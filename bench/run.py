@@ -10,6 +10,10 @@ to docs/benchmarks.md with the machine it ran on.
 3. API cost as history grows: `GET history` and `GET status` with 10 and with 10,000
    coordinations (about 200,000 StageEvents): ratio of p95s.
 4. Memory: peak RSS of the qcluster process tree during the SQLite fan-out.
+5. Polling agents (bench/polling.py).
+6. The control room at fleet size (bench/control_room.py): the admin dashboard, its live
+   poll, the API's environment list and status with 3,000 environments and 10,000
+   coordinations, in-process through Django's test client on SQLite.
 
 Everything runs on 127.0.0.1 and is stopped at the end; every wait is bounded.
 """
@@ -23,7 +27,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import api, fanout, polling, report, stack
+from bench import api, control_room, fanout, polling, report, stack
 from bench.fleet import make_fleet, write_config
 from tests.support.databases import Postgres, Redis
 from tests.support.sshd import start_sshd, stop_sshd
@@ -45,11 +49,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--history-small", type=int, default=10, help="Coordinations, small history (10).")
     parser.add_argument("--history-large", type=int, default=10_000, help="Coordinations, large history (10,000).")
     parser.add_argument("--agents", type=int, default=1000, help="Simulated polling agents (1,000).")
+    parser.add_argument("--fleet", type=int, default=3000, help="Environments in the control room (3,000).")
+    parser.add_argument("--fleet-history", type=int, default=10_000, help="Coordinations in the control room (10,000).")
     parser.add_argument(
         "--only",
-        default="sqlite,api,postgres,polling",
+        default="sqlite,api,postgres,polling,control",
         help="Parts, comma-separated: sqlite (figures 1, 2, 4), api (figure 3), postgres (figure 1 on "
-        "PostgreSQL + Redis), polling (figure 5). Default: all.",
+        "PostgreSQL + Redis), polling (figure 5), control (figure 6, the control room). Default: all.",
     )
     parser.add_argument("--output", default="docs/benchmarks.md", help="Where to write the report ('' for none).")
     parser.add_argument("--profile", metavar="DIR", help="Also one fan-out per database under py-spy, into DIR.")
@@ -91,9 +97,8 @@ class Bench:
         try:
             self.fleet = make_fleet(sshd, sleep_seconds=self.options.sleep)
             log("migrating a fresh SQLite database (the template every SQLite run copies) ...")
-            self.template = stack.sqlite_product(self.work / "template", known_hosts=sshd.known_hosts).work / (
-                "db.sqlite3"
-            )
+            template = stack.sqlite_product(self.work / "template", known_hosts=sshd.known_hosts)
+            self.template = template.work / "db.sqlite3"
             parts = {part.strip() for part in self.options.only.split(",")}
             n = self.options.n
             if "sqlite" in parts:
@@ -104,6 +109,8 @@ class Bench:
                 self.section(f"1. fan-out N={n}: PostgreSQL + Redis", self.postgres)
             if "polling" in parts:
                 self.section(f"5. {self.options.agents:,} polling agents: SQLite", self.polling)
+            if "control" in parts:
+                self.section(f"6. control room, {self.options.fleet:,} environments", lambda: control_room.add(self))
         finally:
             stop_sshd(sshd)
 

@@ -82,12 +82,22 @@ class DeployForm(forms.Form):
     batch_pause_seconds = _text("0", size=6, numeric=True, max_length=20)
     concurrency = forms.ChoiceField(required=False, label="A busy environment")
 
-    def __init__(self, *args, environments: list[RemoteEnvironment], defaults: Rollout, **kwargs):
+    def __init__(
+        self,
+        *args,
+        environments: list[RemoteEnvironment],
+        defaults: Rollout,
+        enabled_count: int | None = None,
+        **kwargs,
+    ):
+        """`enabled_count`, with no `environments`: a form that offers no single
+        environment to tick (the dashboard's, at fleet size), only all and tags."""
         super().__init__(*args, **kwargs)
         self.fields["environments"].choices = [
             (environment.environment_id, _choice_label(environment)) for environment in environments
         ]
-        self.fields["all_environments"].label = f"All enabled environments ({len(environments)})"
+        count = len(environments) if enabled_count is None else enabled_count
+        self.fields["all_environments"].label = f"All enabled environments ({count})"
         self.defaults = defaults
         self._offer_rollout_defaults(defaults)
 

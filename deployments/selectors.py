@@ -268,20 +268,28 @@ def coordination_events(*, coordination: Coordination, after: int = 0, limit: in
     return list(StageEvent.objects.filter(coordination=coordination, id__gt=after).order_by("id")[:limit])
 
 
-def environments_with_last_outcome(
-    queryset: QuerySet[RemoteEnvironment] | None = None,
-) -> list[RemoteEnvironment]:
-    """The environments (every one unless `queryset` says), secrets left unread, each with
-    `last_target`: its most recent target that ended (with that target's coordination), or
-    None. Three queries."""
-    last_ended = (
-        CoordinationTarget.objects.filter(remote_environment=OuterRef("pk"), status__in=TARGET_TERMINAL)
-        .order_by("-id")
-        .values("id")[:1]
+def last_ended_target() -> QuerySet[CoordinationTarget]:
+    """For a subquery over environments (`OuterRef("pk")`): the environment's targets that
+    ended, most recent first (index target_environment_recent). Its first is the
+    environment's last outcome."""
+    return CoordinationTarget.objects.filter(remote_environment=OuterRef("pk"), status__in=TARGET_TERMINAL).order_by(
+        "-id"
     )
+
+
+def environments_with_last_outcome(
+    queryset: QuerySet[RemoteEnvironment] | None = None, *, pks: Iterable[int] | None = None
+) -> list[RemoteEnvironment]:
+    """The environments (every one unless `queryset` or `pks` says), secrets left unread,
+    each with `last_target`: its most recent target that ended (with that target's
+    coordination), or None. Three queries."""
+    last_ended = last_ended_target().values("id")[:1]
     if queryset is None:
         queryset = RemoteEnvironment.objects.all()
-    environments = list(queryset.defer(*SECRET_FIELDS).annotate(last_target_id=Subquery(last_ended)))
+    queryset = queryset.defer(*SECRET_FIELDS)
+    if pks is not None:
+        queryset = queryset.filter(pk__in=list(pks))
+    environments = list(queryset.annotate(last_target_id=Subquery(last_ended)))
     wanted = [environment.last_target_id for environment in environments if environment.last_target_id]
     ended = CoordinationTarget.objects.filter(pk__in=wanted).select_related("coordination")
     ended = ended.only(*TARGET_SUMMARY_FIELDS, "coordination__coordination_id", "coordination__status")
@@ -335,6 +343,16 @@ def coordinations_with_progress(queryset: QuerySet[Coordination]) -> QuerySet[Co
     return queryset.select_related("triggered_by_user").annotate(
         progress_total=Count("targets"), **_bucket_counts("progress_")
     )
+
+
+def coordinations_first_with_progress(queryset: QuerySet[Coordination], *, limit: int) -> list[Coordination]:
+    """The first `limit` coordinations of `queryset` (in its order), with their progress as
+    `coordinations_with_progress` counts it. The page is chosen first and counted after:
+    counting inside the same query would group every coordination of a long history (SQLite
+    does) before it keeps the page. Two queries."""
+    pks = list(queryset.values_list("pk", flat=True)[:limit])
+    counted = {row.pk: row for row in coordinations_with_progress(Coordination.objects.filter(pk__in=pks))}
+    return [counted[pk] for pk in pks if pk in counted]
 
 
 def annotated_progress(coordination: Coordination) -> dict[str, int]:
@@ -468,9 +486,7 @@ def environments_with_last_outcome_columns(queryset: QuerySet[RemoteEnvironment]
     """`queryset` with each environment's most recent ended target as columns
     (`last_status`, `last_reason`, `last_exit_code`, `last_coordination_pk`,
     `last_coordination_id`): one query for a page of a list (index target_environment_recent)."""
-    last = CoordinationTarget.objects.filter(remote_environment=OuterRef("pk"), status__in=TARGET_TERMINAL).order_by(
-        "-id"
-    )
+    last = last_ended_target()
     return queryset.annotate(
         last_status=Subquery(last.values("status")[:1]),
         last_reason=Subquery(last.values("reason")[:1]),

@@ -4,7 +4,7 @@ from django import template
 
 from accounts.admin_roles import can_view
 from console import dashboard, presenters
-from console.views.deployments import deploy_form
+from console.views.deployments import deploy_form, enabled_environments
 
 register = template.Library()
 
@@ -18,9 +18,13 @@ def deployment_dashboard(context):
         return {"visible": False}
     values = dashboard.dashboard_context(request)
     if values["can_operate"]:
-        values["deploy_form"] = deploy_form(
-            initial={"all_environments": True}, environments=values["enabled_environments"]
-        )
+        enabled = values["overview"].enabled
+        if enabled <= dashboard.DEPLOY_CHOICES_SHOWN:
+            form = deploy_form(initial={"all_environments": True}, environments=enabled_environments())
+        else:  # at fleet size: all, or by tag; single ones on the Deploy page
+            form = deploy_form(initial={"all_environments": True}, environments=[], enabled_count=enabled)
+            values["deploy_choices_collapsed"] = True
+        values["deploy_form"] = form
     return {**values, "visible": True, "request": request, "csrf_token": context.get("csrf_token")}
 
 

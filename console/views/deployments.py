@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.admin_roles import require_operator, require_viewer
 from console.coordination_page import coordination_live
-from console.dashboard import dashboard_live
+from console.dashboard import dashboard_live, parse_version
 from console.deploy_form import DeployForm
 from console.presenters import coordination_url, selection_summary
 from deployments.api.output import answer as output_answer
@@ -147,8 +147,16 @@ def deploy_selection_view(request, *, model_admin):
 
 @require_GET
 def dashboard_live_view(request, *, model_admin):
+    """The dashboard's poll. `?version=` (the one the page or the previous answer gave):
+    only the fragments that changed since; a poll when nothing changed answers the version
+    and nothing else."""
     require_viewer(request)
-    return JsonResponse(dashboard_live(request))
+    raw = request.GET.get("version", "")
+    try:
+        known = parse_version(raw) if raw else None
+    except ValueError as exc:
+        return JsonResponse({"version": [str(exc)]}, status=400)
+    return JsonResponse(dashboard_live(request, known=known))
 
 
 @require_GET

@@ -17,6 +17,7 @@ from deployments.services import coordination_start
 from environments.agent_tokens import new_token, token_hash
 from environments.connectors.ssh import fingerprint, parse_host_key
 from environments.models import RemoteEnvironment
+from environments.services import environment_record_health
 from tests.factories import PASSWORD, make_coordination, make_environment, make_staff
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -154,6 +155,23 @@ def test_an_admin_deploys_from_the_dashboard_and_watches_it_complete_live(
     assert "2 of 2 done" in browser.find_element(By.CSS_SELECTOR, finished).text
     assert not browser.find_elements(By.CSS_SELECTOR, '[data-pa-fragment="active"] tr[data-coordination]')
     browser.shot("completed")
+
+    # A health check finds one down: the health panel counts it and lists it first, still without a reload.
+    down = RemoteEnvironment.objects.get(environment_id="linux_local_001")
+    environment_record_health(environment_pk=down.pk, healthy=False, detail="HTTP 503 from the health check")
+    unhealthy = '[data-pa-fragment="health"] [data-count="unhealthy"]'
+    wait_for(
+        browser,
+        lambda d: d.find_element(By.CSS_SELECTOR, unhealthy).text == "1 unhealthy",
+        "the unhealthy environment counted on the dashboard",
+    )
+    first = browser.find_element(By.CSS_SELECTOR, '[data-pa-fragment="health"] li[data-environment]')
+    assert (first.get_attribute("data-environment"), first.get_attribute("data-health")) == (
+        "linux_local_001",
+        "unhealthy",
+    )
+    assert page_was_not_reloaded(browser)
+    browser.shot("unhealthy")
 
     # Its page: each environment's outcome, exit code and output, and the timeline.
     browser.find_element(By.CSS_SELECTOR, f"{finished} a").click()

@@ -32,17 +32,21 @@
 
   // --- The dashboard ---------------------------------------------------------------------
 
+  // Each poll sends back the version it last had: the answer carries only the panels that
+  // changed since (nothing at all when nothing did), and the version to send next.
   function startDashboard(root) {
     const url = root.dataset.liveUrl;
     const live = root.querySelector("[data-pa-live]");
     async function poll() {
       let delay = POLL_MS;
       try {
-        const data = await getJSON(url);
+        const version = root.dataset.version;
+        const data = await getJSON(version ? url + "?version=" + encodeURIComponent(version) : url);
         for (const [name, html] of Object.entries(data.fragments)) {
           const slot = root.querySelector('[data-pa-fragment="' + name + '"]');
           if (slot && slot.innerHTML !== html) slot.innerHTML = html;
         }
+        root.dataset.version = data.version;
         setLive(live, "Live: updated " + clock());
       } catch (error) {
         setLive(live, "Not updating (" + error.message + "); trying again", true);
