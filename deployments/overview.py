@@ -9,12 +9,11 @@ from django.db.models import Count, Max, Q, Subquery
 from django_q.models import Task
 
 from deployments.models import COORDINATION_ACTIVE, Coordination, StageEvent
-from deployments.selectors import PROGRESS_BUCKETS, last_ended_target
+from deployments.selectors import ATTENTION_OUTCOMES, last_ended_target
 from environments.models import ConnectionMethod, Health, HealthChange, RemoteEnvironment
 from environments.services import CHECK_TASK_GROUP
 
-# A last run that ended in one of these is a failing environment.
-FAILED_OUTCOMES = frozenset(PROGRESS_BUCKETS["failed"])
+FAILED_OUTCOMES = frozenset(ATTENTION_OUTCOMES)
 
 
 @dataclass

@@ -299,19 +299,16 @@ def environments_with_last_outcome(
     return list(environments)
 
 
-# An environment needs attention when its last health check failed or its last run did.
-ATTENTION_OUTCOMES = (TargetStatus.FAILED, TargetStatus.INTERRUPTED)
+# An environment needs attention when its last health check failed or its last run did
+# (the API's status overview and the dashboard's order both say so).
+ATTENTION_OUTCOMES = PROGRESS_BUCKETS["failed"]
 
 
 def environments_needing_attention() -> QuerySet[RemoteEnvironment]:
     """Environments whose last health check said unhealthy or whose last run that ended
     failed: the unhealthy first, then by environment_id. One query (a subquery per row on
     index target_environment_recent)."""
-    last_status = Subquery(
-        CoordinationTarget.objects.filter(remote_environment=OuterRef("pk"), status__in=TARGET_TERMINAL)
-        .order_by("-id")
-        .values("status")[:1]
-    )
+    last_status = Subquery(last_ended_target().values("status")[:1])
     unhealthy = Case(When(last_health=Health.UNHEALTHY, then=Value(0)), default=Value(1), output_field=IntegerField())
     return (
         RemoteEnvironment.objects.annotate(last_status=last_status, healthy_rank=unhealthy)
