@@ -436,7 +436,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "powerautomation.api.exception_handler",
     # Behind a reverse proxy, the number of proxies whose X-Forwarded-For to trust for
     # the anonymous limit's client address (default: none, the connection's address).
-    "NUM_PROXIES": env_int("API_NUM_PROXIES", 0, maximum=10) or None,
+    # 0, not None: DRF's None would take X-Forwarded-For from any client as its address.
+    "NUM_PROXIES": env_int("API_NUM_PROXIES", 0, maximum=10),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "PowerAutomation deployment coordinator API",

@@ -130,6 +130,13 @@ class TestThrottling:
         client = APIClient()
         assert [client.get("/api/schema/").status_code for _ in range(3)] == [200, 200, 429]
 
+    def test_a_forged_x_forwarded_for_does_not_buy_an_anonymous_client_a_new_budget(self, db, tight_limits):
+        client = APIClient()
+        codes = [
+            client.get("/api/schema/", HTTP_X_FORWARDED_FOR=f"10.0.0.{n}").status_code for n in range(3)
+        ]
+        assert codes == [200, 200, 429]  # no proxy is trusted unless API_NUM_PROXIES says so
+
     def test_the_health_endpoint_is_never_throttled(self, db, tight_limits):
         assert {APIClient().get("/api/health").status_code for _ in range(5)} == {503}
 
