@@ -21,6 +21,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 from django_q.models import Task
 
@@ -179,6 +180,24 @@ def _bucket_counts(prefix: str = "") -> dict:
     }
 
 
+def _counted_per_row(prefix: str) -> dict:
+    """The same counts as `_bucket_counts`, as subqueries: the database counts only the
+    rows a page returns, where a GROUP BY over the join counts every coordination of a long
+    history before the page is cut (SQLite does)."""
+
+    def count(statuses=None):
+        targets = CoordinationTarget.objects.filter(coordination=OuterRef("pk"))
+        if statuses is not None:
+            targets = targets.filter(status__in=statuses)
+        counted = targets.order_by().values("coordination").annotate(n=Count("pk")).values("n")
+        return Coalesce(Subquery(counted), Value(0))
+
+    return {
+        f"{prefix}total": count(),
+        **{f"{prefix}{bucket}": count(statuses) for bucket, statuses in PROGRESS_BUCKETS.items()},
+    }
+
+
 # Which of a coordination's targets a bounded answer shows first: those that need someone's
 # attention (failed), then those under way, then the rest; succeeded last.
 ATTENTION_ORDER = (
@@ -211,7 +230,7 @@ def _bounded(queryset: QuerySet[Coordination], targets: QuerySet[CoordinationTar
         return queryset.prefetch_related(Prefetch("targets", queryset=_targets(targets, limit)))
     # A slice goes to its own attribute (Django prefetches a slice only so), and the
     # progress cannot be counted from it: the database counts it.
-    queryset = queryset.annotate(progress_total=Count("targets"), **_bucket_counts("progress_"))
+    queryset = queryset.annotate(**_counted_per_row("progress_"))
     return queryset.prefetch_related(Prefetch("targets", queryset=_targets(targets, limit), to_attr=SHOWN_TARGETS))
 
 
