@@ -501,7 +501,7 @@ def test_an_operator_cancels_and_retries_from_the_coordination_page(operator):
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_health_check_and_preflight_actions_run_on_a_worker_and_show_their_results(
-    qcluster, http_server, sshd, make_ssh_environment
+    no_retry_delay, qcluster, http_server, sshd, make_ssh_environment
 ):
     from tests.factories import make_staff, signed_in
     from tests.support.processes import wait_until

@@ -194,7 +194,14 @@ def test_a_queued_coordination_gives_its_worker_back_and_is_woken_when_the_machi
     remote, make_ssh_environment, start_qcluster
 ):
     rollout_defaults()
-    make_ssh_environment("shared", script(remote, "slow.sh", 15))
+    # The first run holds the machine past the 10 s a queued task waits before it lets go;
+    # the second (woken after it) is quick.
+    slow_then_quick = script(remote, "slow_then_quick.sh", 0)
+    body = slow_then_quick.read_text().replace(
+        "sleep 0\n", f'if [ ! -e "{remote}/ran" ]; then touch "{remote}/ran"; sleep 14; else sleep 1; fi\n'
+    )
+    slow_then_quick.write_text(body)
+    make_ssh_environment("shared", slow_then_quick)
     # The reaper's quiet period is an hour here: only the wake-up can bring the second back.
     start_qcluster(DEPLOYMENT_REQUEUE_SECONDS="3600", DEPLOYMENT_LEASE_SECONDS="1800")
     first = start()
