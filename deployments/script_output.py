@@ -177,7 +177,11 @@ def output_read(target: CoordinationTarget, *, offset: int = 0, limit: int | Non
             cut_from += 1  # an offset inside a character: from the next one
         cut_to = _utf8_cut(data, cut_from + budget) if cut_from + budget < len(data) else len(data)
         if cut_to <= cut_from and cut_from < len(data):
-            break  # not even one character fits the limit
+            if at > offset:
+                break  # not even one character fits the limit
+            cut_to = cut_from + 1  # the first character goes whole (a limit under its bytes must not skip it)
+            while cut_to < len(data) and (data[cut_to] & 0xC0) == 0x80:
+                cut_to += 1
         parts.append(data[cut_from:cut_to].decode("utf-8"))
         budget -= cut_to - cut_from
         at = chunk.position + cut_to

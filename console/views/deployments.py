@@ -38,6 +38,15 @@ from environments.selectors import environments_enabled, environments_for_deploy
 MAX_AFTER = 2**62
 
 
+def whole_number(raw: str) -> int | None:
+    """`raw` as a whole number in [0, MAX_AFTER], or None. ASCII digits only: str.isdigit()
+    also takes '²' (which int() refuses) and int() refuses more than 4,300 digits."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(MAX_AFTER)):
+        return None
+    value = int(raw)
+    return value if value <= MAX_AFTER else None
+
+
 def enabled_environments() -> list[RemoteEnvironment]:
     return list(environments_enabled().only("id", "environment_id", "tags"))
 
@@ -163,10 +172,10 @@ def dashboard_live_view(request, *, model_admin):
 def coordination_live_view(request, pk: int, *, model_admin):
     require_viewer(request)
     coordination = get_object_or_404(Coordination, pk=pk)
-    raw = request.GET.get("after", "0")
-    if not raw.isdigit() or int(raw) > MAX_AFTER:
+    after = whole_number(request.GET.get("after", "0"))
+    if after is None:
         return JsonResponse({"after": ["must be a whole number of at least 0"]}, status=400)
-    return JsonResponse(coordination_live(request, coordination, after=int(raw)))
+    return JsonResponse(coordination_live(request, coordination, after=after))
 
 
 @require_POST
@@ -256,10 +265,10 @@ def coordination_output_view(request, pk: int, environment_id: str, *, model_adm
         response["Cache-Control"] = "no-store"
         return response
     if "offset" in request.GET:
-        raw = request.GET["offset"]
-        if not raw.isdigit() or int(raw) > MAX_AFTER:
+        offset = whole_number(request.GET["offset"])
+        if offset is None:
             return JsonResponse({"offset": ["must be a whole number of at least 0"]}, status=400)
-        piece = output_read(target, offset=int(raw), limit=OUTPUT_PIECE_BYTES)
+        piece = output_read(target, offset=offset, limit=OUTPUT_PIECE_BYTES)
         return JsonResponse(
             output_answer(coordination_id, environment_id, piece), headers={"Cache-Control": "no-store"}
         )

@@ -55,6 +55,14 @@ def test_a_viewer_follows_the_output_page_and_its_pieces(viewer, running):
     assert download.content.decode() == "hello <b>world</b>\npw ***\n"
 
 
+@pytest.mark.parametrize("raw", ["\u00b2", "\u0661\u0662", "1" * 5000, "99999999999999999999"])
+def test_an_offset_that_is_not_ascii_digits_or_too_long_is_a_400_not_a_500(viewer, running, raw):
+    # str.isdigit() takes '²' and Arabic-Indic digits; int() refuses '²' and 4,300+ digits.
+    assert viewer.get(output_url(running), {"offset": raw}).status_code == 400
+    live = f"/admin/deployments/coordination/{running.pk}/live/"
+    assert viewer.get(live, {"after": raw}).status_code == 400
+
+
 def test_only_staff_with_a_role_may_read_output(running):
     roleless = Client()
     roleless.force_login(make_staff("nobody", None))

@@ -112,6 +112,14 @@ def test_an_offset_inside_a_character_starts_at_the_next_one(target):
     assert output_read(target, offset=10**12).next_offset == 20
 
 
+def test_a_limit_smaller_than_a_character_returns_that_character_and_skips_nothing(target):
+    append(target, "ab€cd")  # € is 3 bytes
+    piece = output_read(target, offset=2, limit=1)
+    assert piece.text == "€" and piece.next_offset == 5  # not next_offset = length, losing "€cd"
+    assert follow(target, limit=1) == "ab€cd"
+    assert follow(target, limit=2) == "ab€cd"
+
+
 def test_secrets_are_masked_even_split_across_pieces(target):
     secrets = environment_secrets(target.remote_environment, "agent-token-" + "x" * 40)
     assert PASSWORD in secrets
