@@ -43,10 +43,26 @@ def environment_secrets(environment: RemoteEnvironment | None, *extra: str) -> t
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
+    """Every occurrence of every secret as MASK: found in the text as it is (overlapping
+    ones too, so masking one secret cannot leave part of another that overlaps it), the
+    spans merged, each run of them one MASK."""
+    spans = []
     for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
+        start = text.find(secret)
+        while start != -1:
+            spans.append((start, start + len(secret)))
+            start = text.find(secret, start + 1)
+    if not spans:
+        return text
+    spans.sort()
+    parts, kept_from, masked_to = [], 0, -1
+    for start, end in spans:
+        if start > masked_to:  # a new masked run
+            parts.extend((text[kept_from:start], MASK))
+        masked_to = max(masked_to, end)
+        kept_from = masked_to
+    parts.append(text[kept_from:])
+    return "".join(parts)
 
 
 def _held_back(text: str, secrets: tuple[str, ...]) -> int:
@@ -168,9 +184,10 @@ def output_read(target: CoordinationTarget, *, offset: int = 0, limit: int | Non
     for chunk in chunks.iterator(chunk_size=16):
         if budget <= 0:
             break
+        marker = ""
         if at < chunk.position:  # the pieces are contiguous but where the middle was dropped
             before = parts[-1] if parts else _text_before(target, at)
-            parts.append(("" if before.endswith("\n") or not before else "\n") + dropped_marker(chunk.position - at))
+            marker = ("" if before.endswith("\n") or not before else "\n") + dropped_marker(chunk.position - at)
         data = chunk.text.encode("utf-8")
         cut_from = max(0, at - chunk.position)
         while cut_from < len(data) and (data[cut_from] & 0xC0) == 0x80:
@@ -182,7 +199,8 @@ def output_read(target: CoordinationTarget, *, offset: int = 0, limit: int | Non
             cut_to = cut_from + 1  # the first character goes whole (a limit under its bytes must not skip it)
             while cut_to < len(data) and (data[cut_to] & 0xC0) == 0x80:
                 cut_to += 1
-        parts.append(data[cut_from:cut_to].decode("utf-8"))
+        # The marker only with what follows it: a reader stopped before it is told once.
+        parts.extend((marker, data[cut_from:cut_to].decode("utf-8")))
         budget -= cut_to - cut_from
         at = chunk.position + cut_to
         if cut_to < len(data):

@@ -236,7 +236,10 @@ def test_kill_9_mid_wave_never_runs_the_next_wave_early_nor_a_script_twice(
     def second_wave_running():
         return coordination.targets.filter(wave=2, status=T.RUNNING).count() == 2
 
-    wait_until(second_wave_running, 60, "the second wave to run")
+    try:
+        wait_until(second_wave_running, 60, "the second wave to run")
+    except AssertionError as timed_out:  # say what the worker did (a rare timeout under load)
+        raise AssertionError(f"{timed_out}; {statuses(coordination)}\n{first.output()[-6000:]}") from None
     os.killpg(first.process.pid, signal.SIGKILL)
     first.process.wait(timeout=10)
     wait_for_leases_to_expire()

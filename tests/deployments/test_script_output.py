@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from deployments.models import CoordinationTarget, OutputChunk, TargetStatus as T
-from deployments.script_output import MASK, dropped_marker, environment_secrets, output_append, output_read
+from deployments.script_output import MASK, dropped_marker, environment_secrets, mask, output_append, output_read
 from tests.factories import make_coordination, make_environment, make_user, token_client
 
 pytestmark = pytest.mark.django_db
@@ -197,3 +197,25 @@ def test_the_api_answers_404_for_an_unknown_environment_and_401_without_a_token(
     assert viewer.get("/api/deployment/coordinations/deploy-out-1/environments/nope/output").status_code == 404
     assert viewer.get("/api/deployment/coordinations/nope/environments/linux-1/output").status_code == 404
     assert client.get("/api/deployment/coordinations/deploy-out-1/environments/linux-1/output").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("text", "secrets", "stored"),
+    [
+        # Overlapping secrets: masking one must not leave part of the other.
+        ("xx abcdefghijkl yy", ("abcdefgh", "efghijkl"), "xx *** yy"),
+        ("xx abcdefghijkl yy", ("efghijkl", "abcdefgh"), "xx *** yy"),
+        ("aaaaaa", ("aaaa",), "***"),
+        ("one s3cret, two s3cret", ("s3cret",), "one ***, two ***"),
+        ("nothing here", ("s3cret",), "nothing here"),
+    ],
+)
+def test_every_occurrence_of_every_secret_is_masked_whole(text, secrets, stored):
+    assert mask(text, secrets) == stored
+
+
+def test_a_follower_with_a_tiny_limit_is_told_of_the_dropped_middle_once(target, settings):
+    settings.DEPLOYMENT_OUTPUT_MAX_BYTES = 4096
+    append(target, "é" * 5000 + "\n")
+    whole = read_all(target)
+    assert follow(target, limit=1) == whole and whole.count("bytes dropped") == 1
