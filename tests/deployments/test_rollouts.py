@@ -229,7 +229,7 @@ def test_kill_9_mid_wave_never_runs_the_next_wave_early_nor_a_script_twice(
 ):
     rollout_defaults(batch_size=2)
     for n in range(6):
-        make_ssh_environment(f"env_{n}", script(remote, "slow.sh", 0.1 if n in (0, 1, 4, 5) else 20))
+        make_ssh_environment(f"env_{n}", script(remote, f"env_{n}.sh", 0.1 if n in (0, 1, 4, 5) else 20))
     coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
     first = start_qcluster(**FAST_RECOVERY)
 
@@ -389,19 +389,19 @@ def test_supersede_hangs_up_the_older_run_and_runs_the_newer_after_it(remote, ma
 def test_a_rollout_longer_than_one_task_goes_on_in_fresh_tasks_between_waves(
     remote, make_ssh_environment, start_qcluster
 ):
-    # Q_TIMEOUT 120 leaves each task 60 s; three waves of an 18 s script take nearly that.
-    # A wave whose environment timeout (40 s) does not fit in what is left (the third, at
-    # the latest) opens in a fresh task instead of being cut off by the task's deadline.
+    # Q_TIMEOUT 120 (its least) leaves each task 60 s. A wave whose environment timeout
+    # (55 s) does not fit in what is left (the second, 12 s in) opens in a fresh task
+    # instead of being cut off by the task's deadline.
     rollout_defaults(batch_size=1)
-    for n in range(3):
-        make_ssh_environment(f"env_{n}", script(remote, "slow.sh", 18), timeout=40)
+    for n in range(2):
+        make_ssh_environment(f"env_{n}", script(remote, "slow.sh", 12), timeout=55)
     coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
     cluster = start_qcluster(Q_TIMEOUT="120")
 
     coordination = ended(coordination, timeout=180)
 
     assert coordination.status == C.COMPLETED, (coordination.error, cluster.output()[-3000:])
-    assert sorted(times(remote, "end")) == [f"env_{n}" for n in range(3)]
+    assert sorted(times(remote, "end")) == [f"env_{n}" for n in range(2)]
     handed = StageEvent.objects.filter(coordination=coordination, message__startswith="🔁 handed to a fresh worker")
     assert handed.count() >= 1
     assert "the next wave" in handed.first().message
