@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from deployments.api.pagination import positive_int_param
 from deployments.api.serializers import ErrorSerializer
-from deployments.api.views import _ERRORS as ERRORS  # 401, 403, 429 as every endpoint documents them
+from deployments.api.views import AUTH_ERRORS
 from deployments.script_output import OutputSlice, output_read
 from deployments.selectors import coordination_target
 
@@ -91,7 +91,7 @@ class CoordinationOutputView(APIView):
             (200, "application/json"): OUTPUT_ANSWER,
             400: OpenApiResponse(OpenApiTypes.OBJECT, description="A bad offset or limit."),
             404: OpenApiResponse(ErrorSerializer, description="No such environment run."),
-            **ERRORS,
+            **AUTH_ERRORS,
         },
         tags=["deployments"],
     )

@@ -73,7 +73,7 @@ HISTORY_TARGETS_LIMIT = 20
 DETAIL_TARGETS_LIMIT = 100
 
 # Error answers every authenticated endpoint can give.
-_ERRORS = {
+AUTH_ERRORS = {
     401: OpenApiResponse(ErrorSerializer, description="No valid token or session."),
     403: OpenApiResponse(ErrorSerializer, description="The account's role does not allow this."),
     429: OpenApiResponse(ErrorSerializer, description="Over the request limit; see Retry-After."),
@@ -127,7 +127,7 @@ class TriggerLocalView(APIView):
                 "was started.",
             ),
             422: OpenApiResponse(ErrorSerializer, description="The Idempotency-Key was used for another request."),
-            **_ERRORS,
+            **AUTH_ERRORS,
         },
         tags=["deployments"],
     )
@@ -178,7 +178,7 @@ class StatusView(APIView):
                 resource_type_field_name=None,
             ),
             404: _NOT_FOUND,
-            **_ERRORS,
+            **AUTH_ERRORS,
         },
         tags=["deployments"],
     )
@@ -233,7 +233,7 @@ class HistoryView(generics.ListAPIView):
         operation_id="deployment_history",
         summary="Finished coordinations, newest first",
         description="Paginated by cursor: follow `next`. `?limit=N` as `deployment_history --limit N`.",
-        responses={200: CoordinationSummarySerializer(many=True), 400: _VALIDATION, **_ERRORS},
+        responses={200: CoordinationSummarySerializer(many=True), 400: _VALIDATION, **AUTH_ERRORS},
         tags=["deployments"],
     )
     def get(self, request, *args, **kwargs):
@@ -244,7 +244,7 @@ class CoordinationDetailView(APIView):
     @extend_schema(
         operation_id="coordination_detail",
         summary="One coordination in full",
-        responses={200: CoordinationDetailSerializer, 404: _NOT_FOUND, **_ERRORS},
+        responses={200: CoordinationDetailSerializer, 404: _NOT_FOUND, **AUTH_ERRORS},
         tags=["deployments"],
     )
     def get(self, request, coordination_id: str):
@@ -270,7 +270,7 @@ class CoordinationEnvironmentsView(generics.ListAPIView):
         summary="A coordination's environments, a page at a time",
         description="Each environment's status, reason, exit code, attempts and times, by environment_id "
         "(no output: the coordination's record has the output tails). Follow `next` (a cursor).",
-        responses={200: TargetListSerializer(many=True), 400: _VALIDATION, 404: _NOT_FOUND, **_ERRORS},
+        responses={200: TargetListSerializer(many=True), 400: _VALIDATION, 404: _NOT_FOUND, **AUTH_ERRORS},
         tags=["deployments"],
     )
     def get(self, request, *args, **kwargs):
@@ -299,7 +299,7 @@ class CoordinationEventsView(APIView):
                 description=f"At most this many (default {EVENTS_DEFAULT_LIMIT}).",
             ),
         ],
-        responses={200: EventsPageSerializer, 400: _VALIDATION, 404: _NOT_FOUND, **_ERRORS},
+        responses={200: EventsPageSerializer, 400: _VALIDATION, 404: _NOT_FOUND, **AUTH_ERRORS},
         tags=["deployments"],
     )
     def get(self, request, coordination_id: str):
@@ -334,7 +334,7 @@ class CoordinationCancelView(APIView):
             "`cancelled`. The answer shows the coordination right after the cancel."
         ),
         request=None,
-        responses={200: CoordinationDetailSerializer, 404: _NOT_FOUND, 409: _CONFLICT, **_ERRORS},
+        responses={200: CoordinationDetailSerializer, 404: _NOT_FOUND, 409: _CONFLICT, **AUTH_ERRORS},
         tags=["deployments"],
     )
     def post(self, request, coordination_id: str):
@@ -360,7 +360,7 @@ class CoordinationApproveView(APIView):
             200: CoordinationDetailSerializer,
             404: _NOT_FOUND,
             409: OpenApiResponse(ConflictSerializer, description="It is not awaiting approval."),
-            **_ERRORS,
+            **AUTH_ERRORS,
         },
         tags=["deployments"],
     )
@@ -387,7 +387,7 @@ class CoordinationRetryView(APIView):
             400: _VALIDATION,
             404: _NOT_FOUND,
             409: _CONFLICT,
-            **_ERRORS,
+            **AUTH_ERRORS,
         },
         tags=["deployments"],
     )
