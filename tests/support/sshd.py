@@ -8,6 +8,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import paramiko
+
 from tests.support.ports import free_port, wait_for_port
 
 SSH_TEST_USER = "pa-ssh-test"
@@ -109,3 +111,21 @@ def stop_sshd(server: SSHServer) -> None:
         server.process.terminate()
         server.process.wait(timeout=10)
     shutil.rmtree(server.scripts, ignore_errors=True)
+
+
+def connect(server: SSHServer) -> paramiko.SSHClient:
+    """A paramiko client logged in to the test sshd, the host key checked against its
+    known_hosts file. The caller closes it."""
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(server.known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(
+        server.host,
+        port=server.port,
+        username=server.user,
+        key_filename=str(server.client_key),
+        allow_agent=False,
+        look_for_keys=False,
+        timeout=10,
+    )
+    return client

@@ -1,0 +1,349 @@
+"""Detached runs over SSH (issue 16): the init script runs under a small supervisor on the
+remote machine, so closing the session (a worker killed, SIGTERM, a network drop) does not
+stop it, and any worker can later read its output and exit code again.
+
+The supervisor is `ssh_runs.sh`, POSIX `sh` only, sent whole over an open paramiko client
+for every call (nothing is installed on the machine). Each run has a directory
+`<run_directory>/<run_id>` (default `~/.powerautomation/runs/<run_id>`) holding its pid and
+process group, its output as it is written and, once it ended, its exit code. Creating that
+directory is the claim: a run id whose directory exists is never started again.
+
+Every value that reaches the remote shell is validated here and shell-quoted; every answer
+read back is bounded.
+"""
+
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from django.db import models
+
+from environments.connectors.base import ConnectorError
+
+DEFAULT_RUN_DIRECTORY = "~/.powerautomation/runs"
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+MAX_PATH_LENGTH = 1024
+MAX_COMMAND_BYTES = 64 * 1024
+# The most output one read returns; a caller follows a long output by offset.
+MAX_OUTPUT_READ = 1024 * 1024
+MAX_GRACE_SECONDS = 300
+MAX_STALE_DAYS = 36500
+# What a state line, a stop's line or stderr may take, at most.
+STATE_LINE_BYTES = 256
+STDERR_BYTES = 4096
+# The answer to clean_stale: one run id a line.
+MAX_CLEANED_ANSWER = 256 * 1024
+CALL_TIMEOUT_SECONDS = 30.0
+RECV_POLL_SECONDS = 0.2
+
+
+def _program() -> str:
+    """The supervisor without its comment lines: the same program in a smaller command."""
+    text = Path(__file__).with_name("ssh_runs.sh").read_text()
+    return "\n".join(line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")) + "\n"
+
+
+PROGRAM = _program()
+
+
+class RunStatus(models.TextChoices):
+    NOT_STARTED = "not_started", "not started"  # no run directory: safe to start
+    STARTING = "starting", "starting"  # the directory is claimed, the supervisor not yet up
+    RUNNING = "running", "running"  # the supervisor's pid is alive
+    ENDED = "ended", "ended"  # the exit code is recorded
+    VANISHED = "vanished", "vanished"  # the supervisor is gone and left no exit code
+
+
+@dataclass(frozen=True)
+class RunState:
+    status: RunStatus
+    exit_code: int | None = None
+    pid: int | None = None
+    pgid: int | None = None
+    output_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class RunStart:
+    started: bool  # False: the run directory already existed, nothing was started
+    state: RunState
+
+
+@dataclass(frozen=True)
+class RunStop:
+    signal: str  # TERM, or KILL when the group outlived the grace period; "" if never started
+    processes_left: int  # of the run's process group, zombies not counted
+    state: RunState  # before the stop
+
+
+# --- checking what goes out ------------------------------------------------------------
+
+
+def check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
+        raise ValueError(
+            f"run id {run_id!r}: use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return run_id
+
+
+def check_run_directory(path: str) -> str:
+    """An absolute path or one under the remote user's home (`~/...`); no `..`, no control
+    characters. Spaces and quotes are fine: the path is quoted, never parsed by a shell."""
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH_LENGTH:
+        raise ValueError(f"run_directory must be a path of 1 to {MAX_PATH_LENGTH} characters")
+    if any(ord(char) < 32 or ord(char) == 127 for char in path):
+        raise ValueError("run_directory must not contain control characters")
+    if not (path.startswith("/") or path == "~" or path.startswith("~/")):
+        raise ValueError(f"run_directory {path!r}: use an absolute path or one starting with '~/'")
+    if ".." in path.split("/"):
+        raise ValueError(f"run_directory {path!r}: '..' is not allowed")
+    return path
+
+
+def _check_int(name: str, value: int, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+    return value
+
+
+def script_command(command: str, env: dict[str, str]) -> str:
+    """The command the supervisor runs: the environment exported, then `command`."""
+    for name, value in env.items():
+        if not ENV_NAME_PATTERN.fullmatch(name):
+            raise ValueError(f"environment variable name {name!r} is not a valid shell name")
+        if "\0" in value:
+            raise ValueError(f"environment variable {name}: NUL is not allowed")
+    if "\0" in command:
+        raise ValueError("command: NUL is not allowed")
+    exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
+    text = (f"export {exports}\n" if exports else "") + command
+    if len(text.encode()) > MAX_COMMAND_BYTES:
+        raise ValueError(f"command and environment are over {MAX_COMMAND_BYTES} bytes")
+    return text
+
+
+def remote_command(action: str, run_directory: str, run_id: str, *args: str) -> str:
+    values = [action, check_run_directory(run_directory), check_run_id(run_id), *args]
+    return "sh -c " + shlex.quote(PROGRAM) + " pa-run " + " ".join(shlex.quote(value) for value in values)
+
+
+# --- one call to the supervisor --------------------------------------------------------
+
+
+def _call(client: paramiko.SSHClient, command: str, *, max_bytes: int, timeout: float) -> bytes:
+    """Run one supervisor call on its own channel; its stdout, at most `max_bytes`.
+
+    A lost connection or a call that outlives `timeout` raises a retryable ConnectorError:
+    the run itself goes on on the machine whatever happens to this channel."""
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        raise ConnectorError("the SSH connection is closed", reason="connection_lost", permanent=False)
+    deadline = time.monotonic() + timeout
+    stdout, stderr = bytearray(), bytearray()
+    try:
+        channel = transport.open_session(timeout=timeout)
+        try:
+            channel.settimeout(RECV_POLL_SECONDS)
+            channel.exec_command(command)
+            while True:
+                while channel.recv_stderr_ready():  # drained as we go: a full window would stall
+                    stderr += channel.recv_stderr(STDERR_BYTES)
+                    del stderr[STDERR_BYTES:]
+                try:
+                    data = channel.recv(65536)
+                except TimeoutError:
+                    data = None
+                if data == b"":
+                    break
+                if data:
+                    stdout += data
+                    if len(stdout) > max_bytes:
+                        raise ConnectorError(
+                            f"the run supervisor answered more than {max_bytes} bytes",
+                            reason="bad_answer",
+                            permanent=True,
+                        )
+                if time.monotonic() > deadline:
+                    raise ConnectorError(
+                        f"the run supervisor did not answer within {timeout:.0f} s", reason="timeout", permanent=False
+                    )
+            if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
+                raise ConnectorError("the run supervisor did not exit", reason="timeout", permanent=False)
+            status = channel.exit_status
+        finally:
+            channel.close()
+    except (paramiko.SSHException, OSError) as exc:
+        raise ConnectorError(f"SSH connection lost: {exc}", reason="connection_lost", permanent=False) from None
+    if status != 0:
+        detail = stderr.decode(errors="replace").strip() or stdout[:STATE_LINE_BYTES].decode(errors="replace").strip()
+        raise ConnectorError(
+            f"the run supervisor failed (exit {status}): {detail}", reason="supervisor_failed", permanent=False
+        )
+    return bytes(stdout)
+
+
+def _optional_int(word: str) -> int | None:
+    return None if word == "-" else int(word)
+
+
+def parse_state(line: bytes) -> RunState:
+    words = line.decode("ascii", errors="replace").split()
+    try:
+        status = RunStatus(words[0])
+        exit_code, pid, pgid, size = (_optional_int(word) for word in words[1:5])
+    except (IndexError, ValueError):
+        raise ConnectorError(
+            f"the run supervisor's answer is not a state: {line[:STATE_LINE_BYTES]!r}",
+            reason="bad_answer",
+            permanent=True,
+        ) from None
+    return RunState(status=status, exit_code=exit_code, pid=pid, pgid=pgid, output_bytes=size or 0)
+
+
+def _split_line(answer: bytes) -> tuple[bytes, bytes]:
+    line, newline, rest = answer.partition(b"\n")
+    if not newline:
+        raise ConnectorError(
+            f"the run supervisor's answer ended early: {answer[:STATE_LINE_BYTES]!r}",
+            reason="bad_answer",
+            permanent=True,
+        )
+    return line, rest
+
+
+# --- the calls -------------------------------------------------------------------------
+
+
+def run_start(
+    client: paramiko.SSHClient,
+    run_id: str,
+    command: str,
+    env: dict[str, str] | None = None,
+    run_directory: str = DEFAULT_RUN_DIRECTORY,
+    *,
+    timeout: float = CALL_TIMEOUT_SECONDS,
+) -> RunStart:
+    """Start `command` (a shell command line, run by `sh -c` in the login directory) under
+    the supervisor, detached from this session. When the run's directory already exists
+    nothing is started: `started` is False and `state` says what that run is doing."""
+    script = script_command(command, env or {})
+    answer = _call(
+        client,
+        remote_command("start", run_directory, run_id, PROGRAM, script),
+        max_bytes=2 * STATE_LINE_BYTES,
+        timeout=timeout,
+    )
+    verb, rest = _split_line(answer)
+    if verb not in (b"started", b"already_started"):
+        raise ConnectorError(
+            f"the run supervisor could not start {run_id}: {verb[:STATE_LINE_BYTES]!r}",
+            reason="supervisor_failed",
+            permanent=False,
+        )
+    return RunStart(started=verb == b"started", state=parse_state(_split_line(rest)[0]))
+
+
+def run_state(
+    client: paramiko.SSHClient,
+    run_id: str,
+    run_directory: str = DEFAULT_RUN_DIRECTORY,
+    *,
+    timeout: float = CALL_TIMEOUT_SECONDS,
+) -> RunState:
+    answer = _call(client, remote_command("state", run_directory, run_id), max_bytes=STATE_LINE_BYTES, timeout=timeout)
+    return parse_state(_split_line(answer)[0])
+
+
+def run_output(
+    client: paramiko.SSHClient,
+    run_id: str,
+    offset: int,
+    limit: int = 64 * 1024,
+    run_directory: str = DEFAULT_RUN_DIRECTORY,
+    *,
+    timeout: float = CALL_TIMEOUT_SECONDS,
+) -> tuple[RunState, bytes]:
+    """The run's state, then at most `limit` bytes of its output after byte `offset`, in one
+    round trip. The state is read first: when it says `ended`, the bytes up to the end of
+    the output are all the script wrote (processes it left in the background may add more)."""
+    _check_int("offset", offset, 0, 2**62)
+    _check_int("limit", limit, 1, MAX_OUTPUT_READ)
+    answer = _call(
+        client,
+        remote_command("output", run_directory, run_id, str(offset), str(limit)),
+        max_bytes=STATE_LINE_BYTES + limit,
+        timeout=timeout,
+    )
+    line, data = _split_line(answer)
+    return parse_state(line), data[:limit]
+
+
+def run_stop(
+    client: paramiko.SSHClient,
+    run_id: str,
+    grace_seconds: int = 10,
+    run_directory: str = DEFAULT_RUN_DIRECTORY,
+    *,
+    timeout: float | None = None,
+) -> RunStop:
+    """TERM the run's process group, KILL it once `grace_seconds` passed, then count what
+    is left of it (0 when the stop worked). Processes that left the group on purpose
+    (`setsid`, a daemon's double fork) are out of its reach."""
+    _check_int("grace_seconds", grace_seconds, 0, MAX_GRACE_SECONDS)
+    answer = _call(
+        client,
+        remote_command("stop", run_directory, run_id, str(grace_seconds)),
+        max_bytes=2 * STATE_LINE_BYTES,
+        timeout=timeout or grace_seconds + CALL_TIMEOUT_SECONDS,
+    )
+    line, rest = _split_line(answer)
+    words = _split_line(rest)[0].decode("ascii", errors="replace").split()
+    if len(words) != 2 or not words[1].isdigit():
+        raise ConnectorError(
+            f"the run supervisor's stop answer is not understood: {rest[:STATE_LINE_BYTES]!r}",
+            reason="bad_answer",
+            permanent=True,
+        )
+    return RunStop(signal="" if words[0] == "none" else words[0], processes_left=int(words[1]), state=parse_state(line))
+
+
+def run_cleanup(
+    client: paramiko.SSHClient,
+    run_id: str,
+    run_directory: str = DEFAULT_RUN_DIRECTORY,
+    *,
+    timeout: float = CALL_TIMEOUT_SECONDS,
+) -> RunState:
+    """Remove the run's directory once its result is recorded. A running run is left alone
+    (ConnectorError reason `run_active`): stop it first."""
+    answer = _call(
+        client, remote_command("cleanup", run_directory, run_id), max_bytes=STATE_LINE_BYTES, timeout=timeout
+    )
+    state = parse_state(_split_line(answer)[0])
+    if state.status == RunStatus.RUNNING:
+        raise ConnectorError(
+            f"run {run_id} is still running; stop it before removing it", reason="run_active", permanent=True
+        )
+    return state
+    return parse_state(_split_line(answer)[0])
+
+
+def run_clean_stale(
+    client: paramiko.SSHClient,
+    older_than_days: int,
+    run_directory: str = DEFAULT_RUN_DIRECTORY,
+    *,
+    timeout: float = CALL_TIMEOUT_SECONDS,
+) -> list[str]:
+    """Remove the run directories untouched for more than `older_than_days` days (find's
+    `-mtime +N`), except running ones; the removed run ids."""
+    _check_int("older_than_days", older_than_days, 0, MAX_STALE_DAYS)
+    # The run id slot is not used by this call; any valid id fills it.
+    command = remote_command("clean_stale", run_directory, "stale", str(older_than_days))
+    answer = _call(client, command, max_bytes=MAX_CLEANED_ANSWER, timeout=timeout)
+    return [line for line in answer.decode("ascii", errors="replace").splitlines() if line]

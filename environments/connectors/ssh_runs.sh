@@ -1,0 +1,160 @@
+# PowerAutomation's remote run supervisor (issue 16). POSIX sh only: dash, busybox sh, bash,
+# macOS sh; nothing to install on the machine. environments/connectors/ssh_runs.py sends it
+# whole, as `sh -c '<this>' pa-run ACTION BASE RUN_ID [ARGS...]`, every value shell-quoted.
+#
+# One directory per run, BASE/RUN_ID, holds:
+#   pid        "PID PGID" of the supervisor (PGID "-" when no own process group could be had)
+#   output     the script's stdout and stderr, appended as it writes them
+#   exit_code  the script's exit status, written once it ended (tmp file + mv: never partial)
+#   stopped    the signal that stopped it (TERM or KILL), written by `stop`
+# `mkdir` of that directory is the claim: a run whose directory exists is never started again.
+#
+# Answers (but clean_stale's, one removed run id a line) carry the run's state on one line,
+# after start's started|already_started line: STATUS EXIT_CODE PID PGID OUTPUT_BYTES ("-" = unknown).
+umask 077
+action=$1 base=$2 id=$3
+shift 3
+case $base in
+"~") base=$HOME ;;
+"~/"*) base=$HOME/${base#"~/"} ;;
+esac
+case $id in
+"" | .* | */*) echo "error - - - -"; exit 2 ;;
+esac
+dir=$base/$id
+
+nap() { sleep 0.1 2>/dev/null || sleep 1; }
+
+# Processes of the group that are not zombies (a zombie answers kill -0 until reaped).
+group_left() {
+    kill -0 "-$1" 2>/dev/null || { echo 0; return; }
+    if ps -A -o pgid= >/dev/null 2>&1; then
+        echo $(($(ps -A -o pgid= -o stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/' | wc -l)))
+    else
+        echo 1
+    fi
+}
+
+# A live process: kill -0 also answers for a zombie not reaped yet, ps tells them apart.
+alive() {
+    kill -0 "$1" 2>/dev/null || return 1
+    case $(ps -o stat= -p "$1" 2>/dev/null) in Z*) return 1 ;; esac
+}
+
+header() {
+    if [ ! -d "$dir" ]; then echo "not_started - - - 0"; return; fi
+    size=0
+    [ -f "$dir/output" ] && size=$(($(wc -c <"$dir/output")))
+    pid=- pgid=-
+    [ -f "$dir/pid" ] && read -r pid pgid <"$dir/pid"
+    if [ -f "$dir/exit_code" ]; then
+        read -r code <"$dir/exit_code"
+        echo "ended $code $pid ${pgid:--} $size"
+    elif [ "$pid" = - ]; then
+        echo "starting - - - $size"
+    elif alive "$pid"; then
+        echo "running - $pid ${pgid:--} $size"
+    elif [ -f "$dir/exit_code" ]; then
+        header  # it ended between the two looks
+    else
+        echo "vanished - $pid ${pgid:--} $size"
+    fi
+}
+
+# Start the command detached from this session: its own session and process group, HUP
+# ignored, no file descriptor of the SSH channel kept. setsid(1) is util-linux and busybox;
+# macOS has none, but has perl, whose POSIX::setsid does the same. Without either, the run
+# stays in the group sshd made for this session (OpenSSH calls setsid() for every command
+# run without a pty), which outlives the session too; its PGID is read with ps.
+start() {
+    mkdir -p "$base" || { echo "error - - - 0"; exit 3; }
+    if ! mkdir "$dir" 2>/dev/null; then
+        if [ -d "$dir" ]; then echo already_started; header; exit 0; fi
+        echo "error - - - 0"; exit 3
+    fi
+    : >"$dir/output"
+    if command -v setsid >/dev/null 2>&1; then
+        setsid sh -c "$1" pa-run supervise "$base" "$id" "$2" 1 </dev/null >/dev/null 2>&1 &
+    elif command -v perl >/dev/null 2>&1; then
+        perl -MPOSIX -e 'POSIX::setsid(); exec @ARGV or exit 127' -- \
+            sh -c "$1" pa-run supervise "$base" "$id" "$2" 1 </dev/null >/dev/null 2>&1 &
+    else
+        sh -c "$1" pa-run supervise "$base" "$id" "$2" 0 </dev/null >/dev/null 2>&1 &
+    fi
+    i=0
+    while [ ! -f "$dir/pid" ] && [ $i -lt 50 ]; do nap; i=$((i + 1)); done
+    echo started
+    header
+}
+
+# The detached supervisor: records its pid, runs the command, records the exit code. It
+# survives TERM (a trap) so that a stop's TERM still leaves the script's own exit status.
+supervise() {
+    trap '' HUP
+    trap 'stopping=1' TERM
+    pgid=$$
+    if [ "$2" != 1 ]; then
+        pgid=$(ps -o pgid= -p $$ 2>/dev/null | tr -d ' ')
+        [ -n "$pgid" ] || pgid=-
+    fi
+    printf '%s %s\n' $$ "$pgid" >"$dir/pid.tmp" && mv -f "$dir/pid.tmp" "$dir/pid"
+    sh -c "$1" </dev/null >>"$dir/output" 2>&1
+    code=$?
+    printf '%s\n' $code >"$dir/exit_code.tmp" && mv -f "$dir/exit_code.tmp" "$dir/exit_code"
+}
+
+# TERM the whole group, KILL it after GRACE seconds, then check that nothing of it is left.
+stop() {
+    header
+    [ -f "$dir/pid" ] || { echo "none 0"; return; }
+    read -r pid pgid <"$dir/pid"
+    if [ "$pgid" = - ]; then group=$pid; else group=-$pgid; fi
+    kill -TERM "$group" 2>/dev/null
+    signal=TERM i=0
+    while [ "$(group_left "${group#-}")" != 0 ] && [ $i -lt $(($1 * 10)) ]; do nap; i=$((i + 1)); done
+    if [ "$(group_left "${group#-}")" != 0 ]; then
+        kill -KILL "$group" 2>/dev/null
+        signal=KILL i=0
+        while [ "$(group_left "${group#-}")" != 0 ] && [ $i -lt 30 ]; do nap; i=$((i + 1)); done
+    fi
+    printf '%s\n' $signal >"$dir/stopped"
+    echo "$signal $(group_left "${group#-}")"
+}
+
+# Output bytes after OFFSET, at most LIMIT of them, after the header line.
+output() {
+    header
+    [ -f "$dir/output" ] || return 0
+    tail -c +$(($1 + 1)) "$dir/output" | head -c "$2"
+}
+
+cleanup() {
+    status=$(header)
+    case $status in running*) echo "$status"; return ;; esac
+    rm -rf "$dir"
+    echo "$status"
+}
+
+# Remove run directories untouched for more than DAYS days, except running ones.
+clean_stale() {
+    [ -d "$base" ] && cd "$base" || return 0
+    set -f
+    for name in $(find . ! -name . -prune -type d -mtime +"$1" 2>/dev/null); do
+        id=${name#./}
+        case $id in "" | .* | *[!A-Za-z0-9._-]*) continue ;; esac
+        dir=$base/$id
+        case $(header) in running*) continue ;; esac
+        rm -rf "$dir" && echo "$id"
+    done
+}
+
+case $action in
+start) start "$@" ;;
+supervise) supervise "$@" ;;
+state) header ;;
+output) output "$@" ;;
+stop) stop "$@" ;;
+cleanup) cleanup ;;
+clean_stale) clean_stale "$@" ;;
+*) echo "error - - - -"; exit 2 ;;
+esac

@@ -1,0 +1,258 @@
+"""Detached runs (environments/connectors/ssh_runs.py) against the real OpenSSH server on
+loopback: the script outlives the client that started it, and a new client reads the rest
+of its output and its exit code. No database involved."""
+
+import shutil
+import time
+import uuid
+
+import pytest
+
+from environments.connectors import ConnectorError
+from environments.connectors.ssh_runs import (
+    PROGRAM,
+    RunStatus,
+    _call,
+    remote_command,
+    run_clean_stale,
+    run_cleanup,
+    run_output,
+    run_start,
+    run_state,
+    run_stop,
+)
+from tests.support.sshd import connect
+
+
+@pytest.fixture
+def client(sshd):
+    client = connect(sshd)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def runs(sshd):
+    """A run directory of this test's own, writable by the login user."""
+    path = sshd.scripts / f"runs-{uuid.uuid4().hex[:8]}"
+    return str(path)
+
+
+def wait_for(client, run_id, runs, status, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        state = run_state(client, run_id, runs)
+        if state.status == status or time.monotonic() > deadline:
+            return state
+        time.sleep(0.1)
+
+
+def remote(client, command: str) -> str:
+    _, stdout, _ = client.exec_command(command, timeout=10)
+    return stdout.read().decode()
+
+
+def group_processes(client, pgid: int) -> list[str]:
+    """The live (not zombie) processes of a process group, as `ps` on the machine sees them."""
+    lines = remote(client, "ps -A -o pgid= -o pid= -o stat= -o args=").splitlines()
+    return [line for line in lines if line.split()[0] == str(pgid) and not line.split()[2].startswith("Z")]
+
+
+LINES_SCRIPT = 'i=1; while [ $i -le 10 ]; do echo "line $i"; i=$((i + 1)); sleep 0.2; done; exit {code}'
+EXPECTED_LINES = "".join(f"line {i}\n" for i in range(1, 11))
+
+
+@pytest.mark.parametrize("code", [0, 7])
+def test_a_run_outlives_its_client_and_a_new_client_reads_the_rest_and_the_exit_code(sshd, runs, code):
+    first = connect(sshd)
+    start = run_start(first, "run-1", LINES_SCRIPT.format(code=code), {}, runs)
+    assert start.started and start.state.status == RunStatus.RUNNING
+    time.sleep(0.5)
+    state, received = run_output(first, "run-1", 0, 64 * 1024, runs)
+    assert state.status == RunStatus.RUNNING and received.startswith(b"line 1\n")
+    first.get_transport().sock.close()  # the worker dies: its connection just drops
+    first.close()
+
+    second = connect(sshd)
+    try:
+        assert run_state(second, "run-1", runs).status == RunStatus.RUNNING
+        while True:
+            state, more = run_output(second, "run-1", len(received), 64 * 1024, runs)
+            received += more
+            if state.status == RunStatus.ENDED:
+                break
+            time.sleep(0.2)
+        state, tail = run_output(second, "run-1", len(received), 64 * 1024, runs)
+    finally:
+        second.close()
+    assert received.decode() + tail.decode() == EXPECTED_LINES
+    assert state.exit_code == code
+    assert state.output_bytes == len(EXPECTED_LINES)
+
+
+def test_the_script_gets_its_environment_and_stderr_in_order_and_values_stay_literal(client, runs):
+    env = {"COORDINATION_ID": "deploy_1", "TRICKY": 'it\'s $(touch /tmp/pwned) `x` "q"\nline 2'}
+    command = 'echo "id=$COORDINATION_ID"; echo "$TRICKY"; echo to-stderr >&2; exit 3'
+    assert run_start(client, "env-run", command, env, runs).started
+    state = wait_for(client, "env-run", runs, RunStatus.ENDED)
+    _, output = run_output(client, "env-run", 0, 4096, runs)
+    assert state.exit_code == 3
+    assert output.decode() == f"id=deploy_1\n{env['TRICKY']}\nto-stderr\n"
+
+
+def test_starting_twice_for_one_run_id_starts_nothing_more(sshd, client, runs):
+    counter = sshd.scripts / f"started-{uuid.uuid4().hex[:8]}"
+    command = f"echo started >> '{counter}'; sleep 1"
+    assert run_start(client, "once", command, {}, runs).started
+    again = run_start(client, "once", command, {}, runs)
+    assert not again.started and again.state.status == RunStatus.RUNNING
+    wait_for(client, "once", runs, RunStatus.ENDED)
+    after_end = run_start(connect(sshd), "once", command, {}, runs)
+    assert not after_end.started and after_end.state.status == RunStatus.ENDED
+    assert counter.read_text() == "started\n"
+
+
+def test_stop_kills_the_whole_process_group_including_a_grandchild(client, runs):
+    start = run_start(client, "stop-me", "sleep 37 & echo ready; sleep 38", {}, runs)
+    pgid = start.state.pgid
+    assert pgid and len(group_processes(client, pgid)) >= 3  # supervisor, script, sleep 38, sleep 37
+    stopped = run_stop(client, "stop-me", 2, runs)
+    assert stopped.signal == "TERM" and stopped.processes_left == 0
+    assert group_processes(client, pgid) == []
+    state = run_state(client, "stop-me", runs)
+    assert state.status == RunStatus.ENDED and state.exit_code == 143
+
+
+def test_a_script_that_ignores_term_is_killed_after_the_grace_period(client, runs):
+    start = run_start(client, "stubborn", "trap '' TERM; sleep 37 & sleep 38", {}, runs)
+    began = time.monotonic()
+    stopped = run_stop(client, "stubborn", 1, runs)
+    assert stopped.signal == "KILL" and stopped.processes_left == 0
+    assert 1.0 <= time.monotonic() - began < 5
+    assert group_processes(client, start.state.pgid) == []
+    # The supervisor was killed with the group: no exit code, and the state says so.
+    assert run_state(client, "stubborn", runs).status == RunStatus.VANISHED
+
+
+def test_a_run_whose_supervisor_is_gone_without_an_exit_code_reads_as_vanished(client, runs):
+    start = run_start(client, "lost", "sleep 38", {}, runs)
+    remote(client, f"kill -KILL -{start.state.pgid}")  # the machine's reboot, as far as the run can tell
+    state = wait_for(client, "lost", runs, RunStatus.VANISHED)
+    assert state.status == RunStatus.VANISHED and state.exit_code is None and state.pid == start.state.pid
+
+
+def test_a_run_never_started_reads_as_not_started(client, runs):
+    assert run_state(client, "never", runs).status == RunStatus.NOT_STARTED
+    assert run_output(client, "never", 0, 10, runs)[1] == b""
+    assert run_stop(client, "never", 1, runs).signal == ""
+
+
+def test_output_reads_are_bounded_by_offset_and_limit(client, runs):
+    run_start(client, "big", "head -c 300000 /dev/zero | tr '\\0' x; printf END", {}, runs)
+    state = wait_for(client, "big", runs, RunStatus.ENDED)
+    assert state.output_bytes == 300003
+    _, piece = run_output(client, "big", 299990, 5, runs)
+    assert piece == b"xxxxx"
+    _, end = run_output(client, "big", 299995, 1024 * 1024, runs)
+    assert end == b"xxxxxEND"
+    _, past = run_output(client, "big", 400000, 10, runs)
+    assert past == b""
+
+
+def test_cleanup_removes_an_ended_run_and_refuses_a_running_one(client, runs):
+    run_start(client, "busy", "sleep 38", {}, runs)
+    with pytest.raises(ConnectorError) as refused:
+        run_cleanup(client, "busy", runs)
+    assert refused.value.reason == "run_active"
+    run_stop(client, "busy", 1, runs)
+    assert run_cleanup(client, "busy", runs).status == RunStatus.ENDED
+    assert run_state(client, "busy", runs).status == RunStatus.NOT_STARTED
+
+
+def test_stale_run_directories_are_cleaned_but_recent_and_running_ones_kept(client, runs):
+    for run_id, command in [("old-ended", "true"), ("old-running", "sleep 38"), ("recent", "true")]:
+        run_start(client, run_id, command, {}, runs)
+    wait_for(client, "old-ended", runs, RunStatus.ENDED)
+    remote(client, f"touch -t 202001010000 '{runs}/old-ended' '{runs}/old-running'")
+    assert run_clean_stale(client, 30, runs) == ["old-ended"]
+    assert run_state(client, "old-running", runs).status == RunStatus.RUNNING
+    assert run_state(client, "recent", runs).status == RunStatus.ENDED
+    run_stop(client, "old-running", 1, runs)
+    assert run_clean_stale(client, 30, "/nonexistent/runs") == []
+
+
+def test_the_default_run_directory_is_under_the_login_users_home(client):
+    run_id = f"home-{uuid.uuid4().hex[:8]}"
+    run_start(client, run_id, "echo at home", {})
+    try:
+        assert wait_for(client, run_id, "~/.powerautomation/runs", RunStatus.ENDED).exit_code == 0
+        assert remote(client, f"cat ~/.powerautomation/runs/{run_id}/output") == "at home\n"
+        assert remote(client, "stat -c %a ~/.powerautomation/runs").strip() == "700"
+    finally:
+        run_cleanup(client, run_id)
+
+
+def test_a_run_directory_with_spaces_and_quotes_is_one_path(sshd, client):
+    runs = str(sshd.scripts / f'it\'s a "dir" $(x) {uuid.uuid4().hex[:6]}')
+    run_start(client, "quoted", "echo ok", {}, runs)
+    assert wait_for(client, "quoted", runs, RunStatus.ENDED).exit_code == 0
+    assert (sshd.scripts / runs / "quoted" / "output").read_text() == "ok\n"
+
+
+@pytest.mark.parametrize(
+    "run_id", ["", ".", "..", "../x", "a/b", "-rf", "a b", "$(touch x)", "a;b", "x\n", "é", "a" * 129]
+)
+def test_hostile_run_ids_are_refused(client, runs, run_id):
+    with pytest.raises(ValueError, match="run id"):
+        run_start(client, run_id, "true", {}, runs)
+
+
+@pytest.mark.parametrize(
+    "path", ["", "runs", "./runs", "~other/runs", "/tmp/../etc", "~/a/../../b", "/tmp/x\ny", "/tmp/\0", "/" * 1025]
+)
+def test_hostile_run_directories_are_refused(client, path):
+    with pytest.raises(ValueError, match="run_directory"):
+        run_state(client, "r1", path)
+
+
+def test_hostile_environment_names_and_numbers_are_refused(client, runs):
+    with pytest.raises(ValueError, match="not a valid shell name"):
+        run_start(client, "r1", "true", {"A;touch x": "1"}, runs)
+    with pytest.raises(ValueError, match="limit"):
+        run_output(client, "r1", 0, 10**12, runs)
+    with pytest.raises(ValueError, match="offset"):
+        run_output(client, "r1", -1, 10, runs)
+    with pytest.raises(ValueError, match="grace_seconds"):
+        run_stop(client, "r1", 10**9, runs)
+
+
+@pytest.mark.parametrize("hidden", [["setsid"], ["setsid", "perl"]], ids=["perl", "plain_sh"])
+def test_without_setsid_the_run_still_outlives_its_client_and_stops_whole(sshd, runs, hidden):
+    """macOS has no setsid(1): perl's POSIX::setsid does the same, and without perl the run
+    keeps the process group sshd made for the session."""
+    tools = sshd.scripts / f"bin-{uuid.uuid4().hex[:6]}"
+    tools.mkdir()
+    tools.chmod(0o755)
+    for name in ["sh", "mkdir", "sleep", "mv", "rm", "cat", "ps", "awk", "wc", "tr", "tail", "head", "perl"]:
+        if name not in hidden:
+            (tools / name).symlink_to(_which(name))
+    first = connect(sshd)
+    command = "PATH=" + str(tools) + " " + remote_command("start", runs, "r1", PROGRAM, "sleep 37 & echo up; sleep 1")
+    answer = _call(first, command, max_bytes=512, timeout=10).decode()
+    first.close()
+    assert answer.startswith("started\nrunning ")
+    pgid = int(answer.splitlines()[1].split()[3])
+    second = connect(sshd)
+    try:
+        assert wait_for(second, "r1", runs, RunStatus.ENDED).exit_code == 0
+        assert group_processes(second, pgid)  # the grandchild still sleeps
+        assert run_stop(second, "r1", 1, runs).processes_left == 0
+        assert group_processes(second, pgid) == []
+    finally:
+        second.close()
+
+
+def _which(name: str) -> str:
+    found = shutil.which(name)
+    assert found, name
+    return found
