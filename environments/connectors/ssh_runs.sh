@@ -6,6 +6,7 @@
 #   pid        "PID PGID" of the supervisor (PGID "-" when no own process group could be had)
 #   output     the script's stdout and stderr, appended as it writes them
 #   exit_code  the script's exit status, written once it ended (tmp file + mv: never partial)
+#   detached_by  how it got its own session: setsid, perl, or session (sshd's, see start)
 #   stopped    the signal that stopped it (TERM or KILL), written by `stop`
 # `mkdir` of that directory is the claim: a run whose directory exists is never started again.
 #
@@ -36,9 +37,10 @@ group_left() {
 }
 
 # A live process: kill -0 also answers for a zombie not reaped yet, ps tells them apart.
+# `ps -A -o` (not -p, which busybox lacks) is what every ps understands.
 alive() {
     kill -0 "$1" 2>/dev/null || return 1
-    case $(ps -o stat= -p "$1" 2>/dev/null) in Z*) return 1 ;; esac
+    case $(ps -A -o pid= -o stat= 2>/dev/null | awk -v p="$1" '$1 == p { print $2 }') in Z*) return 1 ;; esac
 }
 
 header() {
@@ -74,11 +76,14 @@ start() {
     fi
     : >"$dir/output"
     if command -v setsid >/dev/null 2>&1; then
+        echo setsid >"$dir/detached_by"
         setsid sh -c "$1" pa-run supervise "$base" "$id" "$2" 1 </dev/null >/dev/null 2>&1 &
     elif command -v perl >/dev/null 2>&1; then
+        echo perl >"$dir/detached_by"
         perl -MPOSIX -e 'POSIX::setsid(); exec @ARGV or exit 127' -- \
             sh -c "$1" pa-run supervise "$base" "$id" "$2" 1 </dev/null >/dev/null 2>&1 &
     else
+        echo session >"$dir/detached_by"
         sh -c "$1" pa-run supervise "$base" "$id" "$2" 0 </dev/null >/dev/null 2>&1 &
     fi
     i=0
@@ -94,7 +99,7 @@ supervise() {
     trap 'stopping=1' TERM
     pgid=$$
     if [ "$2" != 1 ]; then
-        pgid=$(ps -o pgid= -p $$ 2>/dev/null | tr -d ' ')
+        pgid=$(ps -A -o pid= -o pgid= 2>/dev/null | awk -v p=$$ '$1 == p { print $2 }')
         [ -n "$pgid" ] || pgid=-
     fi
     printf '%s %s\n' $$ "$pgid" >"$dir/pid.tmp" && mv -f "$dir/pid.tmp" "$dir/pid"

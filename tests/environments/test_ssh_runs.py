@@ -226,33 +226,43 @@ def test_hostile_environment_names_and_numbers_are_refused(client, runs):
         run_stop(client, "r1", 10**9, runs)
 
 
-@pytest.mark.parametrize("hidden", [["setsid"], ["setsid", "perl"]], ids=["perl", "plain_sh"])
-def test_without_setsid_the_run_still_outlives_its_client_and_stops_whole(sshd, runs, hidden):
-    """macOS has no setsid(1): perl's POSIX::setsid does the same, and without perl the run
-    keeps the process group sshd made for the session."""
-    tools = sshd.scripts / f"bin-{uuid.uuid4().hex[:6]}"
-    tools.mkdir()
-    tools.chmod(0o755)
-    for name in ["sh", "mkdir", "sleep", "mv", "rm", "cat", "ps", "awk", "wc", "tr", "tail", "head", "perl"]:
-        if name not in hidden:
-            (tools / name).symlink_to(_which(name))
+TOOLS = ["sh", "mkdir", "sleep", "mv", "rm", "cat", "ps", "awk", "wc", "tr", "tail", "head", "setsid", "perl"]
+
+
+@pytest.mark.parametrize(
+    ("detached_by", "tools"),
+    [
+        ("perl", {name: shutil.which(name) for name in TOOLS if name != "setsid"}),
+        ("session", {name: shutil.which(name) for name in TOOLS if name not in ("setsid", "perl")}),
+        ("setsid", {name: shutil.which("busybox") for name in TOOLS if name != "perl"}),
+    ],
+    ids=["perl_no_setsid", "plain_sh_no_setsid_no_perl", "busybox_only"],
+)
+def test_every_way_of_detaching_outlives_the_client_and_stops_whole(sshd, runs, detached_by, tools):
+    """macOS has no setsid(1): perl's POSIX::setsid does the same; without perl the run keeps
+    the process group sshd made for the session. A busybox-only machine (Alpine) works too."""
+    if not all(tools.values()):
+        pytest.skip(f"not installed here: {[name for name, path in tools.items() if not path]}")
+    bin_dir = sshd.scripts / f"bin-{uuid.uuid4().hex[:6]}"
+    bin_dir.mkdir()
+    bin_dir.chmod(0o755)
+    for name, path in tools.items():
+        (bin_dir / name).symlink_to(path)
     first = connect(sshd)
-    command = "PATH=" + str(tools) + " " + remote_command("start", runs, "r1", PROGRAM, "sleep 37 & echo up; sleep 1")
-    answer = _call(first, command, max_bytes=512, timeout=10).decode()
+    start = remote_command("start", runs, "r1", PROGRAM, "sleep 37 & echo up; sleep 1")
+    answer = _call(first, f"PATH={bin_dir} {start}", max_bytes=512, timeout=10).decode()
+    first.get_transport().sock.close()
     first.close()
     assert answer.startswith("started\nrunning ")
+    assert (sshd.scripts / runs / "r1" / "detached_by").read_text() == detached_by + "\n"
     pgid = int(answer.splitlines()[1].split()[3])
     second = connect(sshd)
     try:
         assert wait_for(second, "r1", runs, RunStatus.ENDED).exit_code == 0
+        assert run_output(second, "r1", 0, 100, runs)[1] == b"up\n"
         assert group_processes(second, pgid)  # the grandchild still sleeps
-        assert run_stop(second, "r1", 1, runs).processes_left == 0
+        stop = f"PATH={bin_dir} {remote_command('stop', runs, 'r1', '1')}"
+        assert _call(second, stop, max_bytes=512, timeout=10).decode().splitlines()[1] == "TERM 0"
         assert group_processes(second, pgid) == []
     finally:
         second.close()
-
-
-def _which(name: str) -> str:
-    found = shutil.which(name)
-    assert found, name
-    return found
