@@ -14,7 +14,9 @@ read back is bounded.
 
 import re
 import shlex
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,16 +137,27 @@ def remote_command(action: str, run_directory: str, run_id: str, *args: str) -> 
 # --- one call to the supervisor --------------------------------------------------------
 
 
-def _call(client: paramiko.SSHClient, command: str, *, max_bytes: int, timeout: float) -> bytes:
-    """Run one supervisor call on its own channel; its stdout, at most `max_bytes`.
+def _call(
+    client: paramiko.SSHClient,
+    command: str,
+    *,
+    max_bytes: int,
+    timeout: float,
+    on_data: Callable[[bytes], None] | None = None,
+    stop: threading.Event | None = None,
+) -> bytes:
+    """Run one supervisor call on its own channel; its stdout, at most `max_bytes` (handed
+    to `on_data` piece by piece as it arrives instead, when given).
 
     A lost connection or a call that outlives `timeout` raises a retryable ConnectorError:
-    the run itself goes on on the machine whatever happens to this channel."""
+    the run itself goes on on the machine whatever happens to this channel. So does `stop`
+    being set (reason `cancelled`): it ends the call, not the run."""
     transport = client.get_transport()
     if transport is None or not transport.is_active():
         raise ConnectorError("the SSH connection is closed", reason="connection_lost", permanent=False)
     deadline = time.monotonic() + timeout
     stdout, stderr = bytearray(), bytearray()
+    received = 0
     try:
         channel = transport.open_session(timeout=timeout)
         try:
@@ -161,13 +174,19 @@ def _call(client: paramiko.SSHClient, command: str, *, max_bytes: int, timeout: 
                 if data == b"":
                     break
                 if data:
-                    stdout += data
-                    if len(stdout) > max_bytes:
+                    received += len(data)
+                    if on_data is None:
+                        stdout += data
+                    else:
+                        on_data(data)
+                    if received > max_bytes:
                         raise ConnectorError(
                             f"the run supervisor answered more than {max_bytes} bytes",
                             reason="bad_answer",
                             permanent=True,
                         )
+                if stop is not None and stop.is_set():
+                    raise ConnectorError("stopped following the run", reason="cancelled", permanent=True)
                 if time.monotonic() > deadline:
                     raise ConnectorError(
                         f"the run supervisor did not answer within {timeout:.0f} s", reason="timeout", permanent=False
@@ -281,6 +300,70 @@ def run_output(
     )
     line, data = _split_line(answer)
     return parse_state(line), data[:limit]
+
+
+class _Frames:
+    """Splits follow's answer: "data N" lines each followed by N bytes, then a state line."""
+
+    def __init__(self, on_output: Callable[[bytes], None]):
+        self.on_output = on_output
+        self.buffer = bytearray()
+        self.pending = 0  # bytes of the current data frame still to come
+        self.state_line: bytes | None = None
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        while self.buffer and self.state_line is None:
+            if self.pending:
+                piece = bytes(self.buffer[: self.pending])
+                del self.buffer[: len(piece)]
+                self.pending -= len(piece)
+                self.on_output(piece)
+                continue
+            line, newline, rest = bytes(self.buffer).partition(b"\n")
+            if not newline:
+                if len(self.buffer) > STATE_LINE_BYTES:
+                    raise ConnectorError(
+                        "the run supervisor's follow answer is garbled", reason="bad_answer", permanent=True
+                    )
+                return
+            self.buffer = bytearray(rest)
+            if line.startswith(b"data "):
+                self.pending = int(line[5:]) if line[5:].isdigit() else 0
+            else:
+                self.state_line = line
+
+
+def run_follow(
+    client: paramiko.SSHClient,
+    run_id: str,
+    offset: int,
+    on_output: Callable[[bytes], None],
+    run_directory: str = DEFAULT_RUN_DIRECTORY,
+    *,
+    max_seconds: int = 30,
+    limit: int = MAX_OUTPUT_READ,
+    stop: threading.Event | None = None,
+) -> RunState:
+    """Hand the run's output after byte `offset` to `on_output` as it is written, on one
+    channel, until the run ended (or vanished), `max_seconds` passed or `limit` bytes came;
+    then its state. Call again from the new offset while it says `running`."""
+    _check_int("offset", offset, 0, 2**62)
+    _check_int("limit", limit, 1, MAX_OUTPUT_READ)
+    _check_int("max_seconds", max_seconds, 1, 3600)
+    frames = _Frames(on_output)
+    _call(
+        client,
+        remote_command("follow", run_directory, run_id, str(offset), str(max_seconds), str(limit)),
+        # The output, a "data N" line per look (ten a second) and the state line.
+        max_bytes=limit + (max_seconds * 10 + 2) * 32 + STATE_LINE_BYTES,
+        timeout=max_seconds + CALL_TIMEOUT_SECONDS,
+        on_data=frames.feed,
+        stop=stop,
+    )
+    if frames.state_line is None:
+        raise ConnectorError("the run supervisor's follow answer ended early", reason="bad_answer", permanent=False)
+    return parse_state(frames.state_line)
 
 
 def run_stop(

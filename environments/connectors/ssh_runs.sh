@@ -133,6 +133,35 @@ output() {
     tail -c +$(($1 + 1)) "$dir/output" | head -c "$2"
 }
 
+# Stream the output after OFFSET as it is written, as frames "data N" + N bytes, until the
+# run ended, its supervisor vanished, SECONDS passed or LIMIT bytes went out; then the state.
+# One channel per SECONDS instead of one per poll; every 10th look checks the supervisor.
+follow() {
+    off=$1 sent=0 i=0
+    pid=-
+    while [ -d "$dir" ]; do
+        done=0
+        [ -f "$dir/exit_code" ] && done=1
+        [ $i -ge $(($2 * 10)) ] && done=1
+        if [ $((i % 10)) = 9 ] && [ -f "$dir/pid" ]; then
+            read -r pid pgid <"$dir/pid"
+            kill -0 "$pid" 2>/dev/null || done=1
+        fi
+        size=$(($(wc -c <"$dir/output")))
+        n=$((size - off))
+        [ $n -gt $(($3 - sent)) ] && n=$(($3 - sent))
+        if [ $n -gt 0 ]; then
+            echo "data $n"
+            tail -c +$((off + 1)) "$dir/output" | head -c $n
+            off=$((off + n)) sent=$((sent + n))
+        fi
+        [ $done = 1 ] || [ $sent -ge $3 ] && break
+        nap
+        i=$((i + 1))
+    done
+    header
+}
+
 cleanup() {
     status=$(header)
     case $status in running*) echo "$status"; return ;; esac
@@ -158,6 +187,7 @@ start) start "$@" ;;
 supervise) supervise "$@" ;;
 state) header ;;
 output) output "$@" ;;
+follow) follow "$@" ;;
 stop) stop "$@" ;;
 cleanup) cleanup ;;
 clean_stale) clean_stale "$@" ;;

@@ -3,6 +3,7 @@ loopback: the script outlives the client that started it, and a new client reads
 of its output and its exit code. No database involved."""
 
 import shutil
+import threading
 import time
 import uuid
 
@@ -16,6 +17,7 @@ from environments.connectors.ssh_runs import (
     remote_command,
     run_clean_stale,
     run_cleanup,
+    run_follow,
     run_output,
     run_start,
     run_state,
@@ -88,6 +90,35 @@ def test_a_run_outlives_its_client_and_a_new_client_reads_the_rest_and_the_exit_
     assert received.decode() + tail.decode() == EXPECTED_LINES
     assert state.exit_code == code
     assert state.output_bytes == len(EXPECTED_LINES)
+
+
+def test_follow_streams_the_output_as_it_is_written_and_ends_with_the_exit_code(sshd, runs):
+    first = connect(sshd)
+    run_start(first, "followed", LINES_SCRIPT.format(code=5), {}, runs)
+    pieces: list[bytes] = []
+    state = run_follow(first, "followed", 0, pieces.append, runs, max_seconds=1)
+    assert state.status == RunStatus.RUNNING and len(pieces) >= 2  # as written, not at the end
+    first.get_transport().sock.close()
+    first.close()
+
+    second = connect(sshd)
+    try:
+        while state.status == RunStatus.RUNNING:
+            state = run_follow(second, "followed", len(b"".join(pieces)), pieces.append, runs, max_seconds=1)
+    finally:
+        second.close()
+    assert b"".join(pieces).decode() == EXPECTED_LINES
+    assert state.status == RunStatus.ENDED and state.exit_code == 5
+
+
+def test_a_stop_while_following_ends_the_call_not_the_run(client, runs):
+    run_start(client, "keeps-going", "sleep 1; echo done", {}, runs)
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    with pytest.raises(ConnectorError) as stopped:
+        run_follow(client, "keeps-going", 0, lambda piece: None, runs, stop=stop)
+    assert stopped.value.reason == "cancelled"
+    assert wait_for(client, "keeps-going", runs, RunStatus.ENDED).exit_code == 0
 
 
 def test_the_script_gets_its_environment_and_stderr_in_order_and_values_stay_literal(client, runs):
