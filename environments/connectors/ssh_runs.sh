@@ -24,7 +24,7 @@ case $id in
 esac
 dir=$base/$id
 
-nap() { sleep 0.1 2>/dev/null || sleep 1; }
+nap() { sleep "${1:-0.1}" 2>/dev/null || sleep 1; }
 
 # Processes of the group that are not zombies (a zombie answers kill -0 until reaped).
 group_left() {
@@ -87,7 +87,7 @@ start() {
         sh -c "$1" pa-run supervise "$base" "$id" "$2" 0 </dev/null >/dev/null 2>&1 &
     fi
     i=0
-    while [ ! -f "$dir/pid" ] && [ $i -lt 50 ]; do nap; i=$((i + 1)); done
+    while [ ! -f "$dir/pid" ] && [ $i -lt 250 ]; do nap 0.02; i=$((i + 1)); done
     echo started
     header
 }
