@@ -413,7 +413,6 @@ def run_cleanup(
             f"run {run_id} is still running; stop it before removing it", reason="run_active", permanent=True
         )
     return state
-    return parse_state(_split_line(answer)[0])
 
 
 def run_clean_stale(
