@@ -11,6 +11,7 @@ twice for one target, and a re-attaching worker reads on from the recorded offse
 
 import codecs
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -118,7 +119,7 @@ class DetachedRun:
                 self._timed_out()
             seconds = max(1, min(FOLLOW_SECONDS, math.ceil(self.deadline - time.monotonic())))
             try:
-                state = self._call(lambda client, seconds=seconds: self._follow_once(client, seconds))
+                state = self._call(functools.partial(self._follow_once, seconds=seconds))
             except ConnectorError as exc:
                 if exc.reason == "cancelled":
                     continue  # `stop` was set: handled at the top
@@ -133,7 +134,7 @@ class DetachedRun:
                     return RunState(status=RunStatus.VANISHED)
                 self.reporter.stop.wait(0.2)
 
-    def _follow_once(self, client: paramiko.SSHClient, seconds: int) -> RunState:
+    def _follow_once(self, client: paramiko.SSHClient, *, seconds: int) -> RunState:
         return ssh_runs.run_follow(
             client,
             self.run.run_id,
