@@ -378,6 +378,10 @@ class DeploymentDefaults:
     def as_json(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
+    def detach_for(self, override: bool | None) -> bool:
+        """Whether an SSH run is detached: the environment's own `detach`, else ssh_settings'."""
+        return self.detach if override is None else override
+
 
 def stored_blocks() -> dict[str, dict]:
     return {block.name: block.values for block in SettingsBlock.objects.all()}

@@ -108,6 +108,14 @@ def test_a_snapshot_from_before_detached_runs_reads_as_detached_under_the_defaul
     assert (restored.detach, restored.run_directory) == (True, "")
 
 
+@pytest.mark.parametrize(
+    ("block", "override", "detached"),
+    [(True, None, True), (False, None, False), (True, False, False), (False, True, True)],
+)
+def test_an_environments_own_detach_overrides_ssh_settings(block, override, detached):
+    assert DeploymentDefaults(detach=block).detach_for(override) is detached
+
+
 @pytest.mark.parametrize(("detach", "run_directory"), [("no", "../x"), (0, "/runs\n"), (None, "/" + "a" * 5000)])
 def test_a_stored_value_that_escaped_validation_falls_back_to_the_default(detach, run_directory):
     defaults = DeploymentDefaults.from_json({"detach": detach, "run_directory": run_directory})
