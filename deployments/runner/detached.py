@@ -14,15 +14,13 @@ from django.db.models import Q, QuerySet
 from deployments.models import Coordination, CoordinationTarget, RunLease, Stage, TargetStatus as T
 from deployments.transitions import note
 from environments.config import DeploymentDefaults
-from environments.connectors.base import RemoteRun, detach_for
+from environments.connectors.base import RemoteRun
 from environments.models import ConnectionMethod, RemoteEnvironment
 
 
 def runs_detached(environment: RemoteEnvironment, defaults: DeploymentDefaults) -> bool:
     """SSH environments run detached unless their own `detach`, or ssh_settings, says not."""
-    return environment.connection_method == ConnectionMethod.SSH and detach_for(
-        environment, getattr(defaults, "detach", True)
-    )  # XXX-config
+    return environment.connection_method == ConnectionMethod.SSH and defaults.detach_for(environment.detach)
 
 
 def run_id_for(coordination: Coordination, target: CoordinationTarget) -> str:

@@ -267,10 +267,10 @@ class Delivery:
         reporter.started = target.status == T.RUNNING
         self.reporters[target.pk] = reporter
         defaults = self.defaults
+        environment = target.remote_environment
+        assert environment is not None, "claimed targets have an environment"
         spec = Target.of(
-            target.remote_environment,
-            detach=getattr(defaults, "detach", True),  # XXX-config
-            run_directory=getattr(defaults, "run_directory", ""),  # XXX-config
+            environment, detach=defaults.detach_for(environment.detach), run_directory=defaults.run_directory
         )
         # The environment's timeout counts from the claim, also for a run re-attached to.
         claimed_at = target.started_at.timestamp() if target.started_at else time.time()

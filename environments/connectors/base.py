@@ -46,21 +46,14 @@ class Target:
     def of(cls, environment: object, *, detach: bool = True, run_directory: str = "") -> "Target":
         """The target of an environment row (read by attribute: connectors touch no model).
         Its timeout is clamped: a stored value beyond the bound cannot overflow a deadline.
-        `detach` and `run_directory` are the coordination's ssh_settings; the environment's
-        own `detach` (when not None) wins."""
+        `detach` and `run_directory` come from the coordination's settings
+        (DeploymentDefaults.detach_for decides `detach`)."""
         values = {name: getattr(environment, name) for name in cls.__dataclass_fields__ if name not in RUN_SETTINGS}
         values["timeout"] = bounds.TIMEOUT.clamp_int(values["timeout"])
-        return cls(**values, detach=detach_for(environment, detach), run_directory=run_directory)
+        return cls(**values, detach=detach, run_directory=run_directory)
 
 
 RUN_SETTINGS = ("detach", "run_directory")
-
-
-def detach_for(environment: object, default: bool) -> bool:
-    """Whether an SSH environment's script runs detached: its own `detach` when set, else
-    the coordination's ssh_settings.detach."""
-    own = getattr(environment, "detach", None)
-    return default if own is None else bool(own)
 
 
 @dataclass(frozen=True)
