@@ -96,12 +96,13 @@ class DetachedRun:
 
     def _start(self) -> None:
         start = self._call(
-            lambda client: ssh_runs.run_start(client, self.run.run_id, self.command, self.env, self.directory)
+            lambda client: ssh_runs.run_start(
+                client, self.run.run_id, self.command, self.env, self.directory, stale_days=self.stale_days
+            )
         )
         self.may_have_started = True
         if start.started:
             detail = f"running {self.target.init_script_path} on {self.where} (detached, run {self.run.run_id})"
-            self._clean_stale()
         else:
             detail = (
                 f"{self.target.init_script_path} on {self.where} was already started (run {self.run.run_id}, "
@@ -118,13 +119,15 @@ class DetachedRun:
             if time.monotonic() >= self.deadline:
                 self._timed_out()
             seconds = max(1, min(FOLLOW_SECONDS, math.ceil(self.deadline - time.monotonic())))
+            before = self.received
             try:
                 state = self._call(functools.partial(self._follow_once, seconds=seconds))
             except ConnectorError as exc:
                 if exc.reason == "cancelled":
                     continue  # `stop` was set: handled at the top
                 raise
-            if state.status == RunStatus.ENDED and self.received >= state.output_bytes:
+            # Ended, with every byte read (a machine that claims more than it sends ends too).
+            if state.status == RunStatus.ENDED and (self.received >= state.output_bytes or self.received == before):
                 return state
             if state.status in (RunStatus.VANISHED, RunStatus.NOT_STARTED):
                 return state  # NOT_STARTED: its directory is gone, and not by us
@@ -222,10 +225,6 @@ class DetachedRun:
             self._call(
                 lambda client: ssh_runs.run_cleanup(client, self.run.run_id, self.directory, timeout=10), once=True
             )
-
-    def _clean_stale(self) -> None:
-        with contextlib.suppress(ConnectorError):
-            ssh_runs.run_clean_stale(self._client(), self.stale_days, self.directory, timeout=10)
 
     # --- output ----------------------------------------------------------------------
 
