@@ -1,0 +1,199 @@
+"""Detached SSH runs end to end (issue 16): a real loopback sshd and real qcluster processes
+killed with -9 or SIGTERM, connections dropped mid-run, cancels and timeouts, a worker that
+died between "connected" and "started". Scripts record each start on the remote side; `ps`
+through the same sshd says what is left of them on the machine."""
+
+import os
+import pwd
+import signal
+import subprocess
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from deployments.models import (
+    Coordination,
+    CoordinationStatus as C,
+    CoordinationTarget,
+    RunLease,
+    StageEvent,
+    TargetStatus as T,
+    TriggerSource,
+)
+from deployments.runner.detached import run_id_for
+from deployments.script_output import output_read
+from deployments.services import coordination_cancel, coordination_start
+from environments.connectors import ssh_runs
+from environments.models import SettingsBlock
+from tests.support.leases import wait_for_leases_to_expire
+from tests.support.passes import sqlite_pass_only
+from tests.support.processes import wait_until
+from tests.support.sshd import connect
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+# Short leases so a dead worker is noticed in seconds, not the production 30.
+FAST_RECOVERY = {"DEPLOYMENT_LEASE_SECONDS": "2", "DEPLOYMENT_REQUEUE_SECONDS": "1", "Q_WORKERS": "1"}
+
+
+@pytest.fixture
+def remote(sshd):
+    """A folder of this test's own on the remote side (the sshd lives for the session)."""
+    folder = Path(tempfile.mkdtemp(prefix="detached-", dir=sshd.scripts))
+    folder.chmod(0o777)
+    return folder
+
+
+def lines_script(remote: Path, name: str, *, seconds: float, code: int = 0) -> Path:
+    """Records its start (and pid) on the remote side, prints three lines, sleeps, prints
+    three more (multi-byte characters too: the offset counts bytes) and exits `code`."""
+    path = remote / name
+    path.write_text(
+        "#!/bin/sh\n"
+        f'echo "$ENVIRONMENT_ID $$" >> "{remote}/starts"\n'
+        'for n in 1 2 3; do echo "$ENVIRONMENT_ID before $n ✓"; done\n'
+        f"sleep {seconds}\n"
+        'for n in 1 2 3; do echo "$ENVIRONMENT_ID after $n ✓"; done\n'
+        f"exit {code}\n",
+        encoding="utf-8",
+    )
+    path.chmod(0o755)
+    return path
+
+
+def expected_output(environment_id: str) -> str:
+    return "".join(f"{environment_id} {when} {n} ✓\n" for when in ("before", "after") for n in (1, 2, 3))
+
+
+def long_script(remote: Path) -> Path:
+    """Runs a minute, with a child `sleep` of its own in the background."""
+    path = remote / "long.sh"
+    path.write_text(
+        "#!/bin/sh\n"
+        f'echo "$ENVIRONMENT_ID $$" >> "{remote}/starts"\n'
+        "sleep 60 &\n"
+        f'echo "$ENVIRONMENT_ID $!" >> "{remote}/children"\n'
+        "echo started\n"
+        "sleep 60\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
+def starts(remote: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    path = remote / "starts"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        env = line.split()[0]
+        counts[env] = counts.get(env, 0) + 1
+    return counts
+
+
+def pids(remote: Path, name: str = "starts") -> dict[str, int]:
+    return {line.split()[0]: int(line.split()[1]) for line in (remote / name).read_text().splitlines()}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def remote_processes(sshd) -> list[tuple[int, int, str]]:
+    """(pid, pgid, args) of every live process on the machine, as `ps` run through the
+    sshd sees them (zombies left out)."""
+    client = connect(sshd)
+    try:
+        _, stdout, _ = client.exec_command("ps -eo pid=,pgid=,stat=,args=", timeout=10)
+        lines = stdout.read().decode().splitlines()
+    finally:
+        client.close()
+    processes = []
+    for line in lines:
+        pid, pgid, stat, *args = line.split(None, 3)
+        if not stat.startswith("Z"):
+            processes.append((int(pid), int(pgid), args[0] if args else ""))
+    return processes
+
+
+def run_directories_left(sshd, coordination) -> list[str]:
+    """The coordination's run directories still in the sshd user's ~/.powerautomation/runs."""
+    runs = Path(pwd.getpwnam(sshd.user).pw_dir) / ".powerautomation" / "runs"
+    run_ids = list(coordination.targets.values_list("remote_run_id", flat=True))
+    assert all(run_ids), "every target ran detached"
+    return [run_id for run_id in run_ids if (runs / run_id).exists()]
+
+
+def settings_blocks(parallel_limit: int):
+    SettingsBlock.objects.create(
+        name="default_settings", values={"retry_count": 0, "retry_delay": 0, "health_check_retries": 0}
+    )
+    SettingsBlock.objects.create(name="deployment_settings", values={"parallel_limit": parallel_limit})
+
+
+def statuses(coordination) -> dict[str, str]:
+    return dict(coordination.targets.values_list("environment_id", "status"))
+
+
+def all_printing(coordination) -> bool:
+    """Every script runs and its first lines are in the record."""
+    targets = list(coordination.targets.all())
+    return all(target.status == T.RUNNING and "before 3" in target.output_tail for target in targets)
+
+
+def wait_for_the_end(coordination, timeout: float = 60) -> Coordination:
+    wait_until(lambda: Coordination.objects.get(pk=coordination.pk).is_terminal, timeout, "the coordination to end")
+    coordination.refresh_from_db()
+    return coordination
+
+
+def assert_whole_and_once(remote: Path, coordination, *, failing: tuple[str, ...] = ()) -> None:
+    """Every script ran exactly once, each record holds its whole output (every line once, in
+    order) and its exit code; the run directories are gone."""
+    final = statuses(coordination)
+    assert starts(remote) == dict.fromkeys(final, 1), starts(remote)
+    for target in coordination.targets.all():
+        assert output_read(target).text == expected_output(target.environment_id), target.environment_id
+        if target.environment_id in failing:
+            assert (target.status, target.reason, target.exit_code) == (T.FAILED, "exit_code", 3)
+        else:
+            assert (target.status, target.exit_code) == (T.SUCCEEDED, 0), (target.environment_id, target.error)
+    assert not coordination.targets.filter(status=T.INTERRUPTED).exists()
+
+
+def kill_9(cluster) -> None:
+    os.killpg(cluster.process.pid, signal.SIGKILL)
+    cluster.process.wait(timeout=10)
+
+
+def test_kill_9_of_the_cluster_while_twenty_detached_scripts_run_loses_nothing(
+    remote, make_ssh_environment, start_qcluster, sshd
+):
+    """The issue's case: the scripts keep running on the machine, the next cluster
+    re-attaches to each from its recorded offset and records its real exit code."""
+    settings_blocks(parallel_limit=20)
+    for n in range(19):
+        make_ssh_environment(f"env_{n:02}", lines_script(remote, "six.sh", seconds=6))
+    make_ssh_environment("env_fails", lines_script(remote, "fails.sh", seconds=6, code=3))
+    coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
+    first = start_qcluster(**FAST_RECOVERY)
+    wait_until(lambda: all_printing(coordination), 60, "the 20 scripts to print their first lines")
+
+    kill_9(first)
+    # The worker's death ends no script: they go on writing to their run directories.
+    assert all(alive(pid) for pid in pids(remote).values())
+    wait_for_leases_to_expire()
+    second = start_qcluster(**FAST_RECOVERY)
+
+    wait_for_the_end(coordination)
+    assert coordination.status == C.FAILED, second.output()[-4000:]
+    assert_whole_and_once(remote, coordination, failing=("env_fails",))
+    reattached = StageEvent.objects.filter(coordination=coordination, message__startswith="re-attaching")
+    assert reattached.count() == 20
+    assert run_directories_left(sshd, coordination) == []
