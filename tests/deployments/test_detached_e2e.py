@@ -8,7 +8,6 @@ import pwd
 import signal
 import subprocess
 import tempfile
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -196,4 +195,161 @@ def test_kill_9_of_the_cluster_while_twenty_detached_scripts_run_loses_nothing(
     assert_whole_and_once(remote, coordination, failing=("env_fails",))
     reattached = StageEvent.objects.filter(coordination=coordination, message__startswith="re-attaching")
     assert reattached.count() == 20
+    assert run_directories_left(sshd, coordination) == []
+
+
+@sqlite_pass_only
+def test_sigterm_to_the_cluster_lets_detached_scripts_run_on_and_the_next_cluster_re_attaches(
+    remote, make_ssh_environment, start_qcluster, sshd
+):
+    settings_blocks(parallel_limit=5)
+    for n in range(5):
+        make_ssh_environment(f"env_{n}", lines_script(remote, "six.sh", seconds=6))
+    coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
+    first = start_qcluster(**FAST_RECOVERY, DEPLOYMENT_SHUTDOWN_GRACE_SECONDS="1")
+    wait_until(lambda: all_printing(coordination), 60, "the scripts to print their first lines")
+
+    first.process.send_signal(signal.SIGTERM)
+    try:
+        first.process.wait(timeout=90)  # django-q2's own shutdown takes a while on 2 busy cores
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"qcluster did not exit within 90 s of SIGTERM:\n{first.output()[-4000:]}")
+
+    # Let go, not interrupted: the targets still run, no worker holds them, and the
+    # scripts were not killed.
+    assert set(statuses(coordination).values()) == {T.RUNNING}, first.output()[-4000:]
+    assert not coordination.targets.filter(lease__isnull=False).exists()
+    assert all(alive(pid) for pid in pids(remote).values())
+    let_go = StageEvent.objects.filter(coordination=coordination, message__contains="let go by a worker shutting down")
+    assert let_go.count() == 5
+
+    start_qcluster(**FAST_RECOVERY)
+    wait_for_the_end(coordination)
+    assert coordination.status == C.COMPLETED
+    assert_whole_and_once(remote, coordination)
+    reattached = StageEvent.objects.filter(coordination=coordination, message__startswith="re-attaching")
+    assert reattached.count() == 5
+    assert run_directories_left(sshd, coordination) == []
+
+
+def session_processes(sshd) -> set[int]:
+    """The sshd processes serving connections: the listener's descendants named sshd."""
+    table = subprocess.run(["ps", "-eo", "pid=,ppid=,comm="], capture_output=True, text=True, check=True).stdout
+    children: dict[int, list[tuple[int, str]]] = {}
+    for line in table.splitlines():
+        pid, ppid, comm = line.split(None, 2)
+        children.setdefault(int(ppid), []).append((int(pid), comm.strip()))
+    found, parents = set(), [sshd.process.pid]
+    while parents:
+        for pid, comm in children.get(parents.pop(), []):
+            if comm == "sshd":
+                found.add(pid)
+                parents.append(pid)
+    return found
+
+
+@sqlite_pass_only
+def test_ssh_connections_dropped_mid_run_are_opened_again_and_the_runs_end_whole(
+    remote, make_ssh_environment, start_qcluster, sshd
+):
+    settings_blocks(parallel_limit=3)
+    for n in range(3):
+        make_ssh_environment(f"env_{n}", lines_script(remote, "four.sh", seconds=4))
+    coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
+    start_qcluster(**FAST_RECOVERY)
+    wait_until(lambda: all_printing(coordination), 60, "the scripts to print their first lines")
+
+    dropped = session_processes(sshd)
+    assert dropped, "the worker follows the runs over open connections"
+    for pid in dropped:
+        os.kill(pid, signal.SIGKILL)
+    # The worker connects again (new sessions) while the scripts run on.
+    wait_until(lambda: session_processes(sshd) - dropped, 10, "the worker to connect again")
+    assert all(alive(pid) for pid in pids(remote).values())
+
+    wait_for_the_end(coordination)
+    assert coordination.status == C.COMPLETED
+    assert_whole_and_once(remote, coordination)
+    assert run_directories_left(sshd, coordination) == []
+
+
+def stop_event(coordination, environment_id: str, status: str) -> StageEvent:
+    return StageEvent.objects.get(coordination=coordination, environment_id=environment_id, new_status=status)
+
+
+@sqlite_pass_only
+def test_cancel_and_timeout_leave_no_process_of_the_script_on_the_machine(
+    remote, make_ssh_environment, start_qcluster, sshd
+):
+    settings_blocks(parallel_limit=2)
+    make_ssh_environment("times_out", long_script(remote), timeout=3)
+    make_ssh_environment("cancelled", long_script(remote), timeout=60)
+    coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
+    start_qcluster(**FAST_RECOVERY)
+
+    def both_running():
+        return len(pids(remote, "children")) == 2 if (remote / "children").exists() else False
+
+    wait_until(both_running, 30, "both scripts and their children to run")
+    scripts, children = pids(remote), pids(remote, "children")
+    groups = {pgid for pid, pgid, _ in remote_processes(sshd) if pid in scripts.values()}
+    assert len(groups) == 2  # each run is a process group of its own, found by `ps` over SSH
+
+    wait_until(lambda: statuses(coordination)["times_out"] == T.FAILED, 30, "the timeout")
+    coordination_cancel(coordination=coordination, actor="the e2e test")
+    wait_for_the_end(coordination)
+    # A cancel ends the coordination at once; its worker then stops the running script.
+    wait_until(lambda: T.RUNNING not in statuses(coordination).values(), 30, "the cancelled script to stop")
+
+    assert coordination.status == C.CANCELLED
+    assert coordination.targets.get(environment_id="times_out").reason == "timeout"
+    assert coordination.targets.get(environment_id="cancelled").status == T.CANCELLED
+    for environment_id, status in (("times_out", T.FAILED), ("cancelled", T.CANCELLED)):
+        data = stop_event(coordination, environment_id, status).data
+        assert (data["signal"], data["processes_left"]) == ("TERM", 0), data
+    left = [
+        (pid, pgid, args)
+        for pid, pgid, args in remote_processes(sshd)
+        if pgid in groups or pid in {*scripts.values(), *children.values()}
+    ]
+    assert left == []
+    assert run_directories_left(sshd, coordination) == []
+
+
+def test_a_worker_dead_between_connected_and_started_leaves_the_decision_to_the_run_directory(
+    remote, make_ssh_environment, start_qcluster, sshd
+):
+    """Both targets are `triggering` under a dead worker's lease, with their run ids: one
+    run directory exists (that worker had started the script), the other does not (it
+    died before). The next worker follows the first and starts the second, each once."""
+    settings_blocks(parallel_limit=2)
+    started_script = lines_script(remote, "three.sh", seconds=3)
+    make_ssh_environment("started_before", started_script)
+    make_ssh_environment("never_started", lines_script(remote, "one.sh", seconds=1))
+    coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
+    dead = RunLease.objects.create(
+        coordination=coordination, owner="gone:1", is_lead=True, expires_at=timezone.now() - timedelta(minutes=1)
+    )
+    # What the dead worker's claim left (no transition table: the rows as a crash leaves them).
+    Coordination.objects.filter(pk=coordination.pk).update(status=C.LOCAL_TRIGGERING, wave=1)
+    for target in coordination.targets.all():
+        CoordinationTarget.objects.filter(pk=target.pk).update(
+            status=T.TRIGGERING, lease=dead, remote_run_id=run_id_for(coordination, target), started_at=timezone.now()
+        )
+    started = coordination.targets.get(environment_id="started_before")
+    client = connect(sshd)
+    try:
+        start = ssh_runs.run_start(
+            client, run_id_for(coordination, started), f"exec {started_script}", {"ENVIRONMENT_ID": "started_before"}
+        )
+    finally:
+        client.close()
+    assert start.started
+
+    start_qcluster(**FAST_RECOVERY)
+    wait_for_the_end(coordination)
+    assert coordination.status == C.COMPLETED
+    assert_whole_and_once(remote, coordination)
+    assert "already started" in stop_event(coordination, "started_before", T.RUNNING).message
+    assert "already started" not in stop_event(coordination, "never_started", T.RUNNING).message
     assert run_directories_left(sshd, coordination) == []
