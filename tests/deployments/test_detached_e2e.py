@@ -48,14 +48,23 @@ def remote(sshd):
     return folder
 
 
+# Lines printed before the sleep, a fifth of a second apart, each with its last character
+# (✓, three bytes in UTF-8) written in two halves: a worker killed or let go mid-output, or
+# mid-character, must leave an offset the next one reads on from without a loss or a repeat.
+STREAMED_LINES = 10
+
+
 def lines_script(remote: Path, name: str, *, seconds: float, code: int = 0) -> Path:
-    """Records its start (and pid) on the remote side, prints three lines, sleeps, prints
-    three more (multi-byte characters too: the offset counts bytes) and exits `code`."""
+    """Records its start (and pid) on the remote side, streams lines, sleeps, prints three
+    more and exits `code`."""
     path = remote / name
     path.write_text(
         "#!/bin/sh\n"
         f'echo "$ENVIRONMENT_ID $$" >> "{remote}/starts"\n'
-        'for n in 1 2 3; do echo "$ENVIRONMENT_ID before $n ✓"; done\n'
+        f"n=1; while [ $n -le {STREAMED_LINES} ]; do\n"
+        "  printf '%s before %s \\342\\234' \"$ENVIRONMENT_ID\" $n; sleep 0.1; printf '\\223\\n'; sleep 0.1\n"
+        "  n=$((n + 1))\n"
+        "done\n"
         f"sleep {seconds}\n"
         'for n in 1 2 3; do echo "$ENVIRONMENT_ID after $n ✓"; done\n'
         f"exit {code}\n",
@@ -66,7 +75,8 @@ def lines_script(remote: Path, name: str, *, seconds: float, code: int = 0) -> P
 
 
 def expected_output(environment_id: str) -> str:
-    return "".join(f"{environment_id} {when} {n} ✓\n" for when in ("before", "after") for n in (1, 2, 3))
+    before = "".join(f"{environment_id} before {n} ✓\n" for n in range(1, STREAMED_LINES + 1))
+    return before + "".join(f"{environment_id} after {n} ✓\n" for n in (1, 2, 3))
 
 
 def long_script(remote: Path) -> Path:
@@ -142,9 +152,9 @@ def statuses(coordination) -> dict[str, str]:
 
 
 def all_printing(coordination) -> bool:
-    """Every script runs and its first lines are in the record."""
+    """Every script runs and its first line is in the record (the rest is on its way)."""
     targets = list(coordination.targets.all())
-    return all(target.status == T.RUNNING and "before 3" in target.output_tail for target in targets)
+    return all(target.status == T.RUNNING and "before 1 ✓" in target.output_tail for target in targets)
 
 
 def wait_for_the_end(coordination, timeout: float = 60) -> Coordination:
@@ -179,13 +189,17 @@ def test_kill_9_of_the_cluster_while_twenty_detached_scripts_run_loses_nothing(
     re-attaches to each from its recorded offset and records its real exit code."""
     settings_blocks(parallel_limit=20)
     for n in range(19):
-        make_ssh_environment(f"env_{n:02}", lines_script(remote, "six.sh", seconds=6))
-    make_ssh_environment("env_fails", lines_script(remote, "fails.sh", seconds=6, code=3))
+        make_ssh_environment(f"env_{n:02}", lines_script(remote, "six.sh", seconds=4))
+    make_ssh_environment("env_fails", lines_script(remote, "fails.sh", seconds=4, code=3))
     coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
     first = start_qcluster(**FAST_RECOVERY)
     wait_until(lambda: all_printing(coordination), 60, "the 20 scripts to print their first lines")
 
     kill_9(first)
+    # Killed mid-output: the rest of it (often the rest of a character) is read on from
+    # the recorded offset.
+    tails = coordination.targets.values_list("output_tail", flat=True)
+    assert any(f"before {STREAMED_LINES} ✓" not in tail for tail in tails)
     # The worker's death ends no script: they go on writing to their run directories.
     assert all(alive(pid) for pid in pids(remote).values())
     wait_for_leases_to_expire()
@@ -205,7 +219,7 @@ def test_sigterm_to_the_cluster_lets_detached_scripts_run_on_and_the_next_cluste
 ):
     settings_blocks(parallel_limit=5)
     for n in range(5):
-        make_ssh_environment(f"env_{n}", lines_script(remote, "six.sh", seconds=6))
+        make_ssh_environment(f"env_{n}", lines_script(remote, "six.sh", seconds=4))
     coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
     first = start_qcluster(**FAST_RECOVERY, DEPLOYMENT_SHUTDOWN_GRACE_SECONDS="1")
     wait_until(lambda: all_printing(coordination), 60, "the scripts to print their first lines")
@@ -254,7 +268,7 @@ def test_ssh_connections_dropped_mid_run_are_opened_again_and_the_runs_end_whole
 ):
     settings_blocks(parallel_limit=3)
     for n in range(3):
-        make_ssh_environment(f"env_{n}", lines_script(remote, "four.sh", seconds=4))
+        make_ssh_environment(f"env_{n}", lines_script(remote, "four.sh", seconds=2))
     coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
     start_qcluster(**FAST_RECOVERY)
     wait_until(lambda: all_printing(coordination), 60, "the scripts to print their first lines")
@@ -324,9 +338,9 @@ def test_a_worker_dead_between_connected_and_started_leaves_the_decision_to_the_
     run directory exists (that worker had started the script), the other does not (it
     died before). The next worker follows the first and starts the second, each once."""
     settings_blocks(parallel_limit=2)
-    started_script = lines_script(remote, "three.sh", seconds=3)
+    started_script = lines_script(remote, "three.sh", seconds=1)
     make_ssh_environment("started_before", started_script)
-    make_ssh_environment("never_started", lines_script(remote, "one.sh", seconds=1))
+    make_ssh_environment("never_started", lines_script(remote, "quick.sh", seconds=0))
     coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
     dead = RunLease.objects.create(
         coordination=coordination, owner="gone:1", is_lead=True, expires_at=timezone.now() - timedelta(minutes=1)
