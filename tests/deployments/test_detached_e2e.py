@@ -9,6 +9,7 @@ import pwd
 import signal
 import subprocess
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -321,13 +322,53 @@ def test_cancel_and_timeout_leave_no_process_of_the_script_on_the_machine(
     for environment_id, status in (("times_out", T.FAILED), ("cancelled", T.CANCELLED)):
         data = stop_event(coordination, environment_id, status).data
         assert (data["signal"], data["processes_left"]) == ("TERM", 0), data
-    left = [
-        (pid, pgid, args)
-        for pid, pgid, args in remote_processes(sshd)
-        if pgid in groups or pid in {*scripts.values(), *children.values()}
-    ]
-    assert left == []
+    assert remote_leftovers(sshd, scripts, children, groups) == []
     assert run_directories_left(sshd, coordination) == []
+
+
+def remote_leftovers(sshd, scripts: dict[str, int], children: dict[str, int], groups: set[int]) -> list:
+    """Processes of the scripts still on the machine: theirs, their children's, their groups'."""
+    ours = {*scripts.values(), *children.values()}
+    return [process for process in remote_processes(sshd) if process[0] in ours or process[1] in groups]
+
+
+@sqlite_pass_only
+def test_a_cancel_and_a_timeout_that_come_while_no_worker_follows_are_carried_out_by_the_next(
+    remote, make_ssh_environment, start_qcluster, sshd
+):
+    """The cluster is killed; meanwhile one coordination is cancelled and the other's
+    environment runs past its timeout. The next cluster re-attaches to both runs to stop them."""
+    settings_blocks(parallel_limit=2)
+    make_ssh_environment("times_out", long_script(remote), timeout=4)
+    make_ssh_environment("cancelled", long_script(remote), timeout=60)
+    timing_out = coordination_start(triggered_by=TriggerSource.COMMAND, environment_ids=["times_out"])
+    cancelled = coordination_start(triggered_by=TriggerSource.COMMAND, environment_ids=["cancelled"])
+    first = start_qcluster(**{**FAST_RECOVERY, "Q_WORKERS": "2"})
+
+    def both_running():
+        running = [statuses(coordination) for coordination in (timing_out, cancelled)]
+        return running == [{"times_out": T.RUNNING}, {"cancelled": T.RUNNING}] and len(starts(remote)) == 2
+
+    wait_until(both_running, 30, "both scripts to run")
+    wait_until(lambda: len(pids(remote, "children")) == 2, 10, "both children to run")
+    scripts, children = pids(remote), pids(remote, "children")
+    groups = {pgid for pid, pgid, _ in remote_processes(sshd) if pid in scripts.values()}
+    kill_9(first)
+    coordination_cancel(coordination=cancelled, actor="the e2e test")
+    wait_for_leases_to_expire()
+    timeout_at = timing_out.targets.get().started_at.timestamp() + 4
+    time.sleep(max(0.0, timeout_at - time.time()))  # the timeout passes while no worker follows
+    start_qcluster(**FAST_RECOVERY)
+
+    wait_for_the_end(timing_out)
+    wait_until(lambda: statuses(cancelled) == {"cancelled": T.CANCELLED}, 30, "the cancelled run to stop")
+    assert timing_out.targets.get().reason == "timeout"
+    for coordination, status in ((timing_out, T.FAILED), (cancelled, T.CANCELLED)):
+        (environment_id,) = statuses(coordination)
+        data = stop_event(coordination, environment_id, status).data
+        assert (data["signal"], data["processes_left"]) == ("TERM", 0), data
+        assert run_directories_left(sshd, coordination) == []
+    assert remote_leftovers(sshd, scripts, children, groups) == []
 
 
 @sqlite_pass_only
