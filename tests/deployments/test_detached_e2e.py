@@ -166,7 +166,7 @@ def wait_for_the_end(coordination, timeout: float = 60) -> Coordination:
 
 def assert_whole_and_once(remote: Path, coordination, *, failing: tuple[str, ...] = ()) -> None:
     """Every script ran exactly once, each record holds its whole output (every line once, in
-    order) and its exit code; the run directories are gone."""
+    order) and its exit code, and none is interrupted."""
     final = statuses(coordination)
     assert starts(remote) == dict.fromkeys(final, 1), starts(remote)
     for target in coordination.targets.all():
@@ -209,6 +209,8 @@ def test_kill_9_of_the_cluster_while_twenty_detached_scripts_run_loses_nothing(
     wait_for_the_end(coordination)
     assert coordination.status == C.FAILED, second.output()[-4000:]
     assert_whole_and_once(remote, coordination, failing=("env_fails",))
+    ended = StageEvent.objects.get(coordination=coordination, environment_id="", new_status=C.FAILED)
+    assert ended.data["failed"] == ["env_fails"]
     reattached = StageEvent.objects.filter(coordination=coordination, message__startswith="re-attaching")
     assert reattached.count() == 20
     assert run_directories_left(sshd, coordination) == []
