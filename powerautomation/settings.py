@@ -439,6 +439,9 @@ REST_FRAMEWORK = {
     # 0, not None: DRF's None would take X-Forwarded-For from any client as its address.
     "NUM_PROXIES": env_int("API_NUM_PROXIES", 0, maximum=10),
 }
+# The HTTP API's version (GET /api/version and the OpenAPI schema). The client package
+# (client/, powerautomation-client) carries the same major version and refuses another.
+API_VERSION = "1.0.0"
 SPECTACULAR_SETTINGS = {
     "TITLE": "PowerAutomation deployment coordinator API",
     "DESCRIPTION": (
@@ -446,7 +449,7 @@ SPECTACULAR_SETTINGS = {
         "environments. Authenticate with `Authorization: Token <key>` (`manage.py create_api_token`). "
         "Role ADMIN may do everything, VIEWER may read."
     ),
-    "VERSION": "1.0.0",
+    "VERSION": API_VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SCHEMA_PATH_PREFIX": r"/api/",

@@ -9,7 +9,7 @@ from tests.support.processes import ROOT
 
 MAX_CLASS_LINES = 250
 MAX_FUNCTION_LINES = 80
-CHECKED = ("accounts", "environments", "deployments", "console", "powerautomation", "agent", "bench", "tests")
+CHECKED = ("accounts", "environments", "deployments", "console", "powerautomation", "agent", "bench", "client", "tests")
 
 
 def sources():

@@ -17,6 +17,7 @@ environment_detail = RemoteEnvironmentViewSet.as_view(
 
 urlpatterns = [
     path("health", views.HealthView.as_view(), name="health"),
+    path("version", views.VersionView.as_view(), name="version"),
     path("deployment/trigger-local", views.TriggerLocalView.as_view(), name="trigger-local"),
     path("deployment/status", views.StatusView.as_view(), name="status"),
     path("deployment/history", views.HistoryView.as_view(), name="history"),

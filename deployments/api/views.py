@@ -2,6 +2,7 @@
 service or selector; permissions (ADMIN writes, VIEWER reads), authentication and
 throttling come from REST_FRAMEWORK in settings."""
 
+from django.conf import settings
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -437,3 +438,23 @@ class HealthView(APIView):
             "checks": {part: {"ok": probe.ok, "detail": probe.detail} for part, probe in probes.items()},
         }
         return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE if down else status.HTTP_200_OK)
+
+
+class VersionView(APIView):
+    """The API's version, for clients that check they fit (powerautomation-client). No
+    authentication and no throttle: it says nothing but the version."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes: list = []
+
+    @extend_schema(
+        operation_id="api_version",
+        summary="The API's version",
+        description="`api_version`: MAJOR.MINOR.PATCH. A client of another major version does not fit.",
+        auth=[],
+        responses={200: inline_serializer("ApiVersion", {"api_version": serializers.CharField()})},
+        tags=["health"],
+    )
+    def get(self, request):
+        return Response({"api_version": settings.API_VERSION})
