@@ -152,10 +152,12 @@ class QCluster:
 class Web:
     """The web process as `make run` starts it (gunicorn), on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *, workers: int = 2, threads: int = 4):
-        self.port = free_port()
+    def __init__(
+        self, env: dict[str, str], log_path: Path, *, workers: int = 2, threads: int = 4, port: int | None = None
+    ):
+        self.port = port or free_port()  # a port of its own, or that of a web process stopped to restart it
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log_path, "wb")
+        self.log = open(log_path, "ab")
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "gunicorn"), "-c", "powerautomation/gunicorn.conf.py"]
             + ["powerautomation.wsgi", "--bind", f"127.0.0.1:{self.port}"]
