@@ -70,3 +70,13 @@ def test_an_unreachable_broker_is_503_naming_it(tmp_path):
     assert body["down"] == ["broker", "worker"]
     assert body["checks"]["database"]["ok"]
     assert body["checks"]["broker"]["detail"] == "unreachable (ConnectionError)"
+
+
+def test_the_api_version_is_anonymous_and_in_the_schema(db, settings):
+    anonymous = APIClient()
+    response = anonymous.get("/api/version")
+    schema = anonymous.get("/api/schema/", {"format": "json"}).json()
+
+    assert (response.status_code, response.json()) == (200, {"api_version": settings.API_VERSION})
+    assert "/api/version" in schema["paths"]
+    assert schema["info"]["version"] == settings.API_VERSION

@@ -204,7 +204,8 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace, TextIO], int]] = {
 }
 
 
-def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     parser = build_parser()
     try:
         options = parser.parse_args(argv)

@@ -76,6 +76,7 @@ def load_config(
         url_source = "--url"
     if not url.strip():
         raise ConfigurationError("POWERAUTOMATION_URL (or --url): where the platform is, e.g. https://coordinator:8000")
+    base_url = _base_url(url, url_source)
     if token is not None:
         token = _check_token(token.strip(), "token")
     elif token_file is not None:
@@ -94,4 +95,4 @@ def load_config(
         if not os.path.isfile(ca_bundle):
             raise ConfigurationError(f"POWERAUTOMATION_CA_BUNDLE: no file {ca_bundle!r}")
         verify = ca_bundle
-    return Config(url=_base_url(url, url_source), token=token, verify=verify)
+    return Config(url=base_url, token=token, verify=verify)
