@@ -374,7 +374,7 @@ def test_an_admin_approves_and_the_page_says_who(operator):
     html = page(response)
     assert f"Approved {coordination.coordination_id}" in html
     assert re.search(r"data-pa-approval>by operator at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<", html)
-    assert re.search(r"data-pa-approve hidden>", html)
+    assert re.search(r'data-pa-approve hidden>', html)
     assert LogEntry.objects.filter(object_id=str(coordination.pk), change_message__contains="Approved").exists()
     assert StageEvent.objects.filter(coordination=coordination, new_status=C.LOCAL_DEPLOYING).count() == 1
 

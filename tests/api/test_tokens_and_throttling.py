@@ -132,7 +132,9 @@ class TestThrottling:
 
     def test_a_forged_x_forwarded_for_does_not_buy_an_anonymous_client_a_new_budget(self, db, tight_limits):
         client = APIClient()
-        codes = [client.get("/api/schema/", HTTP_X_FORWARDED_FOR=f"10.0.0.{n}").status_code for n in range(3)]
+        codes = [
+            client.get("/api/schema/", HTTP_X_FORWARDED_FOR=f"10.0.0.{n}").status_code for n in range(3)
+        ]
         assert codes == [200, 200, 429]  # no proxy is trusted unless API_NUM_PROXIES says so
 
     def test_the_health_endpoint_is_never_throttled(self, db, tight_limits):

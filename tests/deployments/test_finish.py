@@ -54,6 +54,6 @@ def test_a_run_whose_environments_all_succeeded_completes(ended_run):
 
     ended_run.refresh_from_db()
     assert ended_run.status == C.COMPLETED
-    assert list(StageEvent.objects.filter(coordination=ended_run, target=None).values_list("new_status", flat=True))[
-        -2:
-    ] == [C.LOCAL_COMPLETED, C.COMPLETED]
+    assert list(
+        StageEvent.objects.filter(coordination=ended_run, target=None).values_list("new_status", flat=True)
+    )[-2:] == [C.LOCAL_COMPLETED, C.COMPLETED]

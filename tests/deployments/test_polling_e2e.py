@@ -254,7 +254,9 @@ def test_a_cancel_reaches_the_agent_which_kills_the_script(platform, start_qclus
     assert laptop.runs() == 1
 
 
-def test_a_wrong_token_claims_nothing_and_an_agent_that_comes_up_in_time_runs(platform, start_qcluster, polling_agents):
+def test_a_wrong_token_claims_nothing_and_an_agent_that_comes_up_in_time_runs(
+    platform, start_qcluster, polling_agents
+):
     cluster = start_qcluster()
     token = polling_environment("laptop_001", timeout=60)
     other = polling_environment("desktop_001")

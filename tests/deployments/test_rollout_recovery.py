@@ -149,7 +149,6 @@ def test_the_reaper_leaves_a_coordination_alone_until_its_long_pause_is_over(mak
 
 # --- Real workers ----------------------------------------------------------------------------
 
-
 @pytest.fixture
 def remote(sshd):
     folder = Path(tempfile.mkdtemp(prefix="recovery-", dir=sshd.scripts))

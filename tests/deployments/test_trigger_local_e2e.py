@@ -153,7 +153,9 @@ def test_trigger_local_wait_after_a_cancel_prints_the_hung_up_environments_befor
         text=True,
     )
     try:
-        wait_until(lambda: Coordination.objects.filter(targets__status=T.RUNNING).exists(), 60, "the script to start")
+        wait_until(
+            lambda: Coordination.objects.filter(targets__status=T.RUNNING).exists(), 60, "the script to start"
+        )
         coordination_cancel(coordination=Coordination.objects.get())
         stdout, stderr = process.communicate(timeout=60)
     finally:
