@@ -13,7 +13,8 @@ from environments.models import RemoteEnvironment, SettingsBlock
 from tests.support.passes import sqlite_pass_only
 from tests.support.processes import manage, process_environment, wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+# Once, in the SQLite pass: the client sees only HTTP; the API on PostgreSQL has its own tests.
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), sqlite_pass_only]
 
 
 @pytest.fixture
@@ -93,7 +94,6 @@ def test_a_viewer_token_gets_exit_4_and_the_403_message_on_trigger_local(
     assert viewer_token not in result.stderr + web.log.read_text(errors="replace")
 
 
-@sqlite_pass_only
 def test_wait_survives_the_web_process_restarted_mid_run(
     sshd, make_ssh_environment, qcluster, quick_retries, web, admin_token, powerautomation
 ):
