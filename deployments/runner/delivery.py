@@ -22,8 +22,9 @@ logger = logging.getLogger(__name__)
 
 # Connection retries wait retry_delay, then twice that, and so on, up to this.
 MAX_RETRY_DELAY_SECONDS = 300
-# How long a detached run's thread waits for its end to be committed.
-END_RECORD_WAIT_SECONDS = 60
+# How long a delivery thread waits for its outcome to be committed before the deferred
+# actions (a detached run's clean-up) run without it.
+OUTCOME_RECORD_WAIT_SECONDS = 60
 # A detached run this worker let go of (shutting down): it keeps running, and the target
 # keeps its status for the next worker.
 HANDED_OVER = "handed_over"
@@ -51,9 +52,10 @@ class TargetReporter:
         self.started = False
         self.callback_arrived = threading.Event()
         self.callback_result: dict | None = None
-        # A detached run's end, once committed (script_ended waits for it).
-        self.end_recorded = threading.Event()
-        self.end_kept = False
+        # Set by the main thread once the outcome is committed; then the deferred actions
+        # (a detached run's clean-up) run.
+        self.outcome_recorded = threading.Event()
+        self.after: list = []
 
     def _send(self, kind: str, payload=None) -> None:
         self.inbox.put((kind, self.target_pk, payload))
@@ -65,18 +67,16 @@ class TargetReporter:
     def output(self, text: str, *, end_offset: int | None = None) -> None:
         self._send("output", (text, end_offset))
 
-    def script_ended(self, exit_code: int | None) -> bool:
-        self.end_recorded.clear()
-        self._send("ended", exit_code)
-        # The main thread commits it within a batch (a tenth of a second); a main thread
-        # that stopped never answers, and the run directory is then left for later.
-        self.end_recorded.wait(END_RECORD_WAIT_SECONDS)
-        return self.end_recorded.is_set() and self.end_kept
+    def after_recorded(self, action) -> None:
+        self.after.append(action)
 
-    def end_committed(self, kept: bool) -> None:
-        """Called by the main thread once a detached run's end is committed (or refused)."""
-        self.end_kept = kept
-        self.end_recorded.set()
+    def run_after_recorded(self) -> None:
+        """After `finished`: the deferred actions, once the main thread committed the
+        outcome (within a batch, a tenth of a second; one that stopped never does)."""
+        if self.after:
+            recorded = self.outcome_recorded.wait(OUTCOME_RECORD_WAIT_SECONDS)
+            for action in self.after:
+                action(recorded)
 
     def wait_for_callback(self, deadline: float) -> dict | None:
         self._send("awaiting_callback")
@@ -166,3 +166,4 @@ def deliver_and_report(spec, context, defaults, reporter) -> None:
             logger.exception("delivery to %s failed unexpectedly", spec.environment_id)
             outcome = Outcome(T.FAILED, reason="internal_error", message=f"internal error: {type(exc).__name__}: {exc}")
         reporter.finished(outcome)
+        reporter.run_after_recorded()

@@ -41,8 +41,6 @@ def remote_run_for(target: CoordinationTarget, *, adopted: bool) -> RemoteRun | 
         offset=target.remote_offset,
         started=target.status == T.RUNNING,
         adopted=adopted,
-        # An adopted run whose end a stopped worker recorded: only its clean-up is left.
-        exit_code=target.exit_code if adopted else None,
     )
 
 

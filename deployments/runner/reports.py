@@ -78,18 +78,6 @@ def record_outcome(target: CoordinationTarget, outcome: Outcome, *, stopping: St
             CoordinationTarget.objects.filter(pk=target.pk).update(**output_fields)
 
 
-def record_end(target: CoordinationTarget, exit_code: int | None, output: OutputBook) -> bool:
-    """A detached run ended: its exit code with the output up to its end (committed with
-    the batch; then its run directory may go). False when another worker records it now."""
-    fields = output.fields_for(target, final=False)
-    if target.pk in output.lost:
-        return False
-    fields["exit_code"] = exit_code
-    target.exit_code = exit_code
-    CoordinationTarget.objects.filter(pk=target.pk).update(**fields)
-    return True
-
-
 def record_handed_over(target: CoordinationTarget, outcome: Outcome, *, output: OutputBook, lease) -> None:
     """This worker let go of a detached run (shutting down): its output so far is kept, and
     the next worker re-attaches to it."""

@@ -95,8 +95,8 @@ class Delivery:
         # Claimed and not ended: those without a reporter are runs polling agents hold.
         self.in_flight: set[int] = set()
         self.output = OutputBook()
-        # Detached runs whose end this batch records: (target pk, kept), told after commit.
-        self.ends_recorded: list[tuple[int, bool]] = []
+        # Reporters whose outcome this batch records: told once it is committed.
+        self.recorded: list[TargetReporter] = []
         self.callbacks = Callbacks()
         # Left with targets that only wait for other coordinations (see _schedule).
         self.left_waiting = False
@@ -116,7 +116,9 @@ class Delivery:
         if not self.targets:
             return
         limit = max(1, math.ceil(self.defaults.parallel_limit / tasks_per_coordination()))
-        with ThreadPoolExecutor(max_workers=min(limit, len(self.targets)), thread_name_prefix="deliver") as pool:
+        # Twice the window: a thread that reported its target finished may still be removing a
+        # detached run's directory while the next target starts.
+        with ThreadPoolExecutor(max_workers=min(2 * limit, len(self.targets)), thread_name_prefix="deliver") as pool:
             try:
                 for target in adopted:  # first: they are running already
                     self.in_flight.add(target.pk)
@@ -265,21 +267,18 @@ class Delivery:
                 batch.append(self.inbox.get_nowait())
             except queue.Empty:
                 break
-        self.ends_recorded.clear()
+        self.recorded.clear()
         with transaction.atomic():
             for kind, target_pk, payload in batch:
                 self._apply(kind, self.targets[target_pk], payload)
             # Output is written in the same batch it arrived in: a crash loses none of it.
             self.output.flush(self.targets)
-        for target_pk, kept in self.ends_recorded:  # committed: their run directories may go
-            if (reporter := self.reporters.get(target_pk)) is not None:
-                reporter.end_committed(kept)
+        for reporter in self.recorded:  # committed: a detached run's directory may go now
+            reporter.outcome_recorded.set()
 
     def _apply(self, kind: str, target: CoordinationTarget, payload) -> None:
         if kind == "output":
             self.output.add(target.pk, *payload)
-        elif kind == "ended":
-            self.ends_recorded.append((target.pk, reports.record_end(target, payload, self.output)))
         elif kind == "started":
             reports.record_started(target, payload)
         elif kind == "retrying":
@@ -297,7 +296,8 @@ class Delivery:
                 reports.record_outcome(target, payload, stopping=self.stopping, output=self.output)
             self.in_flight.discard(target.pk)
             self.callbacks.awaiting.discard(target.pk)
-            self.reporters.pop(target.pk, None)
+            if (reporter := self.reporters.pop(target.pk, None)) is not None:
+                self.recorded.append(reporter)
 
 
 def delivery_context(

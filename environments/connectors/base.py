@@ -6,6 +6,7 @@ environment's init script, and reports through a `Reporter`. It imports nothing 
 """
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -65,7 +66,6 @@ class RemoteRun:
     offset: int = 0  # bytes of the run's output file recorded so far
     started: bool = False  # the start is recorded (the target is running)
     adopted: bool = False  # a worker that stopped claimed it first: it may have started it
-    exit_code: int | None = None  # recorded already: only the clean-up is left
 
 
 @dataclass(frozen=True)
@@ -117,10 +117,10 @@ class Reporter(Protocol):
         how far into its output file (bytes) this text ends, so a worker that re-attaches
         reads on from there."""
 
-    def script_ended(self, exit_code: int | None) -> bool:
-        """A detached run ended: record its exit code with its output, and block
-        until that is committed (False when it was not: stopped, or no longer ours). Only
-        then may its run directory, the proof it started, be removed."""
+    def after_recorded(self, action: Callable[[bool], None]) -> None:
+        """Run `action(recorded)` once the outcome of this delivery is committed (`recorded`
+        False when it never was): a detached run's directory, the proof it started, goes
+        only then, and the next target need not wait for it."""
 
     def wait_for_callback(self, deadline: float) -> dict | None:
         """Block until the target's agent has called back (its `{"success", "exit_code",

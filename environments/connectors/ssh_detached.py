@@ -10,7 +10,6 @@ twice for one target, and a re-attaching worker reads on from the recorded offse
 """
 
 import codecs
-import contextlib
 import functools
 import math
 import time
@@ -70,36 +69,56 @@ class DetachedRun:
         self.output = OutputReader(reporter, self.run.offset)
         # Once it may have started, a lost connection is ridden out instead of failing.
         self.may_have_started = self.run.started or self.run.adopted
+        self.reported_start = False
         self.retry_delay = RECONNECT_FIRST_SECONDS
         self.last_error: ConnectorError | None = None
         self.where = f"{target.host}:{target.port}"
 
     def execute(self) -> RunResult:
         try:
-            if self.run.exit_code is not None:
-                # The end was recorded by a worker that stopped before the clean-up.
-                self._clean_up()
-                return RunResult(exit_code=self.run.exit_code)
             if not self.may_have_started:
                 self.client = self._connect()  # a failure here is retried like any connection
             if self.reporter.stop.is_set():
                 self._stopped()  # never start what is being stopped (a cancel, an ended coordination)
-            if not self.run.started:
-                self._start()
-            return self._ended(self._follow())
+            state = self._start() if not self.run.started else None
+            return self._ended(self._follow(state, before=0))
         finally:
             if self.client is not None:
                 self.client.close()
 
     # --- the run's life --------------------------------------------------------------
 
-    def _start(self) -> None:
-        start = self._call(
-            lambda client: ssh_runs.run_start(
-                client, self.run.run_id, self.command, self.env, self.directory, stale_days=self.stale_days
-            )
-        )
+    def _start(self) -> RunState | None:
+        """Start the run and follow it in the same session; the state it was left in, or
+        None when the run was found started (then it is followed from the recorded offset).
+        From the moment the start is sent the script may have started: a dropped connection
+        is ridden out and the start repeated, which starts nothing a second time."""
         self.may_have_started = True
+        try:
+            _, state = self._call(
+                lambda client: ssh_runs.run_start_follow(
+                    client,
+                    self.run.run_id,
+                    self.command,
+                    self.env,
+                    self._started,
+                    self.output.feed,
+                    self.directory,
+                    stale_days=self.stale_days,
+                    max_seconds=self._follow_seconds(),
+                    stop=self.reporter.stop,
+                )
+            )
+        except ConnectorError as exc:
+            if exc.reason != "cancelled" or not self.reporter.stop.is_set():
+                raise
+            return None  # stopped: `_follow` handles it
+        return state
+
+    def _started(self, start: ssh_runs.RunStart) -> None:
+        if self.reported_start:
+            return  # a start repeated after a dropped connection
+        self.reported_start = True
         if start.started:
             detail = f"running {self.target.init_script_path} on {self.where} (detached, run {self.run.run_id})"
         else:
@@ -109,34 +128,37 @@ class DetachedRun:
             )
         self.reporter.script_started(detail)
 
-    def _follow(self) -> RunState:
-        """Follow the output until the run ended or vanished; stop or let go as asked."""
+    def _follow(self, state: RunState | None, *, before: int) -> RunState:
+        """Follow the output until the run ended or vanished; stop or let go as asked.
+        `state`: what the start's own follow left (None: nothing yet)."""
         starting_since: float | None = None
         while True:
+            if state is not None:
+                # Ended, with every byte read (a machine that claims more than it sends ends too).
+                received = self.output.received
+                if state.status == RunStatus.ENDED and (received >= state.output_bytes or received == before):
+                    return state
+                if state.status in (RunStatus.VANISHED, RunStatus.NOT_STARTED):
+                    return state  # NOT_STARTED: its directory is gone, and not by us
+                if state.status == RunStatus.STARTING:
+                    starting_since = starting_since or time.monotonic()
+                    if time.monotonic() - starting_since > STARTING_LIMIT_SECONDS:
+                        return RunState(status=RunStatus.VANISHED)
+                    self.reporter.stop.wait(0.2)
             if self.reporter.stop.is_set():
                 self._stopped()
             if time.monotonic() >= self.deadline:
                 self._timed_out()
-            seconds = max(1, min(FOLLOW_SECONDS, math.ceil(self.deadline - time.monotonic())))
             before = self.output.received
             try:
-                state = self._call(functools.partial(self._follow_once, seconds=seconds))
+                state = self._call(functools.partial(self._follow_once, seconds=self._follow_seconds()))
             except ConnectorError as exc:
-                if exc.reason == "cancelled":
-                    continue  # `stop` was set: handled at the top
-                raise
-            # Ended, with every byte read (a machine that claims more than it sends ends too).
-            if state.status == RunStatus.ENDED and (
-                self.output.received >= state.output_bytes or self.output.received == before
-            ):
-                return state
-            if state.status in (RunStatus.VANISHED, RunStatus.NOT_STARTED):
-                return state  # NOT_STARTED: its directory is gone, and not by us
-            if state.status == RunStatus.STARTING:
-                starting_since = starting_since or time.monotonic()
-                if time.monotonic() - starting_since > STARTING_LIMIT_SECONDS:
-                    return RunState(status=RunStatus.VANISHED)
-                self.reporter.stop.wait(0.2)
+                if exc.reason != "cancelled":
+                    raise
+                state = None  # `stop` was set: handled above
+
+    def _follow_seconds(self) -> int:
+        return max(1, min(FOLLOW_SECONDS, math.ceil(self.deadline - time.monotonic())))
 
     def _follow_once(self, client: paramiko.SSHClient, *, seconds: int) -> RunState:
         return ssh_runs.run_follow(
@@ -160,8 +182,7 @@ class DetachedRun:
                 permanent=True,
                 data={"run_id": self.run.run_id, "remote_state": state.status.value},
             )
-        if self.reporter.script_ended(state.exit_code):
-            self._clean_up()
+        self._clean_up_once_recorded()
         return RunResult(exit_code=state.exit_code)
 
     def _stopped(self) -> None:
@@ -196,13 +217,11 @@ class DetachedRun:
                 once=True,
             )
             facts.update(signal=stopped.signal, processes_left=stopped.processes_left)
-            state = self._drain()
+            self._drain()
         except ConnectorError as exc:
             facts["stop_failed"] = f"{exc.message}; the script may still be running on {self.where}"
             return facts
-        # Recorded, then removed; killed runs leave no exit code, and still end here.
-        if self.reporter.script_ended(state.exit_code):
-            self._clean_up()
+        self._clean_up_once_recorded()  # a run killed with KILL leaves no exit code: its end all the same
         return facts
 
     def _drain(self) -> RunState:
@@ -220,12 +239,9 @@ class DetachedRun:
                 self.output.flush()
                 return state
 
-    def _clean_up(self) -> None:
-        """Best effort: a directory left behind is removed as stale by a later run."""
-        with contextlib.suppress(ConnectorError):
-            self._call(
-                lambda client: ssh_runs.run_cleanup(client, self.run.run_id, self.directory, timeout=10), once=True
-            )
+    def _clean_up_once_recorded(self) -> None:
+        client, self.client = self.client, None  # handed to the clean-up, which closes it
+        self.reporter.after_recorded(clean_up(client, self._connect, self.run.run_id, self.directory))
 
     # --- the connection --------------------------------------------------------------
 
@@ -267,16 +283,7 @@ class DetachedRun:
 
     def _unreachable(self) -> ConnectorError:
         self.output.flush()
-        started = self.run.started or self.output.received > 0
-        known = "had started" if started else "may have started"
-        detail = self.last_error.message if self.last_error else "no answer"
-        return ConnectorError(
-            f"{self.where} could not be reached again before the environment's timeout ({detail}); the script "
-            f"{known}, and its output up to byte {self.output.received} is recorded; its outcome is unknown",
-            reason="unreachable",
-            permanent=True,
-            data={"run_id": self.run.run_id, "offset": self.output.received, "started": started},
-        )
+        return unreachable(self.where, self.run, self.output.received, self.last_error)
 
 
 class OutputReader:
@@ -298,3 +305,39 @@ class OutputReader:
         text = self.decoder.decode(b"", final=True)
         if text:
             self.reporter.output(text, end_offset=self.received)
+
+
+def clean_up(
+    client: paramiko.SSHClient | None, connect: Callable[[], paramiko.SSHClient], run_id: str, directory: str
+) -> Callable[[bool], None]:
+    """Remove a run's directory once its outcome is committed (until then it is the proof
+    the script started), after the target is reported finished: the next target does not
+    wait for it. Best effort: a directory left behind is removed as stale by a later run."""
+
+    def action(recorded: bool) -> None:
+        used = client
+        try:
+            if recorded:
+                used = used or connect()
+                ssh_runs.run_cleanup(used, run_id, directory, timeout=10)
+        except ConnectorError:
+            pass
+        finally:
+            if used is not None:
+                used.close()
+
+    return action
+
+
+def unreachable(where: str, run: RemoteRun, received: int, last_error: ConnectorError | None) -> ConnectorError:
+    """The machine could not be reached again before the environment's timeout: what is known."""
+    started = run.started or received > 0
+    known = "had started" if started else "may have started"
+    detail = last_error.message if last_error else "no answer"
+    return ConnectorError(
+        f"{where} could not be reached again before the environment's timeout ({detail}); the script "
+        f"{known}, and its output up to byte {received} is recorded; its outcome is unknown",
+        reason="unreachable",
+        permanent=True,
+        data={"run_id": run.run_id, "offset": received, "started": started},
+    )

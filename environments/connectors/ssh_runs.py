@@ -292,13 +292,100 @@ def run_start(
         timeout=timeout,
     )
     verb, rest = _split_line(answer)
+    return _run_start_answer(verb, _split_line(rest)[0])
+
+
+class _StartAnswer:
+    """Splits start-and-follow's answer: the start's two lines (handed to `on_start` as soon
+    as they arrive), then, for a run it started, follow's answer."""
+
+    def __init__(self, on_start: Callable[[RunStart], None], follow: "_FollowAnswer"):
+        self.on_start = on_start
+        self.follow = follow
+        self.head = bytearray()
+        self.start: RunStart | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self.start is not None:
+            self.follow.feed(data)
+            return
+        self.head += data
+        if self.head.count(b"\n") < 2:
+            if len(self.head) > 2 * STATE_LINE_BYTES:
+                raise ConnectorError(
+                    "the run supervisor's start answer is garbled", reason="bad_answer", permanent=True
+                )
+            return
+        verb, rest = _split_line(bytes(self.head))
+        line, rest = _split_line(rest)
+        self.start = _run_start_answer(verb, line)
+        self.on_start(self.start)
+        if rest:
+            self.follow.feed(rest)
+
+
+def _run_start_answer(verb: bytes, line: bytes) -> RunStart:
     if verb not in (b"started", b"already_started"):
         raise ConnectorError(
-            f"the run supervisor could not start {run_id}: {verb[:STATE_LINE_BYTES]!r}",
+            f"the run supervisor could not start the run: {verb[:STATE_LINE_BYTES]!r}",
             reason="supervisor_failed",
             permanent=False,
         )
-    return RunStart(started=verb == b"started", state=parse_state(_split_line(rest)[0]))
+    return RunStart(started=verb == b"started", state=parse_state(line))
+
+
+def run_start_follow(
+    client: paramiko.SSHClient,
+    run_id: str,
+    command: str,
+    env: dict[str, str],
+    on_start: Callable[[RunStart], None],
+    on_output: Callable[[bytes], None],
+    run_directory: str = DEFAULT_RUN_DIRECTORY,
+    *,
+    stale_days: int | None = None,
+    max_seconds: int = 30,
+    limit: int = MAX_OUTPUT_READ,
+    stop: threading.Event | None = None,
+) -> tuple[RunStart, RunState | None]:
+    """run_start, then for a run it started run_follow from byte 0, in one session. The
+    state is None when the run was found started (nothing followed: follow it from the
+    recorded offset)."""
+    _check_int("max_seconds", max_seconds, 1, 3600)
+    _check_int("limit", limit, 1, MAX_OUTPUT_READ)
+    script = script_command(command, env)
+    stale = "-" if stale_days is None else str(_check_int("stale_days", stale_days, 0, MAX_STALE_DAYS))
+    follow = _FollowAnswer(on_output, limit)
+    answer = _StartAnswer(on_start, follow)
+    stderr = bytearray()
+    command_line = remote_command("start", run_directory, run_id, PROGRAM, script, stale, str(max_seconds), str(limit))
+    try:
+        _call(
+            client,
+            command_line,
+            max_bytes=2 * STATE_LINE_BYTES + limit + (max_seconds * 10 + 2) * 32 + STATE_LINE_BYTES,
+            timeout=max_seconds + CALL_TIMEOUT_SECONDS,
+            on_data=answer.feed,
+            stop=stop,
+            ended=follow.full,
+            stderr_out=stderr,
+        )
+    except _Ended:
+        assert answer.start is not None
+        return answer.start, RunState(status=RunStatus.RUNNING, output_bytes=follow.streamed)
+    if answer.start is None:
+        raise ConnectorError("the run supervisor's start answer ended early", reason="bad_answer", permanent=False)
+    if not answer.start.started:
+        return answer.start, None
+    return answer.start, _follow_state(follow, stderr)
+
+
+def _follow_state(follow: "_FollowAnswer", stderr: bytearray) -> RunState:
+    # Streamed: the state is stderr's last line (anything a tool said goes before it).
+    line = stderr.rstrip(b"\n").rpartition(b"\n")[2] if follow.mode == b"stream" else follow.state_line
+    if not line:
+        raise ConnectorError("the run supervisor's follow answer ended early", reason="bad_answer", permanent=False)
+    return parse_state(bytes(line))
 
 
 def run_state(
@@ -433,10 +520,7 @@ def run_follow(
         )
     except _Ended:
         return RunState(status=RunStatus.RUNNING, output_bytes=offset + answer.streamed)
-    line = stderr.partition(b"\n")[0] if answer.mode == b"stream" else answer.state_line
-    if not line:
-        raise ConnectorError("the run supervisor's follow answer ended early", reason="bad_answer", permanent=False)
-    return parse_state(bytes(line))
+    return _follow_state(answer, stderr)
 
 
 def run_stop(

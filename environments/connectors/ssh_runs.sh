@@ -103,7 +103,10 @@ start() {
     echo started
     header
     # Old run directories go in the background: the answer does not wait for them.
-    [ -n "$3" ] && (clean_stale "$3" </dev/null >/dev/null 2>&1 &)
+    [ -n "$3" ] && [ "$3" != - ] && (clean_stale "$3" </dev/null >/dev/null 2>&1 &)
+    # Asked to follow (SECONDS LIMIT): the same session streams the new run's output, one
+    # session less than a start and then a follow.
+    [ -n "$4" ] && follow 0 "$4" "$5"
     return 0
 }
 
@@ -122,7 +125,7 @@ supervise() {
     # its pid (the supervisor itself, an orphan, may stay a zombie until init reaps it).
     sh -c "$1" </dev/null >>"$dir/output" 2>&1 &
     child=$!
-    printf '%s\n' $child >"$dir/child"
+    printf '%s\n' $child >"$dir/child.tmp" && mv -f "$dir/child.tmp" "$dir/child"
     while :; do
         wait $child
         code=$?
@@ -164,13 +167,15 @@ output() {
 # matters when one machine follows hundreds of runs. Elsewhere the first line is "frames":
 # a look every 0.1 s, frames "data N" + N bytes, then the state line.
 follow() {
-    if [ -f "$dir/child" ] && [ ! -f "$dir/exit_code" ] && command -v timeout >/dev/null 2>&1; then
-        case $(tail --version 2>/dev/null) in *GNU*) gnu=1 ;; *) gnu=0 ;; esac
-    else
-        gnu=0
-    fi
+    gnu=0 child=
+    [ -f "$dir/child" ] && read -r child <"$dir/child"
+    case $child in "" | *[!0-9]*) ;; *)
+        if [ ! -f "$dir/exit_code" ] && command -v timeout >/dev/null 2>&1; then
+            case $(tail --version 2>/dev/null) in *GNU*) gnu=1 ;; esac
+        fi
+        ;;
+    esac
     if [ $gnu = 1 ]; then
-        read -r child <"$dir/child"
         echo stream
         # No `head -c LIMIT`: it holds its output in stdio's buffer. The caller ends the call.
         timeout "$2" tail -s 0.1 --pid="$child" -c +$(($1 + 1)) -f "$dir/output"

@@ -28,7 +28,7 @@ class DetachedReporter:
         self.hand_over = threading.Event()
         self.started: list[str] = []
         self.pieces: list[tuple[str, int | None]] = []
-        self.ends: list[int | None] = []
+        self.ends: list = []  # clean-ups handed over
         self.commit_end = commit_end
 
     def script_started(self, detail: str) -> None:
@@ -37,13 +37,26 @@ class DetachedReporter:
     def output(self, text: str, *, end_offset: int | None = None) -> None:
         self.pieces.append((text, end_offset))
 
-    def script_ended(self, exit_code: int | None) -> bool:
-        self.ends.append(exit_code)
-        return self.commit_end
+    def after_recorded(self, action) -> None:
+        self.ends.append(action)
+        action(self.commit_end)  # the coordinator committed the outcome at once (or never)
 
     @property
     def text(self) -> str:
         return "".join(text for text, _ in self.pieces)
+
+
+def once(condition, action, timeout: float = 20.0) -> None:
+    """Do `action` as soon as `condition` holds (not after a fixed delay: under load the
+    script may not have started yet)."""
+
+    def wait_then_act():
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        action()
+
+    threading.Thread(target=wait_then_act, daemon=True).start()
 
 
 @pytest.fixture
@@ -80,7 +93,7 @@ def test_a_detached_run_reports_its_output_offsets_and_exit_code_then_removes_it
     offsets = [offset for _, offset in reporter.pieces]
     assert offsets == sorted(offsets) and offsets[-1] == len(reporter.text.encode())
     assert all(len(text.encode()) <= (offset or 0) for text, offset in reporter.pieces)
-    assert reporter.ends == [4]
+    assert len(reporter.ends) == 1  # one clean-up, after the outcome was recorded
     assert "detached" in reporter.started[0]
     assert state_of(sshd, run, runs).status == RunStatus.NOT_STARTED  # removed once recorded
 
@@ -133,7 +146,7 @@ def test_a_dropped_connection_is_ridden_out_and_the_run_ends_right(sshd, runs):
     script = sshd.script("detached-drop.sh", "echo before; sleep 1.5; echo after; exit 2\n")
     connector, target, context, reporter, run = detached(sshd, script, runs)
     opened = tracking(connector)
-    threading.Timer(0.6, lambda: opened[0].get_transport().sock.close()).start()
+    once(lambda: reporter.text == "before\n", lambda: opened[-1].get_transport().sock.close())
     result = connector.run(target, context, reporter)
     assert result.exit_code == 2
     assert reporter.text == "before\nafter\n"
@@ -144,7 +157,7 @@ def test_a_machine_that_cannot_be_reached_again_ends_unreachable_with_what_is_kn
     script = sshd.script("detached-away.sh", "echo started; sleep 30\n")
     connector, target, context, reporter, run = detached(sshd, script, runs, timeout=4)
     opened = tracking(connector, redirect_after_start=free_port(), reporter=reporter)
-    threading.Timer(1.0, lambda: opened[0].get_transport().sock.close()).start()
+    once(lambda: reporter.text == "started\n", lambda: opened[-1].get_transport().sock.close())
     try:
         with pytest.raises(ConnectorError) as error:
             connector.run(target, context, reporter)
@@ -163,9 +176,9 @@ def test_a_machine_that_cannot_be_reached_again_ends_unreachable_with_what_is_kn
 @pytest.mark.parametrize("how", ["cancel", "timeout"])
 def test_cancel_and_timeout_stop_the_whole_process_group(sshd, runs, how):
     script = sshd.script("detached-hang.sh", "sleep 41 & echo up; sleep 42\n")
-    connector, target, context, reporter, run = detached(sshd, script, runs, timeout=2 if how == "timeout" else 30)
+    connector, target, context, reporter, run = detached(sshd, script, runs, timeout=3 if how == "timeout" else 30)
     if how == "cancel":
-        threading.Timer(1.0, reporter.stop.set).start()
+        once(lambda: reporter.text.startswith("up\n"), reporter.stop.set)
     with pytest.raises(ConnectorError) as error:
         connector.run(target, context, reporter)
     assert error.value.reason == ("cancelled" if how == "cancel" else "timeout")
@@ -184,16 +197,19 @@ def test_a_hand_over_lets_the_script_run_on(sshd, runs):
     script = sshd.script("detached-handover.sh", "echo a; sleep 1; echo b\n")
     connector, target, context, reporter, run = detached(sshd, script, runs)
 
-    def shut_down():
+    def shut_down_after_the_first_line():
+        deadline = time.monotonic() + 20
+        while reporter.text != "a\n" and time.monotonic() < deadline:
+            time.sleep(0.02)
         reporter.hand_over.set()
         reporter.stop.set()
 
-    threading.Timer(0.4, shut_down).start()
+    threading.Thread(target=shut_down_after_the_first_line, daemon=True).start()
     with pytest.raises(ConnectorError) as error:
         connector.run(target, context, reporter)
     assert error.value.reason == "handed_over"
     assert reporter.text == "a\n" and not reporter.ends
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while (state := state_of(sshd, run, runs)).status != RunStatus.ENDED and time.monotonic() < deadline:
         time.sleep(0.2)
     assert state.exit_code == 0 and state.output_bytes == len(b"a\nb\n")  # it ran to its end
