@@ -49,6 +49,7 @@ class Measured:
     phases: list[tuple[str, float | None]] = field(default_factory=list)
     rss_mib: float = 0.0
     pss_mib: float = 0.0
+    refill: float | None = None  # with a window: mean seconds from a target's end to the next claim
 
     @property
     def fixed(self) -> float:
@@ -271,7 +272,17 @@ def product_run(product: Product, fleet: Fleet, cluster, coordination_id: str, s
         ),
         rss_mib=memory.rss_kib / 1024,
         pss_mib=memory.pss_kib / 1024,
+        refill=refill_lag(timeline["claims"], timeline["ends"], scenario.window),
     )
+
+
+def refill_lag(claims: list[float], ends: list[float], window: int | None) -> float | None:
+    """Mean seconds from the k-th recorded end to the (window + k)-th claim: how long a
+    slot of the window stays empty (raw paramiko's pool starts the next session at once)."""
+    if not window or len(claims) <= window:
+        return None
+    lags = [claims[window + k] - ends[k] for k in range(len(claims) - window)]
+    return sum(lags) / len(lags)
 
 
 @dataclass

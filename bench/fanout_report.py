@@ -79,12 +79,18 @@ class FanoutReport:
         if not met:
             extra = product.seconds - raw.seconds
             fixed = product.fixed - raw.fixed
+            refill = (
+                f" A slot of the window stayed empty {product.refill:.2f} s on average between a target's end and the "
+                "next claim (raw's pool starts the next session at once): the coordinator's one thread applies every "
+                "report and claims every target, competing for the GIL with the sessions' threads."
+                if product.refill is not None
+                else ""
+            )
             self.misses.append(
                 f"{name} on {fanout.label}: ratio {ratio:.2f} (best product run {product.seconds:.2f} s, best raw run "
                 f"{raw.seconds:.2f} s). Of the {extra:.2f} s over raw paramiko, {fixed:.2f} s is the fixed cost "
                 f"around the SSH part (start-up, queue pick-up, noticing the end) and {extra - fixed:.2f} s is the "
-                "SSH part itself taking longer than raw's (the coordinator's rows and threads take CPU from the "
-                "same 2 cores the handshakes need)."
+                "SSH part itself taking longer than raw's." + refill
             )
 
     def detached(self, fanout: Fanout) -> None:
@@ -148,6 +154,12 @@ class FanoutReport:
             + " | ".join(f"**{r.fixed:.2f} s**" for r in best)
             + " |"
         )
+        if any(r.refill is not None for r in best):
+            lines.append(
+                "| a window's slot empty between a target's end and the next claim (mean) | "
+                + " | ".join(_seconds(r.refill) for r in best)
+                + " |"
+            )
         lines.append("| total | " + " | ".join(f"{r.seconds:.2f} s" for r in best) + " |")
         rounds = []
         for f in fanouts:

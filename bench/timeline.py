@@ -39,6 +39,8 @@ def timeline(coordination_id: str) -> dict:
         "first_running": running[0] if running else None,
         "last_running": running[-1] if running else None,
         "last_target_ended": ended[-1] if ended else None,
+        "claims": triggering,
+        "ends": ended,
         "targets": statuses,
         "events": events.count(),
     }
