@@ -4,7 +4,8 @@ running it.
 Every coordinator task holds a RunLease renewed by its heartbeat. Targets it claims point
 at its lease. When a lease expires (worker killed, machine gone) the reaper:
 1. marks that lease's started targets `interrupted` (their outcome is unknown; they are
-   not started again), keeping the output already recorded;
+   not started again), keeping the output already recorded; detached SSH runs go on on
+   their machines instead, and a worker re-attaches to them (deployments.runner.detached);
 2. hands a coordination that lost its lead to a live worker, which runs what never
    started and closes the coordination.
 Coordinations nobody picked up (a task lost with a Redis broker) are queued again.
@@ -106,6 +107,8 @@ def lease_reap(*, lease: RunLease) -> bool:
         for target in CoordinationTarget.objects.filter(
             coordination_id=lease.coordination_id, status__in=[T.TRIGGERING, T.RUNNING], lease__isnull=True
         ).exclude(agent_offered_at__isnull=False):  # a polling agent holds those, not a lease
+            if target.remote_run_id:
+                continue  # a detached run goes on: a worker of the coordination re-attaches to it
             interrupt(target, why=f"the worker running it ({lease.owner}) stopped answering")
     logger.warning("reaped the expired %s of coordination %s", lease, lease.coordination_id)
     return True
@@ -152,17 +155,23 @@ def coordinations_reap() -> ReapReport:
     for lease in RunLease.objects.filter(expires_at__lt=now).select_related("coordination"):
         if lease_reap(lease=lease):
             report.leases += 1
+    quiet_since = now - timedelta(seconds=max(lease_seconds() * 2, settings.DEPLOYMENT_REQUEUE_SECONDS))
     # A run no live lease holds in a coordination that has ended (data from an older
-    # version, a crash in between): it would hold its environment forever.
-    for target in (
+    # version, a crash in between): it would hold its environment forever. A detached one
+    # may still run on its machine: its coordination's task is queued to stop it.
+    unheld = (
         CoordinationTarget.objects.filter(
             status__in=[T.TRIGGERING, T.RUNNING], coordination__status__in=COORDINATION_TERMINAL
         )
         .filter(Q(lease__isnull=True) | Q(lease__expires_at__lt=now))
         .exclude(agent_offered_at__isnull=False)  # agent_runs_expire cancels those
-    ):
+    )
+    for target in unheld.filter(remote_run_id=""):
         interrupt(target, why="its coordination had ended while no worker held it")
-    quiet_since = now - timedelta(seconds=max(lease_seconds() * 2, settings.DEPLOYMENT_REQUEUE_SECONDS))
+    ended = Coordination.objects.filter(pk__in=unheld.exclude(remote_run_id="").values("coordination_id"))
+    for coordination in ended.exclude(requeued_at__gt=quiet_since).exclude(leases__is_lead=True):
+        coordination_requeue(coordination=coordination, why="it ended while detached runs of it had no worker")
+        report.requeued += 1
     # Awaiting approval, a coordination has no lead by design: approving it queues one.
     # Pausing longer than a task may run, it has none until the pause is over.
     orphans = (

@@ -215,6 +215,16 @@ class CoordinationTarget(models.Model):
     agent_run_id = models.CharField(
         max_length=64, blank=True, help_text="Polling agents: the run's id, given only to the agent that took it."
     )
+    # A detached SSH run (environments/connectors/ssh_detached.py) outlives the worker that
+    # started it: the next one re-attaches by its id and reads on from the recorded offset.
+    remote_run_id = models.CharField(
+        max_length=140,
+        blank=True,
+        help_text="Detached SSH runs: the run's id on the machine (its run directory's name).",
+    )
+    remote_offset = models.BigIntegerField(
+        default=0, help_text="Detached SSH runs: bytes of the run's output file recorded so far."
+    )
 
     class Meta:
         ordering = ["coordination_id", "environment_id"]

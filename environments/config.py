@@ -17,6 +17,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from environments import bounds, rollout
+from environments.connectors.base import ConnectorError
+from environments.connectors.ssh_runs import check_run_directory
 from environments.models import (
     SECRET_FIELDS,
     WRITE_ONLY_FIELDS,
@@ -29,6 +31,8 @@ from powerautomation import json_input
 # The largest config file read (the command, the admin's upload, the API's import body).
 MAX_CONFIG_FILE_BYTES = 10 * 1024 * 1024
 MAX_CONFIG_FILE_LABEL = "10 MiB"
+# How much of a bad value an error message quotes.
+SHOWN_CHARS = 200
 
 # Fields of an environment entry in the file, with their JSON type.
 STRING_FIELDS = (
@@ -52,16 +56,18 @@ STRING_FIELDS = (
 )
 INTEGER_FIELDS = ("port", "timeout", "poll_interval")
 BOOLEAN_FIELDS = ("enabled",)
+# true, false or null (null: follow the settings block, e.g. ssh_settings.detach).
+NULLABLE_BOOLEAN_FIELDS = ("detach",)
 # A list of labels; its rule (environments/tags.py) is the model's validator, so a wrong
 # type is reported with the rest of the entry's problems, naming `environments[i].tags`.
 LIST_FIELDS = ("tags",)
-ENVIRONMENT_FIELDS = STRING_FIELDS + INTEGER_FIELDS + BOOLEAN_FIELDS + LIST_FIELDS
+ENVIRONMENT_FIELDS = STRING_FIELDS + INTEGER_FIELDS + BOOLEAN_FIELDS + NULLABLE_BOOLEAN_FIELDS + LIST_FIELDS
 # Fields that are not part of the original file format or are write-only: when an entry
 # leaves them out, the stored value is kept (an export without secrets can be re-imported,
-# a host key an operator pinned survives the next import, and so do tags set in the admin
-# or the API when a file written before tags existed is imported again).
+# a host key an operator pinned survives the next import, and so do tags and detach set in
+# the admin or the API when a file written before they existed is imported again).
 STORED_AS = {"agent_token": "agent_token_hash"}
-KEPT_WHEN_ABSENT = WRITE_ONLY_FIELDS + ("enabled", "host_key", "tags")
+KEPT_WHEN_ABSENT = WRITE_ONLY_FIELDS + ("enabled", "host_key", "tags", "detach")
 
 
 def _boolean(value: Any) -> str | None:
@@ -70,6 +76,19 @@ def _boolean(value: Any) -> str | None:
 
 def _string(value: Any) -> str | None:
     return None if isinstance(value, str) else "must be a string"
+
+
+def _run_directory(value: Any) -> str | None:
+    """Empty: the default (~/.powerautomation/runs); else the run supervisor's own rule."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if not value:
+        return None
+    try:
+        check_run_directory(value)
+    except (ValueError, ConnectorError) as exc:
+        return str(exc)
+    return None
 
 
 def _log_level(value: Any) -> str | None:
@@ -102,6 +121,9 @@ BLOCK_SCHEMAS = {
         "default_key_path": _string,
         "connection_timeout": bounds.CONNECT_TIMEOUT.problem,
         "command_timeout": bounds.TIMEOUT.problem,
+        # Detached runs (environments/connectors/ssh_runs.py): the script outlives the session.
+        "detach": _boolean,
+        "run_directory": _run_directory,
     },
     "deployment_settings": {
         "parallel_limit": bounds.PARALLEL_LIMIT.problem,
@@ -308,6 +330,10 @@ class DeploymentDefaults:
     connect_timeout: float = 10.0
     default_timeout: int = 300
     default_key_path: str = ""
+    # SSH: run init scripts detached (an environment's own `detach` overrides it), their run
+    # directories under run_directory ("": the supervisor's default, ~/.powerautomation/runs).
+    detach: bool = True
+    run_directory: str = ""
 
     def __post_init__(self) -> None:
         # Defence in depth: a stored block or snapshot that escaped validation cannot make
@@ -316,6 +342,10 @@ class DeploymentDefaults:
             value, fallback = getattr(self, name), type(self).__dataclass_fields__[name].default
             clamped = bound.clamp_int(value, fallback) if bound.integer else float(bound.clamp(value, fallback))
             object.__setattr__(self, name, clamped)
+        if not isinstance(self.detach, bool):
+            object.__setattr__(self, "detach", True)
+        if _run_directory(self.run_directory):
+            object.__setattr__(self, "run_directory", "")
 
     @classmethod
     def from_blocks(cls, blocks: dict[str, dict]) -> "DeploymentDefaults":
@@ -336,6 +366,8 @@ class DeploymentDefaults:
             connect_timeout=ssh.get("connection_timeout", settings.SSH_CONNECT_TIMEOUT),
             default_timeout=default.get("timeout", cls.default_timeout),
             default_key_path=ssh.get("default_key_path", ""),
+            detach=ssh.get("detach", True),
+            run_directory=ssh.get("run_directory", ""),
         )
 
     @classmethod
@@ -345,6 +377,10 @@ class DeploymentDefaults:
 
     def as_json(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    def detach_for(self, override: bool | None) -> bool:
+        """Whether an SSH run is detached: the environment's own `detach`, else ssh_settings'."""
+        return self.detach if override is None else override
 
 
 def stored_blocks() -> dict[str, dict]:
@@ -388,6 +424,12 @@ def settings_block_problems(name: str, values: Any) -> list[str]:
     return errors
 
 
+def _shown(value: Any) -> str:
+    """A bad value as an error message quotes it: at most SHOWN_CHARS of it."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
+
+
 def _validate_blocks(data: dict, errors: list[str], warnings: list[str]) -> dict[str, dict]:
     blocks: dict[str, dict] = {}
     for name, schema in BLOCK_SCHEMAS.items():
@@ -404,7 +446,7 @@ def _validate_blocks(data: dict, errors: list[str], warnings: list[str]) -> dict
                 continue
             problem = check(value)
             if problem:
-                errors.append(f"{name}.{key}: {problem} (got {value!r})")
+                errors.append(f"{name}.{key}: {problem} (got {_shown(value)})")
             elif (name, key) in NOT_USED_SETTINGS:
                 warnings.append(f"{name}.{key}: stored but not used ({NOT_USED_SETTINGS[name, key]})")
         blocks[name] = block
@@ -426,6 +468,8 @@ def _check_types(entry: dict, label: str, errors: list[str]) -> bool:
             problem = "must be a whole number"
         elif key in BOOLEAN_FIELDS and not isinstance(value, bool):
             problem = "must be true or false"
+        elif key in NULLABLE_BOOLEAN_FIELDS and value is not None and not isinstance(value, bool):
+            problem = "must be true, false or null"
         else:
             continue
         ok = False

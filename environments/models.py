@@ -152,6 +152,15 @@ class RemoteEnvironment(models.Model):
     agent_seen_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="When the polling agent last asked for work."
     )
+    # SSH only: None follows ssh_settings.detach (default: detached).
+    detach = models.BooleanField(
+        null=True,
+        blank=True,
+        choices=[(None, "default (ssh_settings)"), (True, "detached"), (False, "attached")],
+        help_text="SSH: detached, the init script keeps running when the session closes (a worker restart "
+        "re-attaches to it); attached, it runs under a pty and a closed session hangs it up. "
+        "Default: ssh_settings.detach (detached unless it says false).",
+    )
     host_key = models.TextField(
         blank=True,
         validators=[validate_host_key],

@@ -58,9 +58,9 @@ AGENT_TOKEN_HELP = (
 )
 # Which connection method uses which address field: a polling agent connects out, so it needs none.
 CONNECTION_HELP = (
-    "SSH: host, port, username, ssh_key_path (or a password), host_key. HTTP API: api_endpoint, or host and port. "
-    "Webhook: webhook_url, or host and port. Polling agent: none of these (the agent connects out to the "
-    "platform), only poll_interval and an agent token."
+    "SSH: host, port, username, ssh_key_path (or a password), host_key, detach. "
+    "HTTP API: api_endpoint, or host and port. Webhook: webhook_url, or host and port. "
+    "Polling agent: none of these (the agent connects out to the platform), only poll_interval and an agent token."
 )
 ADDRESS_HELP = "Not needed for a polling agent: it connects out to the platform."
 
@@ -101,6 +101,7 @@ class RemoteEnvironmentForm(forms.ModelForm):
             "username",
             "ssh_key_path",
             "host_key",
+            "detach",
             "api_endpoint",
             "webhook_url",
             "password",
@@ -223,6 +224,7 @@ class RemoteEnvironmentAdmin(RoleAdmin):
                 "username",
                 "ssh_key_path",
                 "host_key",
+                "detach",
                 "api_endpoint",
                 "webhook_url",
                 "poll_interval",

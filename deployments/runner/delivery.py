@@ -22,6 +22,11 @@ logger = logging.getLogger(__name__)
 
 # Connection retries wait retry_delay, then twice that, and so on, up to this.
 MAX_RETRY_DELAY_SECONDS = 300
+# How long a detached run's thread waits for its end to be committed.
+END_RECORD_WAIT_SECONDS = 60
+# A detached run this worker let go of (shutting down): it keeps running, and the target
+# keeps its status for the next worker.
+HANDED_OVER = "handed_over"
 
 
 @dataclass(frozen=True)
@@ -42,9 +47,13 @@ class TargetReporter:
         self.target_pk = target_pk
         self.inbox = inbox
         self.stop = stop
+        self.hand_over = threading.Event()
         self.started = False
         self.callback_arrived = threading.Event()
         self.callback_result: dict | None = None
+        # A detached run's end, once committed (script_ended waits for it).
+        self.end_recorded = threading.Event()
+        self.end_kept = False
 
     def _send(self, kind: str, payload=None) -> None:
         self.inbox.put((kind, self.target_pk, payload))
@@ -53,8 +62,21 @@ class TargetReporter:
         self.started = True
         self._send("started", detail)
 
-    def output(self, text: str) -> None:
-        self._send("output", text)
+    def output(self, text: str, *, end_offset: int | None = None) -> None:
+        self._send("output", (text, end_offset))
+
+    def script_ended(self, exit_code: int | None) -> bool:
+        self.end_recorded.clear()
+        self._send("ended", exit_code)
+        # The main thread commits it within a batch (a tenth of a second); a main thread
+        # that stopped never answers, and the run directory is then left for later.
+        self.end_recorded.wait(END_RECORD_WAIT_SECONDS)
+        return self.end_recorded.is_set() and self.end_kept
+
+    def end_committed(self, kept: bool) -> None:
+        """Called by the main thread once a detached run's end is committed (or refused)."""
+        self.end_kept = kept
+        self.end_recorded.set()
 
     def wait_for_callback(self, deadline: float) -> dict | None:
         self._send("awaiting_callback")
@@ -94,7 +116,12 @@ def deliver(spec: Target, context: DeploymentContext, defaults: DeploymentDefaul
             break
         except ConnectorError as exc:
             if exc.reason == "cancelled":
-                return Outcome(T.CANCELLED, reason="cancelled", message=exc.message)
+                return Outcome(T.CANCELLED, reason="cancelled", message=exc.message, data=exc.data)
+            if exc.reason == HANDED_OVER:
+                return Outcome(T.RUNNING, reason=HANDED_OVER, message=exc.message, data=exc.data)
+            if exc.reason == "unreachable":
+                # A detached run whose machine could not be reached again: outcome unknown.
+                return Outcome(T.INTERRUPTED, reason="unreachable", message=exc.message, data=exc.data)
             if exc.permanent or reporter.started or attempt > defaults.retry_count:
                 return Outcome(T.FAILED, reason=exc.reason, message=exc.message, data=exc.data)
             delay = min(defaults.retry_delay * 2 ** (attempt - 1), MAX_RETRY_DELAY_SECONDS)

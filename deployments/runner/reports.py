@@ -5,6 +5,7 @@ import logging
 
 from deployments.models import Coordination, CoordinationTarget, Stage, TargetStatus as T
 from deployments.runner.delivery import Outcome
+from deployments.runner.detached import target_let_go
 from deployments.runner.output import OutputBook
 from deployments.runner.stopping import StopKind, Stopping
 from deployments.transitions import note, transition
@@ -75,6 +76,25 @@ def record_outcome(target: CoordinationTarget, outcome: Outcome, *, stopping: St
         )
         if output_fields:  # the output is kept all the same
             CoordinationTarget.objects.filter(pk=target.pk).update(**output_fields)
+
+
+def record_end(target: CoordinationTarget, exit_code: int | None, output: OutputBook) -> bool:
+    """A detached run ended: its exit code with the output up to its end (committed with
+    the batch; then its run directory may go). False when another worker records it now."""
+    fields = output.fields_for(target, final=False)
+    if target.pk in output.lost:
+        return False
+    fields["exit_code"] = exit_code
+    target.exit_code = exit_code
+    CoordinationTarget.objects.filter(pk=target.pk).update(**fields)
+    return True
+
+
+def record_handed_over(target: CoordinationTarget, outcome: Outcome, *, output: OutputBook, lease) -> None:
+    """This worker let go of a detached run (shutting down): its output so far is kept, and
+    the next worker re-attaches to it."""
+    fields = output.fields_for(target, final=False)
+    target_let_go(target, lease=lease, why="let go by a worker shutting down", fields=fields)
 
 
 def as_stopped(outcome: Outcome, stopping: Stopping) -> Outcome:

@@ -23,7 +23,8 @@ from deployments.models import Coordination, CoordinationStatus as C, Coordinati
 from deployments.runner import reports
 from deployments.runner.budget import FailureBudget
 from deployments.runner.callbacks import CALLBACK_METHODS, Callbacks
-from deployments.runner.delivery import TargetReporter, deliver_and_report
+from deployments.runner.delivery import HANDED_OVER, TargetReporter, deliver_and_report
+from deployments.runner.detached import remote_run_for, run_id_for, runs_detached, targets_adopt
 from deployments.runner.output import OutputBook
 from deployments.runner.stopping import STOP_CHECK_SECONDS, StopKind, Stopping
 from deployments.selectors import targets_waiting
@@ -87,6 +88,8 @@ class Delivery:
         # Claimed and not ended: those without a reporter are runs polling agents hold.
         self.in_flight: set[int] = set()
         self.output = OutputBook()
+        # Detached runs whose end this batch records: (target pk, kept), told after commit.
+        self.ends_recorded: list[tuple[int, bool]] = []
         self.callbacks = Callbacks()
         # Left with targets that only wait for other coordinations (see _schedule).
         self.left_waiting = False
@@ -101,12 +104,16 @@ class Delivery:
         )
         if not self.lead:
             targets.reverse()  # meet the lead in the middle instead of racing it for each claim
-        self.targets = {target.pk: target for target in targets}
-        if not targets:
+        adopted = targets_adopt(self.coordination, wave=self.wave, lease=self.heartbeat.lease)
+        self.targets = {target.pk: target for target in adopted + targets}
+        if not self.targets:
             return
         limit = max(1, math.ceil(self.defaults.parallel_limit / tasks_per_coordination()))
-        with ThreadPoolExecutor(max_workers=min(limit, len(targets)), thread_name_prefix="deliver") as pool:
+        with ThreadPoolExecutor(max_workers=min(limit, len(self.targets)), thread_name_prefix="deliver") as pool:
             try:
+                for target in adopted:  # first: they are running already
+                    self.in_flight.add(target.pk)
+                    pool.submit(deliver_and_report, *self._delivery_arguments(target, adopted=True))
                 self._schedule(pool, targets, limit)
             except BaseException:
                 # Let running deliveries end at once instead of holding the pool's shutdown.
@@ -137,8 +144,9 @@ class Delivery:
             if (pending or self.waiting) and stopping.kind in CANCELLING_STOPS:
                 cancel_not_started(pending + self.waiting, reason=stopping.reason)
                 pending, self.waiting = [], []
-            if (pending or self.waiting) and stopping.shutting_down:
+            if stopping.shutting_down:
                 pending, self.waiting = [], []  # left pending for the worker that takes over
+                self._let_go_detached()
             self._apply_reports()
             now = time.monotonic()
             if now - last_stop_check >= STOP_CHECK_SECONDS:
@@ -199,14 +207,20 @@ class Delivery:
         lease = self.heartbeat.lease
         if environment.connection_method == ConnectionMethod.POLLING:
             return agent_run_offer(target, environment)  # its transition is a savepoint
+        run_id = run_id_for(self.coordination, target) if runs_detached(environment, self.defaults) else ""
         with transaction.atomic():  # a savepoint: a refused claim leaves the batch usable
             claimed = transition(
                 target,
                 T.TRIGGERING,
                 stage=Stage.TRIGGER,
                 message=f"connecting over {environment.connection_method} to {where(environment)}",
-                data={"attempt": 1, "worker": lease.owner, "wave": target.wave},
-                fields={"attempts": 1, "lease": lease, "waiting_for": ""},
+                data={
+                    "attempt": 1,
+                    "worker": lease.owner,
+                    "wave": target.wave,
+                    **({"run_id": run_id} if run_id else {}),
+                },
+                fields={"attempts": 1, "lease": lease, "waiting_for": "", "remote_run_id": run_id},
             )
         if claimed and environment.connection_method in CALLBACK_METHODS:
             self.callbacks.issue(target, timeout=environment.timeout)
@@ -248,14 +262,33 @@ class Delivery:
                 self.superseded[target_pk] = why
                 reporter.stop.set()
 
-    def _delivery_arguments(self, target: CoordinationTarget) -> tuple:
+    def _delivery_arguments(self, target: CoordinationTarget, *, adopted: bool = False) -> tuple:
         reporter = TargetReporter(target.pk, self.inbox, self.stopping.target_event())
+        reporter.started = target.status == T.RUNNING
         self.reporters[target.pk] = reporter
-        spec = Target.of(target.remote_environment)
+        defaults = self.defaults
+        environment = target.remote_environment
+        assert environment is not None, "claimed targets have an environment"
+        spec = Target.of(
+            environment, detach=defaults.detach_for(environment.detach), run_directory=defaults.run_directory
+        )
+        # The environment's timeout counts from the claim, also for a run re-attached to.
+        claimed_at = target.started_at.timestamp() if target.started_at else time.time()
         context = dataclasses.replace(
-            self.context, callback_url=self.callbacks.url_for(target.pk), deadline=time.time() + spec.timeout
+            self.context,
+            callback_url=self.callbacks.url_for(target.pk),
+            deadline=claimed_at + spec.timeout,
+            remote_run=remote_run_for(target, adopted=adopted),
         )
         return (spec, context, self.defaults, reporter)
+
+    def _let_go_detached(self) -> None:
+        """Shutting down: detached runs are let go at once (they keep running on their
+        machines), not stopped after the grace period."""
+        for target_pk, reporter in self.reporters.items():
+            if self.targets[target_pk].remote_run_id and not reporter.hand_over.is_set():
+                reporter.hand_over.set()
+                reporter.stop.set()
 
     def _advance_to_deploying(self) -> None:
         """local_triggering → local_deploying once every target of the first wave started
@@ -279,15 +312,21 @@ class Delivery:
                 batch.append(self.inbox.get_nowait())
             except queue.Empty:
                 break
+        self.ends_recorded.clear()
         with transaction.atomic():
             for kind, target_pk, payload in batch:
                 self._apply(kind, self.targets[target_pk], payload)
             # Output is written in the same batch it arrived in: a crash loses none of it.
             self.output.flush(self.targets)
+        for target_pk, kept in self.ends_recorded:  # committed: their run directories may go
+            if (reporter := self.reporters.get(target_pk)) is not None:
+                reporter.end_committed(kept)
 
     def _apply(self, kind: str, target: CoordinationTarget, payload) -> None:
         if kind == "output":
-            self.output.add(target.pk, payload)
+            self.output.add(target.pk, *payload)
+        elif kind == "ended":
+            self.ends_recorded.append((target.pk, reports.record_end(target, payload, self.output)))
         elif kind == "started":
             reports.record_started(target, payload)
         elif kind == "retrying":
@@ -299,7 +338,10 @@ class Delivery:
         elif kind == "finished":
             if target.pk in self.superseded:
                 payload = reports.as_superseded(payload, self.superseded[target.pk])
-            reports.record_outcome(target, payload, stopping=self.stopping, output=self.output)
+            if payload.reason == HANDED_OVER:
+                reports.record_handed_over(target, payload, output=self.output, lease=self.heartbeat.lease)
+            else:
+                reports.record_outcome(target, payload, stopping=self.stopping, output=self.output)
             self.in_flight.discard(target.pk)
             self.callbacks.awaiting.discard(target.pk)
             self.reporters.pop(target.pk, None)

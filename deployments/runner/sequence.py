@@ -25,15 +25,17 @@ from deployments.models import (
     TARGET_TERMINAL,
     Coordination,
     CoordinationStatus as C,
+    CoordinationTarget,
     RunLease,
     Stage,
     TargetStatus as T,
 )
 from deployments.queueing import queue_shard
 from deployments.runner.budget import FAILURE_BUDGET
+from deployments.runner.detached import detached_unheld
 from deployments.runner.ec2_step import EC2Step
 from deployments.runner.schedule import CANCELLING_STOPS, Delivery, tasks_per_coordination
-from deployments.runner.stopping import Stopping
+from deployments.runner.stopping import StopKind, Stopping
 from deployments.runner.waves import HAND_BACK, OPENED, PARKED, SLEEPING, STOPPED, Waves
 from deployments.transitions import cancel_not_started, note, transition
 from environments.config import DeploymentDefaults
@@ -59,6 +61,7 @@ def _context(coordination: Coordination, defaults: DeploymentDefaults) -> Deploy
         known_hosts_path=settings.SSH_KNOWN_HOSTS,
         ca_bundle=settings.HTTP_CA_BUNDLE,
         request_timeout=settings.HTTP_TRIGGER_TIMEOUT,
+        run_retention_days=settings.HISTORY_RETENTION_DAYS or 30,
     )
 
 
@@ -88,14 +91,17 @@ class CoordinationRun:
         A resumed run (the previous lead died) interrupts targets no live lease holds and
         runs those that never started. A shutdown hands the rest to another worker."""
         coordination = self.coordination
-        if coordination.status in COORDINATION_TERMINAL:
+        if coordination.status in COORDINATION_TERMINAL and not self._orphaned_detached_runs():
             return
         lease = lease_acquire(coordination=coordination, lead=True)
         if lease is None:
             return  # a live lead has it
         self._heartbeat = Heartbeat(lease)
         try:
-            self._steps()
+            if coordination.status in COORDINATION_TERMINAL:
+                self._stop_orphaned_detached_runs()
+            else:
+                self._steps()
         finally:
             if self._heartbeat is not None:
                 lease_release(lease=self._heartbeat.lease)
@@ -202,11 +208,33 @@ class CoordinationRun:
 
     def _interrupt_unheld_targets(self) -> None:
         """Targets started by a task whose lease is gone have an unknown outcome (runs that
-        polling agents hold go on: their agents report them)."""
+        polling agents hold go on: their agents report them; detached SSH runs go on too,
+        and this run re-attaches to them)."""
         running = self.coordination.targets.filter(status__in=[T.TRIGGERING, T.RUNNING]).exclude(held_by_agent())
         for target in running.select_related("lease"):
-            if target.lease is None or target.lease.expires_at < timezone.now():
+            if target.lease is not None and target.lease.expires_at >= timezone.now():
+                continue
+            if target.remote_run_id:
+                CoordinationTarget.objects.filter(pk=target.pk, lease=target.lease).update(lease=None)
+            else:
                 interrupt(target, why="the worker running it stopped")
+
+    def _orphaned_detached_runs(self) -> bool:
+        return self.coordination.targets.filter(detached_unheld()).exists()
+
+    def _stop_orphaned_detached_runs(self) -> None:
+        """The coordination ended (cancelled) while no worker followed some of its detached
+        runs: re-attach to stop them, so nothing of it goes on running."""
+        self.stopping.request(StopKind.CANCEL, f"the coordination ended ({self.coordination.status})")
+        Delivery(
+            self.coordination,
+            wave=max(self.coordination.wave, 1),
+            lead=True,
+            defaults=self.defaults,
+            context=self.context,
+            stopping=self.stopping,
+            heartbeat=self.heartbeat,
+        ).run()
 
     def _wait_for_shards(self) -> None:
         """Other tasks may still be delivering; the lead closes the coordination only when
@@ -222,6 +250,8 @@ class CoordinationRun:
             self.stopping.check()
             if self.stopping.shutting_down:
                 return  # nothing of ours runs; another worker takes over the waiting
+            if self._orphaned_detached_runs() and not self.stopping.stopped:
+                return  # a shard that stopped left detached runs: deliver again to adopt them
             if self.stopping.kind:
                 cancel_not_started(coordination.targets.filter(status=T.PENDING), reason=self.stopping.reason)
             time.sleep(WAIT_FOR_SHARDS_SECONDS)

@@ -8,7 +8,8 @@ or a PUT, a secret keeps its stored value; an empty string clears it. A write th
 where a stored secret is sent (host, port, api_endpoint, webhook_url, connection_method)
 must give that secret again, or it is refused naming the secret. `tags` follow the same
 rule everywhere (environments/tags.py), checked by the model's validator; left out of a
-PUT they keep their stored value, as in an import. A field the serializer does not have
+PUT they keep their stored value, as in an import, and so does `detach` (true, false or
+null: follow ssh_settings.detach). A field the serializer does not have
 is a 400 naming it.
 """
 
@@ -54,7 +55,27 @@ class TagsField(serializers.JSONField):
     the config file and the admin (a ListField would quietly turn 1 into "1")."""
 
 
+class TrueFalseOrNullField(serializers.BooleanField):
+    """JSON true, false or null only, as in the config file (BooleanField would also take
+    "yes", "on" or 1)."""
+
+    default_error_messages = {"invalid": "Must be true, false or null."}
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_null=True, **kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            return data
+        self.fail("invalid", input=data)
+
+
 class RemoteEnvironmentSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
+    detach = TrueFalseOrNullField(
+        required=False,
+        help_text="SSH: true runs the init script detached (it survives a worker restart), false attached "
+        "(under a pty). null: ssh_settings.detach (default true). Left out of a PUT: the stored value is kept.",
+    )
     tags = TagsField(
         required=False,
         help_text=f"Labels to select environments by: at most {tag_rules.MAX_TAGS}, each once; "
@@ -133,7 +154,7 @@ class RemoteEnvironmentSerializer(RejectUnknownFieldsMixin, serializers.ModelSer
 
         POST: fields left out take the config file's defaults. PUT: like an entry of an
         imported file, fields left out take their defaults, except the secrets, `enabled`,
-        `host_key` and `tags`, which keep their values. PATCH: only the fields sent change."""
+        `host_key`, `tags` and `detach`, which keep their values. PATCH: only the fields sent change."""
         try:
             self._environment = environment_prepare(data=attrs, current=self.instance, partial=self.partial)
         except DjangoValidationError as exc:

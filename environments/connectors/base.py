@@ -37,14 +37,35 @@ class Target:
     poll_interval: int = 5
     agent_token_hash: str = field(default="", repr=False)
     agent_seen_at: datetime | None = None
+    # SSH: run the script detached (it outlives the session; environments.connectors.
+    # ssh_detached), and where its run directories are on the machine ("" = the default).
+    detach: bool = True
+    run_directory: str = ""
 
     @classmethod
-    def of(cls, environment: object) -> "Target":
+    def of(cls, environment: object, *, detach: bool = True, run_directory: str = "") -> "Target":
         """The target of an environment row (read by attribute: connectors touch no model).
-        Its timeout is clamped: a stored value beyond the bound cannot overflow a deadline."""
-        values = {name: getattr(environment, name) for name in cls.__dataclass_fields__}
+        Its timeout is clamped: a stored value beyond the bound cannot overflow a deadline.
+        `detach` and `run_directory` come from the coordination's settings
+        (DeploymentDefaults.detach_for decides `detach`)."""
+        values = {name: getattr(environment, name) for name in cls.__dataclass_fields__ if name not in RUN_SETTINGS}
         values["timeout"] = bounds.TIMEOUT.clamp_int(values["timeout"])
-        return cls(**values)
+        return cls(**values, detach=detach, run_directory=run_directory)
+
+
+RUN_SETTINGS = ("detach", "run_directory")
+
+
+@dataclass(frozen=True)
+class RemoteRun:
+    """A detached SSH run as the coordinator knows it: its id on the machine, how many bytes
+    of its output are recorded, and what is known of it from an earlier worker."""
+
+    run_id: str
+    offset: int = 0  # bytes of the run's output file recorded so far
+    started: bool = False  # the start is recorded (the target is running)
+    adopted: bool = False  # a worker that stopped claimed it first: it may have started it
+    exit_code: int | None = None  # recorded already: only the clean-up is left
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,10 @@ class DeploymentContext:
     # How long an agent may take to answer the trigger request itself. A longer synchronous
     # run times out, is retried with the same idempotency key, and ends through the callback.
     request_timeout: float = 30.0
+    # SSH in detached mode: the run to start or re-attach to (None: attached mode).
+    remote_run: RemoteRun | None = None
+    # Run directories on a machine older than this many days are removed on its next run.
+    run_retention_days: int = 30
 
     def script_environment(self, target: Target) -> dict[str, str]:
         return {
@@ -80,13 +105,22 @@ class Reporter(Protocol):
     """How a connector tells the coordinator what happens while it runs."""
 
     stop: threading.Event  # set when the run must end (cancel, shutdown)
+    # Set (before `stop`) when the worker shuts down: a detached run is let go, not stopped.
+    hand_over: threading.Event
 
     def script_started(self, detail: str) -> None:
         """The script is running on the target: from here its outcome is unknown until it
         ends, and a connection failure is no longer safe to retry."""
 
-    def output(self, text: str) -> None:
-        """Output received from the script, in order, as it arrives."""
+    def output(self, text: str, *, end_offset: int | None = None) -> None:
+        """Output received from the script, in order, as it arrives. A detached run says
+        how far into its output file (bytes) this text ends, so a worker that re-attaches
+        reads on from there."""
+
+    def script_ended(self, exit_code: int | None) -> bool:
+        """A detached run ended: record its exit code with its output, and block
+        until that is committed (False when it was not: stopped, or no longer ours). Only
+        then may its run directory, the proof it started, be removed."""
 
     def wait_for_callback(self, deadline: float) -> dict | None:
         """Block until the target's agent has called back (its `{"success", "exit_code",

@@ -4,8 +4,10 @@ Host keys are always verified: the environment's pinned `host_key` when set, els
 known_hosts file. An unknown or changed key fails the run, naming the offered key's
 fingerprint; it is never accepted silently.
 
-The script runs under a pseudo-terminal so that closing the channel (timeout, cancel)
-hangs it up on the remote side instead of leaving it running unattended.
+By default the script runs detached (environments.connectors.ssh_detached): under a small
+supervisor on the machine, so a worker that stops does not stop it and the next worker
+re-attaches. With `detach: false` it runs attached, under a pseudo-terminal, so that
+closing the channel (timeout, cancel, a worker that stops) hangs it up.
 """
 
 import base64
@@ -20,6 +22,7 @@ import time
 import paramiko
 
 from environments.connectors.base import ConnectorError, DeploymentContext, Reporter, RunResult, Target
+from environments.connectors.ssh_detached import DetachedRun
 
 RECV_POLL_SECONDS = 0.2
 
@@ -66,21 +69,26 @@ def _shell_path(path: str) -> str:
     return shlex.quote(path)
 
 
-def build_command(target: Target, context: DeploymentContext) -> str:
-    """The remote command line. Every value and path is shell-quoted: an init_script_path
-    of `x; touch /tmp/pwned` runs a file literally named that, never a second command."""
+def script_invocation(target: Target) -> str:
+    """`cd <working_directory> && exec <script>`, every path shell-quoted: an
+    init_script_path of `x; touch /tmp/pwned` runs a file literally named that, never a
+    second command."""
     script = target.init_script_path
     if "/" not in script:
         # A bare name is a file in the working directory, not a command looked up in PATH;
         # this also keeps a name starting with '-' from being read as an option.
         script = "./" + script
-    exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in context.script_environment(target).items())
     steps = []
     if target.working_directory:
         steps.append(f"cd {_shell_path(target.working_directory)}")
-    steps.append(f"export {exports}")
     steps.append(f"exec {_shell_path(script)}")
     return " && ".join(steps)
+
+
+def build_command(target: Target, context: DeploymentContext) -> str:
+    """The attached mode's remote command line: the context exported, then the script."""
+    exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in context.script_environment(target).items())
+    return f"export {exports} && {script_invocation(target)}"
 
 
 class _RefuseUnknownHostKey(paramiko.MissingHostKeyPolicy):
@@ -102,8 +110,18 @@ class SSHConnector:
     """Connector for `connection_method = "ssh"`."""
 
     def run(self, target: Target, context: DeploymentContext, reporter: Reporter) -> RunResult:
-        deadline = time.monotonic() + target.timeout
         pkey = self._load_client_key(target)
+        if target.detach and context.remote_run is not None:
+            return DetachedRun(
+                target,
+                context,
+                reporter,
+                lambda: self._open(target, context, pkey),
+                command=script_invocation(target),
+                env=context.script_environment(target),
+                stale_days=context.run_retention_days,
+            ).execute()
+        deadline = time.monotonic() + target.timeout
         client = paramiko.SSHClient()
         try:
             self._connect(client, target, context, pkey, deadline)
@@ -123,6 +141,15 @@ class SSHConnector:
         return f"{target.host}:{target.port}: host key verified, authenticated as {target.username}"
 
     # --- connecting --------------------------------------------------------------------
+
+    def _open(self, target: Target, context: DeploymentContext, pkey: paramiko.PKey | None) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        try:
+            self._connect(client, target, context, pkey, time.monotonic() + context.connect_timeout)
+        except BaseException:
+            client.close()
+            raise
+        return client
 
     def _load_client_key(self, target: Target) -> paramiko.PKey | None:
         if not target.ssh_key_path:
@@ -216,8 +243,6 @@ class SSHConnector:
                 f"cannot connect to {where}: {detail}", reason="connection_failed", permanent=False
             ) from None
         no_delay(client)
-
-
 
     # --- running -----------------------------------------------------------------------
 

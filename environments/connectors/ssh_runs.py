@@ -137,6 +137,10 @@ def remote_command(action: str, run_directory: str, run_id: str, *args: str) -> 
 # --- one call to the supervisor --------------------------------------------------------
 
 
+class _Ended(Exception):
+    """The caller had all it wanted before the call ended (its `ended` event was set)."""
+
+
 def _call(
     client: paramiko.SSHClient,
     command: str,
@@ -145,6 +149,8 @@ def _call(
     timeout: float,
     on_data: Callable[[bytes], None] | None = None,
     stop: threading.Event | None = None,
+    ended: threading.Event | None = None,
+    stderr_out: bytearray | None = None,
 ) -> bytes:
     """Run one supervisor call on its own channel; its stdout, at most `max_bytes` (handed
     to `on_data` piece by piece as it arrives instead, when given).
@@ -179,6 +185,8 @@ def _call(
                         stdout += data
                     else:
                         on_data(data)
+                    if ended is not None and ended.is_set():
+                        raise _Ended()
                     if received > max_bytes:
                         raise ConnectorError(
                             f"the run supervisor answered more than {max_bytes} bytes",
@@ -187,6 +195,8 @@ def _call(
                         )
                 if stop is not None and stop.is_set():
                     raise ConnectorError("stopped following the run", reason="cancelled", permanent=True)
+                if ended is not None and ended.is_set():
+                    raise _Ended()
                 if time.monotonic() > deadline:
                     raise ConnectorError(
                         f"the run supervisor did not answer within {timeout:.0f} s", reason="timeout", permanent=False
@@ -194,6 +204,9 @@ def _call(
             if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
                 raise ConnectorError("the run supervisor did not exit", reason="timeout", permanent=False)
             status = channel.exit_status
+            while channel.recv_stderr_ready():
+                stderr += channel.recv_stderr(STDERR_BYTES)
+                del stderr[STDERR_BYTES:]
         finally:
             channel.close()
     except (paramiko.SSHException, OSError) as exc:
@@ -203,6 +216,8 @@ def _call(
         raise ConnectorError(
             f"the run supervisor failed (exit {status}): {detail}", reason="supervisor_failed", permanent=False
         )
+    if stderr_out is not None:
+        stderr_out += stderr
     return bytes(stdout)
 
 
@@ -302,17 +317,48 @@ def run_output(
     return parse_state(line), data[:limit]
 
 
-class _Frames:
-    """Splits follow's answer: "data N" lines each followed by N bytes, then a state line."""
+class _FollowAnswer:
+    """Splits follow's answer. Its first line says how it comes: "stream" (the output's
+    bytes as they are written; the state line on stderr) or "frames" ("data N" lines each
+    followed by N bytes, then the state line)."""
 
-    def __init__(self, on_output: Callable[[bytes], None]):
+    def __init__(self, on_output: Callable[[bytes], None], limit: int):
         self.on_output = on_output
+        self.limit = limit
+        self.mode: bytes | None = None
         self.buffer = bytearray()
         self.pending = 0  # bytes of the current data frame still to come
+        self.streamed = 0
         self.state_line: bytes | None = None
+        self.full = threading.Event()  # a stream reached `limit`: the call may end
 
     def feed(self, data: bytes) -> None:
         self.buffer += data
+        if self.mode is None:
+            line, newline, rest = bytes(self.buffer).partition(b"\n")
+            if not newline:
+                if len(self.buffer) > STATE_LINE_BYTES:
+                    raise ConnectorError(
+                        "the run supervisor's follow answer is garbled", reason="bad_answer", permanent=True
+                    )
+                return
+            if line not in (b"stream", b"frames"):
+                raise ConnectorError(
+                    "the run supervisor's follow answer is garbled", reason="bad_answer", permanent=True
+                )
+            self.mode, self.buffer = line, bytearray(rest)
+        if self.mode == b"stream":
+            piece = bytes(self.buffer[: self.limit - self.streamed])
+            self.buffer.clear()
+            if piece:
+                self.streamed += len(piece)
+                self.on_output(piece)
+            if self.streamed >= self.limit:
+                self.full.set()
+            return
+        self._frames()
+
+    def _frames(self) -> None:
         while self.buffer and self.state_line is None:
             if self.pending:
                 piece = bytes(self.buffer[: self.pending])
@@ -347,23 +393,31 @@ def run_follow(
 ) -> RunState:
     """Hand the run's output after byte `offset` to `on_output` as it is written, on one
     channel, until the run ended (or vanished), `max_seconds` passed or `limit` bytes came;
-    then its state. Call again from the new offset while it says `running`."""
+    then its state (`running` when the limit ended the call). Call again from the new
+    offset while it says `running`."""
     _check_int("offset", offset, 0, 2**62)
     _check_int("limit", limit, 1, MAX_OUTPUT_READ)
     _check_int("max_seconds", max_seconds, 1, 3600)
-    frames = _Frames(on_output)
-    _call(
-        client,
-        remote_command("follow", run_directory, run_id, str(offset), str(max_seconds), str(limit)),
-        # The output, a "data N" line per look (ten a second) and the state line.
-        max_bytes=limit + (max_seconds * 10 + 2) * 32 + STATE_LINE_BYTES,
-        timeout=max_seconds + CALL_TIMEOUT_SECONDS,
-        on_data=frames.feed,
-        stop=stop,
-    )
-    if frames.state_line is None:
+    answer = _FollowAnswer(on_output, limit)
+    stderr = bytearray()
+    try:
+        _call(
+            client,
+            remote_command("follow", run_directory, run_id, str(offset), str(max_seconds), str(limit)),
+            # The output, a "data N" line per look (ten a second) and the state line.
+            max_bytes=limit + (max_seconds * 10 + 2) * 32 + STATE_LINE_BYTES,
+            timeout=max_seconds + CALL_TIMEOUT_SECONDS,
+            on_data=answer.feed,
+            stop=stop,
+            ended=answer.full,
+            stderr_out=stderr,
+        )
+    except _Ended:
+        return RunState(status=RunStatus.RUNNING, output_bytes=offset + answer.streamed)
+    line = stderr.partition(b"\n")[0] if answer.mode == b"stream" else answer.state_line
+    if not line:
         raise ConnectorError("the run supervisor's follow answer ended early", reason="bad_answer", permanent=False)
-    return parse_state(frames.state_line)
+    return parse_state(bytes(line))
 
 
 def run_stop(
@@ -413,7 +467,6 @@ def run_cleanup(
             f"run {run_id} is still running; stop it before removing it", reason="run_active", permanent=True
         )
     return state
-    return parse_state(_split_line(answer)[0])
 
 
 def run_clean_stale(

@@ -228,6 +228,29 @@ def test_moving_an_environment_to_another_host_needs_its_password_again(operator
     assert (environment.host, environment.password) == ("127.0.0.2", "second-Secret-2")
 
 
+def test_detach_is_a_three_way_choice_in_the_environment_form(operator, viewer):
+    form = page(operator.get(ENVIRONMENTS_URL + "add/"))
+    select = form.split('name="detach"')[1].split("</select>")[0]
+    options = re.findall(r'<option value="([^"]*)"[^>]*>([^<]*)</option>', select)
+    assert options == [("", "default (ssh_settings)"), ("True", "detached"), ("False", "attached")]
+
+    operator.post(ENVIRONMENTS_URL + "add/", _form_data(detach="False"))
+    environment = RemoteEnvironment.objects.get(environment_id="mac_one")
+    assert environment.detach is False
+    assert re.search(
+        r"<label>Detach:</label>\s*<div class=\"readonly\">attached</div>",
+        page(viewer.get(environment_url(environment))),
+    )
+
+    operator.post(environment_url(environment), _form_data(password="", detach=""))
+    environment.refresh_from_db()
+    assert environment.detach is None
+
+    refused = page(operator.post(environment_url(environment), _form_data(password="", detach="yes")))
+    environment.refresh_from_db()
+    assert "errornote" in refused and environment.detach is None
+
+
 def test_a_bad_environment_form_names_the_field_and_saves_nothing(operator):
     response = page(operator.post(ENVIRONMENTS_URL + "add/", _form_data(port="70000", password="")))
     assert "errornote" in response and "port" in response

@@ -34,6 +34,28 @@ def test_a_block_the_config_file_would_refuse_is_refused_naming_the_problem(oper
     assert not SettingsBlock.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ('{"detach": "yes"}', "ssh_settings.detach: must be true or false"),
+        ('{"run_directory": "rel/x"}', "run_directory"),
+    ],
+)
+def test_an_ssh_settings_block_with_a_bad_detach_or_run_directory_is_refused(operator, values, problem):
+    response = save(operator, "ssh_settings", values)
+
+    assert response.status_code == 200
+    assert problem in response.content.decode()
+    assert not SettingsBlock.objects.exists()
+
+
+def test_an_ssh_settings_block_with_detach_and_a_run_directory_is_saved(operator):
+    response = save(operator, "ssh_settings", '{"detach": false, "run_directory": "~/pa runs"}')
+
+    assert response.status_code == 302
+    assert SettingsBlock.objects.get(name="ssh_settings").values == {"detach": False, "run_directory": "~/pa runs"}
+
+
 def test_a_block_name_the_platform_does_not_know_is_refused(operator):
     response = save(operator, "defaults_settings", '{"retry_count": 1}')
 

@@ -410,3 +410,59 @@ def test_a_tag_filter_value_that_cannot_be_a_tag_is_400_naming_the_parameter(vie
     assert response.status_code == 400, response.content
     assert list(response.json()) == ["tag"]
     assert "is not a tag" in response.json()["tag"][0]
+
+
+# --- detach: the per-environment switch for detached SSH runs -----------------------------
+
+
+@pytest.mark.parametrize("detach", [True, False, None])
+def test_detach_is_stored_and_answered_as_true_false_or_null(admin_client_api, db, detach):
+    response = admin_client_api.post(LIST, {**SSH, "detach": detach}, format="json")
+
+    assert response.status_code == 201, response.content
+    assert response.json()["detach"] is detach
+    assert RemoteEnvironment.objects.get().detach is detach
+
+
+def test_an_environment_created_without_detach_follows_ssh_settings(admin_client_api, db):
+    body = admin_client_api.post(LIST, SSH, format="json").json()
+
+    assert body["detach"] is None
+    assert admin_client_api.get(detail("mac_local_001")).json()["detach"] is None
+
+
+@pytest.mark.parametrize("value", ["yes", "true", 1, 0, [], {}])
+def test_a_detach_that_is_not_true_false_or_null_is_400_naming_it_and_changes_nothing(admin_client_api, db, value):
+    make_environment("mac_local_001", detach=False)
+
+    response = admin_client_api.patch(detail("mac_local_001"), {"detach": value}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"detach": ["Must be true, false or null."]}
+    assert RemoteEnvironment.objects.get().detach is False
+
+
+def test_a_patch_of_detach_changes_it_and_a_put_without_it_keeps_it(admin_client_api, db):
+    make_environment("mac_local_001")
+
+    response = admin_client_api.patch(detail("mac_local_001"), {"detach": False}, format="json")
+    assert response.status_code == 200, response.content
+    assert RemoteEnvironment.objects.get().detach is False
+
+    response = admin_client_api.put(detail("mac_local_001"), {**SSH, "description": "renamed"}, format="json")
+    assert response.status_code == 200, response.content
+    assert RemoteEnvironment.objects.get().detach is False
+
+    response = admin_client_api.patch(detail("mac_local_001"), {"detach": None}, format="json")
+    assert response.status_code == 200, response.content
+    assert RemoteEnvironment.objects.get().detach is None
+
+
+def test_a_viewer_reads_detach_but_cannot_write_it(viewer_client, db):
+    make_environment("mac_local_001", detach=True)
+
+    assert viewer_client.get(detail("mac_local_001")).json()["detach"] is True
+    response = viewer_client.patch(detail("mac_local_001"), {"detach": False}, format="json")
+
+    assert response.status_code == 403
+    assert RemoteEnvironment.objects.get().detach is True

@@ -1,5 +1,9 @@
 """Workers die; coordinations do not get stuck. Real qcluster processes killed with -9 or
-SIGTERM mid-run, a loopback sshd whose scripts record every start on the remote side."""
+SIGTERM mid-run, a loopback sshd whose scripts record every start on the remote side.
+
+The kill and SIGTERM cases here run in attached mode (ssh_settings.detach false: the
+session owns the script); detached runs, which outlive the worker, are in
+test_detached_e2e.py."""
 
 import os
 import signal
@@ -77,17 +81,19 @@ def statuses(coordination) -> dict[str, str]:
     return dict(coordination.targets.values_list("environment_id", "status"))
 
 
-def settings_blocks(parallel_limit: int):
+def settings_blocks(parallel_limit: int, *, detach: bool):
     SettingsBlock.objects.create(
         name="default_settings", values={"retry_count": 0, "retry_delay": 0, "health_check_retries": 0}
     )
     SettingsBlock.objects.create(name="deployment_settings", values={"parallel_limit": parallel_limit})
+    SettingsBlock.objects.create(name="ssh_settings", values={"detach": detach})
 
 
 @pytest.fixture
 def half_finished_run(remote, make_ssh_environment):
-    """2 quick environments, 3 slow ones, 3 that can only start after a slow one ends."""
-    settings_blocks(parallel_limit=3)
+    """2 quick environments, 3 slow ones, 3 that can only start after a slow one ends;
+    attached mode."""
+    settings_blocks(parallel_limit=3, detach=False)
     for n in range(2):
         make_ssh_environment(f"a_quick_{n}", script(remote, "quick.sh", 0.1))
     for n in range(3):
@@ -180,7 +186,7 @@ def test_sigterm_gives_running_sessions_a_grace_period_then_hands_the_rest_over(
 
 
 def test_two_clusters_share_one_coordination_and_run_each_script_once(remote, make_ssh_environment, start_qcluster):
-    settings_blocks(parallel_limit=8)
+    settings_blocks(parallel_limit=8, detach=True)
     names = [f"env_{n:02}" for n in range(24)]
     for name in names:
         make_ssh_environment(name, script(remote, "shared.sh", 1))
@@ -210,8 +216,8 @@ def test_kill_9_mid_run_over_fifty_environments_on_postgres_and_redis(remote, ma
     """The issue's scale-out case: 50 environments whose script sleeps 5 s; the Redis broker
     has no acknowledgement, so only the reaper brings the run back. With 30 at a time the
     quick ten finish first, their slots go to the last slow ones, and the later ten are
-    still pending at the kill."""
-    settings_blocks(parallel_limit=30)
+    still pending at the kill. Attached mode."""
+    settings_blocks(parallel_limit=30, detach=False)
     for n in range(10):
         make_ssh_environment(f"a_quick_{n:02}", script(remote, "quick.sh", 0.1))
     for n in range(30):

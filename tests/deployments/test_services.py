@@ -56,6 +56,15 @@ def test_the_settings_in_force_are_copied_into_the_coordination(make_ssh_environ
     assert start().settings["parallel_limit"] == 7
 
 
+def test_ssh_settings_detach_and_run_directory_are_copied_into_the_coordination(make_ssh_environment):
+    from environments.models import SettingsBlock
+
+    SettingsBlock.objects.create(name="ssh_settings", values={"detach": False, "run_directory": "~/pa-runs"})
+    make_ssh_environment("env", "./init_aicore.sh")
+    settings = start().settings
+    assert (settings["detach"], settings["run_directory"]) == (False, "~/pa-runs")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field", "text"),
     [

@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from environments.config import ConfigError, plan_import
+from environments.config import ConfigError, DeploymentDefaults, plan_import
 from environments.models import RemoteEnvironment
 
 pytestmark = pytest.mark.django_db
@@ -72,3 +72,52 @@ def test_an_environment_number_beyond_its_bound_is_an_error_naming_the_field_and
     assert any(
         error.startswith(f"environments[0] (bounded).{field}:") and limit in error for error in raised.value.errors
     )
+
+
+# --- Detached runs: the defaults a coordination snapshots ----------------------------------
+
+
+def test_the_defaults_take_detach_and_run_directory_from_ssh_settings():
+    defaults = DeploymentDefaults.from_blocks({"ssh_settings": {"detach": False, "run_directory": "~/pa-runs"}})
+
+    assert (defaults.detach, defaults.run_directory) == (False, "~/pa-runs")
+
+
+def test_without_ssh_settings_runs_are_detached_under_the_default_run_directory():
+    defaults = DeploymentDefaults.from_blocks({})
+
+    assert (defaults.detach, defaults.run_directory) == (True, "")
+
+
+def test_the_snapshot_carries_detach_and_run_directory():
+    defaults = DeploymentDefaults.from_blocks({"ssh_settings": {"detach": False, "run_directory": "/srv/runs"}})
+
+    restored = DeploymentDefaults.from_json(defaults.as_json())
+
+    assert (restored.detach, restored.run_directory) == (False, "/srv/runs")
+    assert restored == defaults
+
+
+def test_a_snapshot_from_before_detached_runs_reads_as_detached_under_the_default_run_directory():
+    old = {
+        name: value for name, value in DeploymentDefaults().as_json().items() if name not in ("detach", "run_directory")
+    }
+
+    restored = DeploymentDefaults.from_json(old)
+
+    assert (restored.detach, restored.run_directory) == (True, "")
+
+
+@pytest.mark.parametrize(
+    ("block", "override", "detached"),
+    [(True, None, True), (False, None, False), (True, False, False), (False, True, True)],
+)
+def test_an_environments_own_detach_overrides_ssh_settings(block, override, detached):
+    assert DeploymentDefaults(detach=block).detach_for(override) is detached
+
+
+@pytest.mark.parametrize(("detach", "run_directory"), [("no", "../x"), (0, "/runs\n"), (None, "/" + "a" * 5000)])
+def test_a_stored_value_that_escaped_validation_falls_back_to_the_default(detach, run_directory):
+    defaults = DeploymentDefaults.from_json({"detach": detach, "run_directory": run_directory})
+
+    assert (defaults.detach, defaults.run_directory) == (True, "")

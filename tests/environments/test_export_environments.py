@@ -37,6 +37,7 @@ def environments():
                     "username": "administrator",
                     "password": PASSWORD,
                     "host_key": HOST_KEY,
+                    "detach": False,
                     "working_directory": "/c/aicore0624",
                     "description": "Windows machine",
                     "tags": ["windows", "team-a"],
@@ -60,7 +61,12 @@ def environments():
                 },
             ],
             "default_settings": {"timeout": 120, "retry_count": 1},
-            "ssh_settings": {"default_key_path": "~/.ssh/id_ed25519", "connection_timeout": 15},
+            "ssh_settings": {
+                "default_key_path": "~/.ssh/id_ed25519",
+                "connection_timeout": 15,
+                "detach": True,
+                "run_directory": "~/.pa-runs",
+            },
             "notification_settings": {"enable_notifications": True, "notification_webhook": SLACK},
         }
     )
@@ -103,7 +109,12 @@ def test_export_lists_every_environment_and_settings_block():
         "webhook_local_001",
         "windows_local_001",
     ]
-    assert data["ssh_settings"] == {"default_key_path": "~/.ssh/id_ed25519", "connection_timeout": 15}
+    assert data["ssh_settings"] == {
+        "default_key_path": "~/.ssh/id_ed25519",
+        "connection_timeout": 15,
+        "detach": True,
+        "run_directory": "~/.pa-runs",
+    }
     assert data["default_settings"] == {"timeout": 120, "retry_count": 1}
 
 
@@ -112,6 +123,13 @@ def test_export_writes_each_environments_tags_in_their_order_and_none_as_an_empt
 
     assert entries["windows_local_001"]["tags"] == ["windows", "team-a"]
     assert entries["docker_local_001"]["tags"] == []
+
+
+def test_export_writes_a_detach_override_and_leaves_out_one_that_follows_ssh_settings():
+    entries = {entry["environment_id"]: entry for entry in json.loads(export())["environments"]}
+
+    assert entries["windows_local_001"]["detach"] is False
+    assert "detach" not in entries["docker_local_001"]
 
 
 def test_export_with_include_secrets_includes_them_in_plain_text():

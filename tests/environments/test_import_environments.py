@@ -772,3 +772,76 @@ def test_an_entry_moving_a_token_to_a_new_endpoint_with_it_is_imported(write_con
 
     environment = RemoteEnvironment.objects.get()
     assert (environment.api_endpoint, environment.api_token) == ("http://127.0.0.1:9/agent", API_TOKEN)
+
+
+# --- Detached runs: detach and ssh_settings.run_directory ---------------------------------
+
+
+@pytest.mark.parametrize("detach", [True, False, None])
+def test_an_entry_stores_detach_true_false_or_null(write_config, detach):
+    import_data(write_config, {"environments": [ssh_entry("env", detach=detach)]})
+
+    assert RemoteEnvironment.objects.get(environment_id="env").detach is detach
+
+
+def test_an_entry_without_detach_keeps_the_stored_override(write_config):
+    import_data(write_config, {"environments": [ssh_entry("env", detach=False)]})
+
+    output = import_data(write_config, {"environments": [ssh_entry("env")]})
+
+    assert "0 created, 0 updated, 1 unchanged" in output.stdout
+    assert RemoteEnvironment.objects.get(environment_id="env").detach is False
+
+
+@pytest.mark.parametrize("value", ["yes", 1, "true", [], {}], ids=["yes", "one", "string-true", "list", "object"])
+def test_a_detach_that_is_not_true_false_or_null_is_an_error_naming_the_entry_and_changes_nothing(write_config, value):
+    import_data(write_config, {"environments": [ssh_entry("env", detach=True, description="before")]})
+    before = snapshot()
+
+    error, output = run_failing_import(
+        write_config({"environments": [ssh_entry("env", detach=value, description="after")]})
+    )
+
+    assert error.returncode == 2
+    assert "error: environments[0] (env).detach: must be true, false or null" in output.stderr
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "block",
+    [{"detach": False, "run_directory": "~/x"}, {"detach": True, "run_directory": "/abs"}, {"run_directory": ""}],
+)
+def test_ssh_settings_detach_and_run_directory_are_stored(write_config, block):
+    import_data(write_config, {"environments": [ssh_entry()], "ssh_settings": block})
+
+    assert SettingsBlock.objects.get(name="ssh_settings").values == block
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("detach", "yes", "must be true or false"),
+        ("run_directory", "../x", "absolute path"),
+        ("run_directory", "~/runs/../../x", "'..'"),
+        ("run_directory", "rel/x", "absolute path"),
+        ("run_directory", "/runs\nrm -rf /", "control characters"),
+        ("run_directory", "/" + "a" * 4999, "1024"),
+        ("run_directory", 5, "must be a string"),
+    ],
+    ids=["detach-yes", "dot-dot", "dot-dot-inside", "relative", "control-character", "5000-characters", "number"],
+)
+def test_a_bad_ssh_setting_for_detached_runs_is_an_error_naming_it_and_changes_nothing(
+    write_config, key, value, problem
+):
+    import_data(write_config, {"environments": [ssh_entry("env")], "ssh_settings": {"run_directory": "/runs"}})
+    before = snapshot()
+
+    error, output = run_failing_import(
+        write_config({"environments": [ssh_entry("env", description="changed")], "ssh_settings": {key: value}})
+    )
+
+    assert error.returncode == 2
+    (line,) = [line for line in output.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(f"error: ssh_settings.{key}: ") and problem in line, line
+    assert len(line) < 600  # a 5000-character value is not echoed whole
+    assert snapshot() == before

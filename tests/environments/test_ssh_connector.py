@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from environments.connectors import ConnectorError, DeploymentContext, Target
-from environments.connectors.ssh import SSHConnector, build_command, fingerprint, parse_host_key
+from environments.connectors.ssh import SSHConnector, build_command, fingerprint, parse_host_key, script_invocation
 from tests.support.ports import free_port
 from tests.support.sshd import keygen
 
@@ -242,9 +242,10 @@ def test_command_quotes_paths_and_keeps_home_relative_paths():
         init_script_path="~/aicore0624/init_aicore.sh",
         working_directory="~/my dir",
     )
+    invocation = script_invocation(target)
+    assert invocation == 'cd "$HOME"/\'my dir\' && exec "$HOME"/aicore0624/init_aicore.sh'
     command = build_command(target, DeploymentContext(coordination_id="c"))
-    assert command.startswith("cd \"$HOME\"/'my dir' && export ")
-    assert command.endswith('exec "$HOME"/aicore0624/init_aicore.sh')
+    assert command.startswith("export ") and command.endswith(" && " + invocation)
 
 
 def test_host_key_parsing_reads_a_public_key_line_and_rejects_garbage(sshd):

@@ -1,0 +1,294 @@
+"""One detached SSH run, from the coordinator's side: start it (or find it started),
+follow its output by byte offset, ride out dropped connections, stop it on a cancel or a
+timeout, let it go on a worker's shutdown, and remove its run directory once its end is
+recorded. The remote side is ssh_runs.sh; see docs/design/detached-ssh-runs.md.
+
+What a worker that stops leaves behind is enough for the next one: the run id and the
+offset recorded with the output (the coordinator's rows), and the run directory on the
+machine. Its existence is the proof the script started; so a script is never started
+twice for one target, and a re-attaching worker reads on from the recorded offset.
+"""
+
+import codecs
+import contextlib
+import functools
+import math
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import paramiko
+
+from environments.connectors import ssh_runs
+from environments.connectors.base import ConnectorError, DeploymentContext, RemoteRun, Reporter, RunResult, Target
+from environments.connectors.ssh_runs import RunState, RunStatus
+
+# A follow call returns at least this often, so a stop or the deadline is seen in time
+# (follow also returns at once when `stop` is set).
+FOLLOW_SECONDS = 30
+# A dropped connection is tried again after this, doubling up to the cap, until the
+# environment's timeout.
+RECONNECT_FIRST_SECONDS = 1.0
+RECONNECT_MAX_SECONDS = 30.0
+# TERM, then KILL after this many seconds (cancel, timeout).
+STOP_GRACE_SECONDS = 10
+# A run still `starting` after this long lost its supervisor before it could record a pid.
+STARTING_LIMIT_SECONDS = 15
+# Run directories untouched for longer are removed on the next start on the machine.
+STALE_DAYS_DEFAULT = 30
+
+Answer = TypeVar("Answer")
+
+
+class DetachedRun:
+    """Runs in a delivery thread; `connect` opens a new verified, authenticated client."""
+
+    def __init__(
+        self,
+        target: Target,
+        context: DeploymentContext,
+        reporter: Reporter,
+        connect: Callable[[], paramiko.SSHClient],
+        *,
+        command: str,
+        env: dict[str, str],
+        stale_days: int = STALE_DAYS_DEFAULT,
+    ):
+        assert context.remote_run is not None
+        self.target = target
+        self.run: RemoteRun = context.remote_run
+        self.reporter = reporter
+        self._connect = connect
+        self.command = command
+        self.env = env
+        self.client: paramiko.SSHClient | None = None
+        self.directory = target.run_directory or ssh_runs.DEFAULT_RUN_DIRECTORY
+        self.stale_days = stale_days
+        # The environment's timeout, counted from the claim (also across workers).
+        remaining = context.deadline - time.time() if context.deadline else target.timeout
+        self.deadline = time.monotonic() + max(0.0, remaining)
+        self.received = self.run.offset  # bytes read from the output file
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        # Once it may have started, a lost connection is ridden out instead of failing.
+        self.may_have_started = self.run.started or self.run.adopted
+        self.retry_delay = RECONNECT_FIRST_SECONDS
+        self.last_error: ConnectorError | None = None
+        self.where = f"{target.host}:{target.port}"
+
+    def execute(self) -> RunResult:
+        try:
+            if self.run.exit_code is not None:
+                # The end was recorded by a worker that stopped before the clean-up.
+                self._clean_up()
+                return RunResult(exit_code=self.run.exit_code)
+            if not self.may_have_started:
+                self.client = self._connect()  # a failure here is retried like any connection
+            if self.reporter.stop.is_set():
+                self._stopped()  # never start what is being stopped (a cancel, an ended coordination)
+            if not self.run.started:
+                self._start()
+            return self._ended(self._follow())
+        finally:
+            if self.client is not None:
+                self.client.close()
+
+    # --- the run's life --------------------------------------------------------------
+
+    def _start(self) -> None:
+        start = self._call(
+            lambda client: ssh_runs.run_start(client, self.run.run_id, self.command, self.env, self.directory)
+        )
+        self.may_have_started = True
+        if start.started:
+            detail = f"running {self.target.init_script_path} on {self.where} (detached, run {self.run.run_id})"
+            self._clean_stale()
+        else:
+            detail = (
+                f"{self.target.init_script_path} on {self.where} was already started (run {self.run.run_id}, "
+                f"{start.state.status.label}): following it, not starting it again"
+            )
+        self.reporter.script_started(detail)
+
+    def _follow(self) -> RunState:
+        """Follow the output until the run ended or vanished; stop or let go as asked."""
+        starting_since: float | None = None
+        while True:
+            if self.reporter.stop.is_set():
+                self._stopped()
+            if time.monotonic() >= self.deadline:
+                self._timed_out()
+            seconds = max(1, min(FOLLOW_SECONDS, math.ceil(self.deadline - time.monotonic())))
+            try:
+                state = self._call(functools.partial(self._follow_once, seconds=seconds))
+            except ConnectorError as exc:
+                if exc.reason == "cancelled":
+                    continue  # `stop` was set: handled at the top
+                raise
+            if state.status == RunStatus.ENDED and self.received >= state.output_bytes:
+                return state
+            if state.status in (RunStatus.VANISHED, RunStatus.NOT_STARTED):
+                return state  # NOT_STARTED: its directory is gone, and not by us
+            if state.status == RunStatus.STARTING:
+                starting_since = starting_since or time.monotonic()
+                if time.monotonic() - starting_since > STARTING_LIMIT_SECONDS:
+                    return RunState(status=RunStatus.VANISHED)
+                self.reporter.stop.wait(0.2)
+
+    def _follow_once(self, client: paramiko.SSHClient, *, seconds: int) -> RunState:
+        return ssh_runs.run_follow(
+            client,
+            self.run.run_id,
+            self.received,
+            self._on_bytes,
+            self.directory,
+            max_seconds=seconds,
+            stop=self.reporter.stop,
+        )
+
+    def _ended(self, state: RunState) -> RunResult:
+        self._flush_text()
+        if state.status != RunStatus.ENDED or state.exit_code is None:
+            what = "its run directory is gone" if state.status == RunStatus.NOT_STARTED else "it left no exit code"
+            raise ConnectorError(
+                f"the script's supervisor on {self.where} is gone and {what} (the machine restarted, or the run "
+                "was killed or removed there); its output up to then is kept",
+                reason="vanished",
+                permanent=True,
+                data={"run_id": self.run.run_id, "remote_state": state.status.value},
+            )
+        if self.reporter.script_ended(state.exit_code):
+            self._clean_up()
+        return RunResult(exit_code=state.exit_code)
+
+    def _stopped(self) -> None:
+        if self.reporter.hand_over.is_set():
+            raise ConnectorError(
+                f"let go: the worker is shutting down; the script keeps running on {self.where} and the next "
+                "worker re-attaches to it",
+                reason="handed_over",
+                permanent=True,
+                data={"run_id": self.run.run_id, "offset": self.received},
+            )
+        facts = self._stop_remote()
+        raise ConnectorError("stopped: the coordination was cancelled", reason="cancelled", permanent=True, data=facts)
+
+    def _timed_out(self) -> None:
+        facts = self._stop_remote()
+        raise ConnectorError(
+            f"still running after the environment's timeout of {self.target.timeout} s; stopped",
+            reason="timeout",
+            permanent=True,
+            data=facts,
+        )
+
+    def _stop_remote(self) -> dict:
+        """TERM the run's process group, KILL it after the grace period and check it is
+        gone; keep the output it wrote up to then. One try: a machine that cannot be
+        reached keeps the script running, and the record says so."""
+        facts: dict = {"run_id": self.run.run_id}
+        try:
+            stopped = self._call(
+                lambda client: ssh_runs.run_stop(client, self.run.run_id, STOP_GRACE_SECONDS, self.directory),
+                once=True,
+            )
+            facts.update(signal=stopped.signal, processes_left=stopped.processes_left)
+            state = self._drain()
+        except ConnectorError as exc:
+            facts["stop_failed"] = f"{exc.message}; the script may still be running on {self.where}"
+            return facts
+        # Recorded, then removed; killed runs leave no exit code, and still end here.
+        if self.reporter.script_ended(state.exit_code):
+            self._clean_up()
+        return facts
+
+    def _drain(self) -> RunState:
+        """Read the output to its end (after a stop nothing more is written)."""
+        while True:
+            state, data = self._call(
+                lambda client: ssh_runs.run_output(
+                    client, self.run.run_id, self.received, run_directory=self.directory
+                ),
+                once=True,
+            )
+            if data:
+                self._on_bytes(data)
+            if not data or self.received >= state.output_bytes:
+                self._flush_text()
+                return state
+
+    def _clean_up(self) -> None:
+        """Best effort: a directory left behind is removed as stale by a later run."""
+        with contextlib.suppress(ConnectorError):
+            self._call(
+                lambda client: ssh_runs.run_cleanup(client, self.run.run_id, self.directory, timeout=10), once=True
+            )
+
+    def _clean_stale(self) -> None:
+        with contextlib.suppress(ConnectorError):
+            ssh_runs.run_clean_stale(self._client(), self.stale_days, self.directory, timeout=10)
+
+    # --- output ----------------------------------------------------------------------
+
+    def _on_bytes(self, data: bytes) -> None:
+        """Hand on what decodes; a character cut in two waits for its other half, so the
+        recorded offset always falls between characters."""
+        self.received += len(data)
+        text = self.decoder.decode(data)
+        if text:
+            self.reporter.output(text, end_offset=self.received - len(self.decoder.getstate()[0]))
+
+    def _flush_text(self) -> None:
+        text = self.decoder.decode(b"", final=True)
+        if text:
+            self.reporter.output(text, end_offset=self.received)
+
+    # --- the connection --------------------------------------------------------------
+
+    def _client(self) -> paramiko.SSHClient:
+        if self.client is None:
+            self.client = self._connect()
+        return self.client
+
+    def _call(self, call: Callable[[paramiko.SSHClient], Answer], *, once: bool = False) -> Answer:
+        """One supervisor call. Once the script may have started, a dropped connection is
+        opened again (with backoff) and the call repeated: every call is safe to repeat (a
+        second start finds the run directory and starts nothing)."""
+        while True:
+            try:
+                answer = call(self._client())
+            except ConnectorError as exc:
+                if exc.permanent or once or not self.may_have_started:
+                    raise
+                self._lost(exc)
+                if self.reporter.stop.is_set():
+                    self._stopped()
+                continue
+            self.retry_delay, self.last_error = RECONNECT_FIRST_SECONDS, None
+            return answer
+
+    def _lost(self, error: ConnectorError) -> None:
+        """The connection dropped: wait, doubling up to a cap, then let the next call
+        connect again. Past the environment's timeout the run is `interrupted`: the
+        machine could not be reached again, its outcome is unknown."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        self.last_error = error
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self._unreachable()
+        self.reporter.stop.wait(min(self.retry_delay, left))
+        self.retry_delay = min(self.retry_delay * 2, RECONNECT_MAX_SECONDS)
+
+    def _unreachable(self) -> ConnectorError:
+        self._flush_text()
+        started = self.run.started or self.received > 0
+        known = "had started" if started else "may have started"
+        detail = self.last_error.message if self.last_error else "no answer"
+        return ConnectorError(
+            f"{self.where} could not be reached again before the environment's timeout ({detail}); the script "
+            f"{known}, and its output up to byte {self.received} is recorded; its outcome is unknown",
+            reason="unreachable",
+            permanent=True,
+            data={"run_id": self.run.run_id, "offset": self.received, "started": started},
+        )
