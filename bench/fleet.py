@@ -41,8 +41,9 @@ class Fleet:
 
     @property
     def stamps(self) -> Path:
-        """Where the sleep script appends `s TIME` when it starts and `e TIME` when it
-        ends, one file per run ($COORDINATION_ID; the raw baseline sets its own)."""
+        """Where the sleep script appends `s TIME ENVIRONMENT_ID` when it starts and
+        `e TIME ENVIRONMENT_ID` when it ends, one file per run ($COORDINATION_ID; the raw
+        baseline sets its own)."""
         return self.sshd.scripts / "stamps"
 
 
@@ -58,8 +59,8 @@ class ScriptTimes:
 
 def script_times(fleet: Fleet, run: str) -> ScriptTimes:
     lines = (fleet.stamps / run).read_text().split("\n")
-    starts = [float(line[2:]) for line in lines if line.startswith("s ")]
-    ends = [float(line[2:]) for line in lines if line.startswith("e ")]
+    starts = [float(line.split()[1]) for line in lines if line.startswith("s ")]
+    ends = [float(line.split()[1]) for line in lines if line.startswith("e ")]
     if not starts or not ends:
         raise RuntimeError(f"run {run}: no script wrote its times ({len(starts)} starts, {len(ends)} ends)")
     return ScriptTimes(len(starts), len(ends), min(starts), max(ends))
@@ -70,7 +71,8 @@ def make_fleet(sshd: SSHServer, *, sleep_seconds: float) -> Fleet:
     stamp = f'"{fleet.stamps}/$COORDINATION_ID"'
     sshd.script(
         SLEEP_SCRIPT,
-        f'echo "s $(date +%s.%N)" >> {stamp}\nsleep {sleep_seconds:g}\necho "e $(date +%s.%N)" >> {stamp}\n',
+        f'echo "s $(date +%s.%N) $ENVIRONMENT_ID" >> {stamp}\nsleep {sleep_seconds:g}\n'
+        f'echo "e $(date +%s.%N) $ENVIRONMENT_ID" >> {stamp}\n',
     )
     for folder in (fleet.marks, fleet.stamps):
         folder.mkdir(mode=0o777, exist_ok=True)

@@ -44,7 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="Rounds of N at once per database; the best counts (3).")
     parser.add_argument("--large", type=int, default=1000, help="Environments in the windowed fan-out (1,000).")
     parser.add_argument("--window", type=int, default=200, help="Its window: parallel_limit, and raw's (200).")
-    parser.add_argument("--large-rounds", type=int, default=2, help="Rounds of the windowed fan-out (2; 0: none).")
+    parser.add_argument("--large-rounds", type=int, default=1, help="Rounds of the windowed fan-out (1; 0: none).")
     parser.add_argument("--sleep", type=float, default=2.0, help="Seconds the init script sleeps (2).")
     parser.add_argument("--latency-samples", type=int, default=20, help="Triggers timed (20).")
     parser.add_argument("--api-samples", type=int, default=100, help="Requests timed per endpoint and size (100).")
