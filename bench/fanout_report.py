@@ -55,7 +55,7 @@ class FanoutReport:
             Row(
                 f"1. fixed cost around the SSH part, {name}, {fanout.label}{mode} (start → first handshake + last "
                 "script end → exit)",
-                f"{best.before:.2f} + {best.after:.2f} = {best.fixed:.2f} s{others} (raw paramiko's: {raw.fixed:.2f} s)",
+                f"{best.before:.2f} + {best.after:.2f} = {best.fixed:.2f} s{others} (raw's: {raw.fixed:.2f} s)",
                 f"≤ {FIXED_TARGET} s",
                 met,
             )
