@@ -376,6 +376,12 @@ if Q_RETRY <= Q_TIMEOUT:
 # poll per qcluster (~20 a second at 50 ms, a fraction of a percent of a core); Redis
 # hands a task over at once (BLPOP) and ignores it.
 Q_POLL_MILLISECONDS = env_int("Q_POLL_MILLISECONDS", 50, minimum=10, maximum=10_000)
+# A worker whose resident memory reached this many MB during a task is replaced by a fresh
+# one once the task is done. A fan-out of hundreds of SSH sessions leaves 40-60 MB in the
+# worker's C heap (paramiko's and OpenSSL's, freed but not given back to the system) for as
+# long as the process lives; an idle worker is about 75 MB. 0: never (django-q2 still
+# replaces a worker after 500 tasks).
+Q_MAX_RSS_MB = env_int("Q_MAX_RSS_MB", 100, minimum=0, maximum=1_000_000)
 
 Q_CLUSTER = {
     "name": "powerautomation",
@@ -388,6 +394,9 @@ Q_CLUSTER = {
     "ack_failures": True,
     "save_limit": 1000,
     "poll": Q_POLL_MILLISECONDS / 1000,
+    # KiB, as getrusage's ru_maxrss on Linux (macOS counts bytes: there a worker is replaced
+    # after every task, which costs a fork).
+    "max_rss": Q_MAX_RSS_MB * 1000 * 1000 // 1024 or None,
     "catch_up": False,
     "label": "Task queue",
 }
