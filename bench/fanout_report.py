@@ -85,8 +85,8 @@ class FanoutReport:
             fixed = product.fixed - raw.fixed
             refill = (
                 f" A slot of the window stayed empty {product.refill:.2f} s on average between a target's end and the "
-                "next claim (raw's pool starts the next session at once): the coordinator's one thread applies every "
-                "report and claims every target, competing for the GIL with the sessions' threads."
+                "next claim (raw's pool starts the next session at once): the next claim waits for the coordinator's "
+                "main thread, which applies every report and makes every claim in turn."
                 if product.refill is not None
                 else ""
             )
