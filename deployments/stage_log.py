@@ -116,5 +116,3 @@ def format_total(coordination: Coordination) -> str:
     if not coordination.finished_at:
         return "⏱️  not finished"
     return f"⏱️  total {(coordination.finished_at - coordination.created_at).total_seconds():.2f} s"
-
-

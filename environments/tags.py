@@ -27,7 +27,7 @@ def tags_problem(value: object) -> str | None:
     """What is wrong with `value` as an environment's tags, or None: a list of at most
     MAX_TAGS distinct labels of the TAG shape. Order is the operator's and is kept."""
     if not isinstance(value, list):
-        return "must be a list of tags, e.g. [\"mac\", \"team-a\"]"
+        return 'must be a list of tags, e.g. ["mac", "team-a"]'
     not_strings = [item for item in value if not isinstance(item, str)]
     if not_strings:
         return f"every tag must be a string (got {shown(not_strings[0])})"

@@ -266,6 +266,7 @@ class TargetSerializer(serializers.ModelSerializer):
             "output_tail",
             "output_bytes",
             "output_url",
+            "remote_run_id",
         )
         read_only_fields = fields
 

@@ -85,3 +85,12 @@ def target_let_go(target: CoordinationTarget, *, lease: RunLease, why: str, fiel
         target=target,
         data={"run_id": target.remote_run_id, "offset": target.remote_offset},
     )
+
+
+def detached_let_go(reporters: dict, targets: dict[int, CoordinationTarget]) -> None:
+    """The worker shuts down: its detached runs are let go at once (they keep running on
+    their machines), not stopped after the grace period like attached sessions."""
+    for target_pk, reporter in reporters.items():
+        if targets[target_pk].remote_run_id and not reporter.hand_over.is_set():
+            reporter.hand_over.set()
+            reporter.stop.set()

@@ -74,5 +74,5 @@ class OutputBook:
     def flush(self, targets: dict[int, CoordinationTarget]) -> None:
         with transaction.atomic():
             for target_pk in list(self.pending):
-                target = targets[target_pk]
-                CoordinationTarget.objects.filter(pk=target_pk).update(**self.fields_for(target))
+                if fields := self.fields_for(targets[target_pk]):
+                    CoordinationTarget.objects.filter(pk=target_pk).update(**fields)

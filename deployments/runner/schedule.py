@@ -19,12 +19,19 @@ from django.db import IntegrityError, transaction
 
 from deployments.agent_runs import agent_run_offer, agent_runs_followed
 from deployments.leases import Heartbeat, lease_renew
-from deployments.models import Coordination, CoordinationStatus as C, CoordinationTarget, Stage, TargetStatus as T
+from deployments.models import (
+    Coordination,
+    CoordinationStatus as C,
+    CoordinationTarget,
+    RunLease,
+    Stage,
+    TargetStatus as T,
+)
 from deployments.runner import reports
 from deployments.runner.budget import FailureBudget
 from deployments.runner.callbacks import CALLBACK_METHODS, Callbacks
 from deployments.runner.delivery import HANDED_OVER, TargetReporter, deliver_and_report
-from deployments.runner.detached import remote_run_for, run_id_for, runs_detached, targets_adopt
+from deployments.runner.detached import detached_let_go, remote_run_for, run_id_for, runs_detached, targets_adopt
 from deployments.runner.output import OutputBook
 from deployments.runner.stopping import STOP_CHECK_SECONDS, StopKind, Stopping
 from deployments.selectors import targets_waiting
@@ -146,7 +153,7 @@ class Delivery:
                 pending, self.waiting = [], []
             if stopping.shutting_down:
                 pending, self.waiting = [], []  # left pending for the worker that takes over
-                self._let_go_detached()
+                detached_let_go(self.reporters, self.targets)
             self._apply_reports()
             now = time.monotonic()
             if now - last_stop_check >= STOP_CHECK_SECONDS:
@@ -194,35 +201,9 @@ class Delivery:
         return claimed
 
     def _claim_one(self, target: CoordinationTarget) -> bool:
+        claimed = claim_one(target, coordination=self.coordination, lease=self.heartbeat.lease, defaults=self.defaults)
         environment = target.remote_environment
-        if environment is None:
-            transition(
-                target,
-                T.FAILED,
-                stage=Stage.TRIGGER,
-                message="the environment was deleted before it was triggered",
-                fields={"reason": "environment_deleted", "error": "environment deleted"},
-            )
-            return False
-        lease = self.heartbeat.lease
-        if environment.connection_method == ConnectionMethod.POLLING:
-            return agent_run_offer(target, environment)  # its transition is a savepoint
-        run_id = run_id_for(self.coordination, target) if runs_detached(environment, self.defaults) else ""
-        with transaction.atomic():  # a savepoint: a refused claim leaves the batch usable
-            claimed = transition(
-                target,
-                T.TRIGGERING,
-                stage=Stage.TRIGGER,
-                message=f"connecting over {environment.connection_method} to {where(environment)}",
-                data={
-                    "attempt": 1,
-                    "worker": lease.owner,
-                    "wave": target.wave,
-                    **({"run_id": run_id} if run_id else {}),
-                },
-                fields={"attempts": 1, "lease": lease, "waiting_for": "", "remote_run_id": run_id},
-            )
-        if claimed and environment.connection_method in CALLBACK_METHODS:
+        if claimed and environment is not None and environment.connection_method in CALLBACK_METHODS:
             self.callbacks.issue(target, timeout=environment.timeout)
         return claimed
 
@@ -266,41 +247,13 @@ class Delivery:
         reporter = TargetReporter(target.pk, self.inbox, self.stopping.target_event())
         reporter.started = target.status == T.RUNNING
         self.reporters[target.pk] = reporter
-        defaults = self.defaults
-        environment = target.remote_environment
-        assert environment is not None, "claimed targets have an environment"
-        spec = Target.of(
-            environment, detach=defaults.detach_for(environment.detach), run_directory=defaults.run_directory
-        )
-        # The environment's timeout counts from the claim, also for a run re-attached to.
-        claimed_at = target.started_at.timestamp() if target.started_at else time.time()
-        context = dataclasses.replace(
-            self.context,
-            callback_url=self.callbacks.url_for(target.pk),
-            deadline=claimed_at + spec.timeout,
-            remote_run=remote_run_for(target, adopted=adopted),
-        )
+        spec, context = delivery_context(target, self.context, self.defaults, adopted=adopted)
+        context = dataclasses.replace(context, callback_url=self.callbacks.url_for(target.pk))
         return (spec, context, self.defaults, reporter)
 
-    def _let_go_detached(self) -> None:
-        """Shutting down: detached runs are let go at once (they keep running on their
-        machines), not stopped after the grace period."""
-        for target_pk, reporter in self.reporters.items():
-            if self.targets[target_pk].remote_run_id and not reporter.hand_over.is_set():
-                reporter.hand_over.set()
-                reporter.stop.set()
-
     def _advance_to_deploying(self) -> None:
-        """local_triggering → local_deploying once every target of the first wave started
-        (or ended): the rollout is under way."""
-        if not self.lead or self.coordination.status != C.LOCAL_TRIGGERING:
-            return
-        if self.coordination.targets.filter(status__in=[T.PENDING, T.TRIGGERING], wave__lte=self.wave).exists():
-            return
-        if not transition(
-            self.coordination, C.LOCAL_DEPLOYING, stage=Stage.RUN, message="every environment has started"
-        ):
-            self.coordination.refresh_from_db(fields=["status"])  # cancelled meanwhile
+        if self.lead and self.coordination.status == C.LOCAL_TRIGGERING:
+            advance_to_deploying(self.coordination, wave=self.wave)
 
     def _apply_reports(self) -> None:
         try:
@@ -345,3 +298,56 @@ class Delivery:
             self.in_flight.discard(target.pk)
             self.callbacks.awaiting.discard(target.pk)
             self.reporters.pop(target.pk, None)
+
+
+def delivery_context(
+    target: CoordinationTarget, context: DeploymentContext, defaults: DeploymentDefaults, *, adopted: bool
+) -> tuple[Target, DeploymentContext]:
+    """What one delivery thread gets: the target as its environment and the coordination's
+    settings describe it, and the context with its deadline (the environment's timeout
+    counted from the claim, also for a run re-attached to) and its detached run."""
+    environment = target.remote_environment
+    assert environment is not None, "claimed targets have an environment"
+    spec = Target.of(environment, detach=defaults.detach_for(environment.detach), run_directory=defaults.run_directory)
+    claimed_at = target.started_at.timestamp() if target.started_at else time.time()
+    return spec, dataclasses.replace(
+        context, deadline=claimed_at + spec.timeout, remote_run=remote_run_for(target, adopted=adopted)
+    )
+
+
+def advance_to_deploying(coordination: Coordination, *, wave: int) -> None:
+    """local_triggering → local_deploying once every target of the first wave started
+    (or ended): the rollout is under way."""
+    if coordination.targets.filter(status__in=[T.PENDING, T.TRIGGERING], wave__lte=wave).exists():
+        return
+    if not transition(coordination, C.LOCAL_DEPLOYING, stage=Stage.RUN, message="every environment has started"):
+        coordination.refresh_from_db(fields=["status"])  # cancelled meanwhile
+
+
+def claim_one(
+    target: CoordinationTarget, *, coordination: Coordination, lease: RunLease, defaults: DeploymentDefaults
+) -> bool:
+    """pending → triggering under `lease` (a polling agent's run is offered instead); a
+    detached SSH run gets its run id here, before anything reaches the machine."""
+    environment = target.remote_environment
+    if environment is None:
+        transition(
+            target,
+            T.FAILED,
+            stage=Stage.TRIGGER,
+            message="the environment was deleted before it was triggered",
+            fields={"reason": "environment_deleted", "error": "environment deleted"},
+        )
+        return False
+    if environment.connection_method == ConnectionMethod.POLLING:
+        return agent_run_offer(target, environment)  # its transition is a savepoint
+    run_id = run_id_for(coordination, target) if runs_detached(environment, defaults) else ""
+    with transaction.atomic():  # a savepoint: a refused claim leaves the batch usable
+        return transition(
+            target,
+            T.TRIGGERING,
+            stage=Stage.TRIGGER,
+            message=f"connecting over {environment.connection_method} to {where(environment)}",
+            data={"attempt": 1, "worker": lease.owner, "wave": target.wave, **({"run_id": run_id} if run_id else {})},
+            fields={"attempts": 1, "lease": lease, "waiting_for": "", "remote_run_id": run_id},
+        )

@@ -67,8 +67,7 @@ class DetachedRun:
         # The environment's timeout, counted from the claim (also across workers).
         remaining = context.deadline - time.time() if context.deadline else target.timeout
         self.deadline = time.monotonic() + max(0.0, remaining)
-        self.received = self.run.offset  # bytes read from the output file
-        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.output = OutputReader(reporter, self.run.offset)
         # Once it may have started, a lost connection is ridden out instead of failing.
         self.may_have_started = self.run.started or self.run.adopted
         self.retry_delay = RECONNECT_FIRST_SECONDS
@@ -96,12 +95,13 @@ class DetachedRun:
 
     def _start(self) -> None:
         start = self._call(
-            lambda client: ssh_runs.run_start(client, self.run.run_id, self.command, self.env, self.directory)
+            lambda client: ssh_runs.run_start(
+                client, self.run.run_id, self.command, self.env, self.directory, stale_days=self.stale_days
+            )
         )
         self.may_have_started = True
         if start.started:
             detail = f"running {self.target.init_script_path} on {self.where} (detached, run {self.run.run_id})"
-            self._clean_stale()
         else:
             detail = (
                 f"{self.target.init_script_path} on {self.where} was already started (run {self.run.run_id}, "
@@ -118,13 +118,17 @@ class DetachedRun:
             if time.monotonic() >= self.deadline:
                 self._timed_out()
             seconds = max(1, min(FOLLOW_SECONDS, math.ceil(self.deadline - time.monotonic())))
+            before = self.output.received
             try:
                 state = self._call(functools.partial(self._follow_once, seconds=seconds))
             except ConnectorError as exc:
                 if exc.reason == "cancelled":
                     continue  # `stop` was set: handled at the top
                 raise
-            if state.status == RunStatus.ENDED and self.received >= state.output_bytes:
+            # Ended, with every byte read (a machine that claims more than it sends ends too).
+            if state.status == RunStatus.ENDED and (
+                self.output.received >= state.output_bytes or self.output.received == before
+            ):
                 return state
             if state.status in (RunStatus.VANISHED, RunStatus.NOT_STARTED):
                 return state  # NOT_STARTED: its directory is gone, and not by us
@@ -138,15 +142,15 @@ class DetachedRun:
         return ssh_runs.run_follow(
             client,
             self.run.run_id,
-            self.received,
-            self._on_bytes,
+            self.output.received,
+            self.output.feed,
             self.directory,
             max_seconds=seconds,
             stop=self.reporter.stop,
         )
 
     def _ended(self, state: RunState) -> RunResult:
-        self._flush_text()
+        self.output.flush()
         if state.status != RunStatus.ENDED or state.exit_code is None:
             what = "its run directory is gone" if state.status == RunStatus.NOT_STARTED else "it left no exit code"
             raise ConnectorError(
@@ -167,7 +171,7 @@ class DetachedRun:
                 "worker re-attaches to it",
                 reason="handed_over",
                 permanent=True,
-                data={"run_id": self.run.run_id, "offset": self.received},
+                data={"run_id": self.run.run_id, "offset": self.output.received},
             )
         facts = self._stop_remote()
         raise ConnectorError("stopped: the coordination was cancelled", reason="cancelled", permanent=True, data=facts)
@@ -206,14 +210,14 @@ class DetachedRun:
         while True:
             state, data = self._call(
                 lambda client: ssh_runs.run_output(
-                    client, self.run.run_id, self.received, run_directory=self.directory
+                    client, self.run.run_id, self.output.received, run_directory=self.directory
                 ),
                 once=True,
             )
             if data:
-                self._on_bytes(data)
-            if not data or self.received >= state.output_bytes:
-                self._flush_text()
+                self.output.feed(data)
+            if not data or self.output.received >= state.output_bytes:
+                self.output.flush()
                 return state
 
     def _clean_up(self) -> None:
@@ -222,25 +226,6 @@ class DetachedRun:
             self._call(
                 lambda client: ssh_runs.run_cleanup(client, self.run.run_id, self.directory, timeout=10), once=True
             )
-
-    def _clean_stale(self) -> None:
-        with contextlib.suppress(ConnectorError):
-            ssh_runs.run_clean_stale(self._client(), self.stale_days, self.directory, timeout=10)
-
-    # --- output ----------------------------------------------------------------------
-
-    def _on_bytes(self, data: bytes) -> None:
-        """Hand on what decodes; a character cut in two waits for its other half, so the
-        recorded offset always falls between characters."""
-        self.received += len(data)
-        text = self.decoder.decode(data)
-        if text:
-            self.reporter.output(text, end_offset=self.received - len(self.decoder.getstate()[0]))
-
-    def _flush_text(self) -> None:
-        text = self.decoder.decode(b"", final=True)
-        if text:
-            self.reporter.output(text, end_offset=self.received)
 
     # --- the connection --------------------------------------------------------------
 
@@ -281,14 +266,35 @@ class DetachedRun:
         self.retry_delay = min(self.retry_delay * 2, RECONNECT_MAX_SECONDS)
 
     def _unreachable(self) -> ConnectorError:
-        self._flush_text()
-        started = self.run.started or self.received > 0
+        self.output.flush()
+        started = self.run.started or self.output.received > 0
         known = "had started" if started else "may have started"
         detail = self.last_error.message if self.last_error else "no answer"
         return ConnectorError(
             f"{self.where} could not be reached again before the environment's timeout ({detail}); the script "
-            f"{known}, and its output up to byte {self.received} is recorded; its outcome is unknown",
+            f"{known}, and its output up to byte {self.output.received} is recorded; its outcome is unknown",
             reason="unreachable",
             permanent=True,
-            data={"run_id": self.run.run_id, "offset": self.received, "started": started},
+            data={"run_id": self.run.run_id, "offset": self.output.received, "started": started},
         )
+
+
+class OutputReader:
+    """Bytes of a run's output file to text for the reporter. A character cut in two waits
+    for its other half, so the offset reported with each piece falls between characters."""
+
+    def __init__(self, reporter: Reporter, offset: int):
+        self.reporter = reporter
+        self.received = offset  # bytes read from the output file
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def feed(self, data: bytes) -> None:
+        self.received += len(data)
+        text = self.decoder.decode(data)
+        if text:
+            self.reporter.output(text, end_offset=self.received - len(self.decoder.getstate()[0]))
+
+    def flush(self) -> None:
+        text = self.decoder.decode(b"", final=True)
+        if text:
+            self.reporter.output(text, end_offset=self.received)

@@ -221,15 +221,30 @@ def _call(
     return bytes(stdout)
 
 
-def _optional_int(word: str) -> int | None:
-    return None if word == "-" else int(word)
+def _optional_int(word: str, high: int) -> int | None:
+    """A number the machine answered, or None ("-"): a value out of range (a machine that
+    answers what it likes) is refused, never stored."""
+    if word == "-":
+        return None
+    if not word.isdigit() or len(word) > 20 or int(word) > high:
+        raise ValueError(word)
+    return int(word)
+
+
+# What a state line's numbers may be: an exit status (POSIX shells give 0-255; ksh93 gives
+# 256 + a signal's number), process ids, a byte count.
+STATE_LIMITS = (1023, 2**31 - 1, 2**31 - 1, 2**62)
 
 
 def parse_state(line: bytes) -> RunState:
     words = line.decode("ascii", errors="replace").split()
     try:
         status = RunStatus(words[0])
-        exit_code, pid, pgid, size = (_optional_int(word) for word in words[1:5])
+        if len(words) != 5:
+            raise ValueError(line)
+        exit_code, pid, pgid, size = (
+            _optional_int(word, high) for word, high in zip(words[1:], STATE_LIMITS, strict=True)
+        )
     except (IndexError, ValueError):
         raise ConnectorError(
             f"the run supervisor's answer is not a state: {line[:STATE_LINE_BYTES]!r}",
@@ -260,15 +275,19 @@ def run_start(
     env: dict[str, str] | None = None,
     run_directory: str = DEFAULT_RUN_DIRECTORY,
     *,
+    stale_days: int | None = None,
     timeout: float = CALL_TIMEOUT_SECONDS,
 ) -> RunStart:
     """Start `command` (a shell command line, run by `sh -c` in the login directory) under
     the supervisor, detached from this session. When the run's directory already exists
-    nothing is started: `started` is False and `state` says what that run is doing."""
+    nothing is started: `started` is False and `state` says what that run is doing. With
+    `stale_days`, run directories untouched for longer are removed in the background (as
+    run_clean_stale does), without another round trip."""
     script = script_command(command, env or {})
+    stale = [] if stale_days is None else [str(_check_int("stale_days", stale_days, 0, MAX_STALE_DAYS))]
     answer = _call(
         client,
-        remote_command("start", run_directory, run_id, PROGRAM, script),
+        remote_command("start", run_directory, run_id, PROGRAM, script, *stale),
         max_bytes=2 * STATE_LINE_BYTES,
         timeout=timeout,
     )

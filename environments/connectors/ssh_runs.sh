@@ -36,10 +36,15 @@ group_left() {
     fi
 }
 
-# A live process: kill -0 also answers for a zombie not reaped yet, ps tells them apart.
-# `ps -A -o` (not -p, which busybox lacks) is what every ps understands.
+# A live process: kill -0 also answers for a zombie not reaped yet. /proc (Linux) tells them
+# apart without starting a process; elsewhere ps does (`ps -A -o`, not -p, which busybox lacks).
 alive() {
     kill -0 "$1" 2>/dev/null || return 1
+    if [ -r "/proc/$1/stat" ]; then
+        read -r _ _ state _ 2>/dev/null <"/proc/$1/stat" || return 1
+        [ "$state" != Z ]
+        return
+    fi
     case $(ps -A -o pid= -o stat= 2>/dev/null | awk -v p="$1" '$1 == p { print $2 }') in Z*) return 1 ;; esac
 }
 
@@ -75,6 +80,7 @@ start() {
         echo "error - - - 0"; exit 3
     fi
     : >"$dir/output"
+    own=1
     if command -v setsid >/dev/null 2>&1; then
         echo setsid >"$dir/detached_by"
         setsid sh -c "$1" pa-run supervise "$base" "$id" "$2" 1 </dev/null >/dev/null 2>&1 &
@@ -85,11 +91,20 @@ start() {
     else
         echo session >"$dir/detached_by"
         sh -c "$1" pa-run supervise "$base" "$id" "$2" 0 </dev/null >/dev/null 2>&1 &
+        own=0
+    fi
+    if [ $own = 1 ]; then
+        # setsid(1) and perl's setsid() keep their pid (a background job leads no group, so
+        # setsid(1) does not fork) and make it the group's: known now, no need to wait.
+        printf '%s %s\n' $! $! >"$dir/pid.start" && mv -f "$dir/pid.start" "$dir/pid"
     fi
     i=0
     while [ ! -f "$dir/pid" ] && [ $i -lt 250 ]; do nap 0.02; i=$((i + 1)); done
     echo started
     header
+    # Old run directories go in the background: the answer does not wait for them.
+    [ -n "$3" ] && (clean_stale "$3" </dev/null >/dev/null 2>&1 &)
+    return 0
 }
 
 # The detached supervisor: records its pid, runs the command, records the exit code. It
@@ -103,8 +118,16 @@ supervise() {
         [ -n "$pgid" ] || pgid=-
     fi
     printf '%s %s\n' $$ "$pgid" >"$dir/pid.tmp" && mv -f "$dir/pid.tmp" "$dir/pid"
-    sh -c "$1" </dev/null >>"$dir/output" 2>&1
-    code=$?
+    # The script is this shell's child, so its end is reaped at once: a follower waits for
+    # its pid (the supervisor itself, an orphan, may stay a zombie until init reaps it).
+    sh -c "$1" </dev/null >>"$dir/output" 2>&1 &
+    child=$!
+    printf '%s\n' $child >"$dir/child"
+    while :; do
+        wait $child
+        code=$?
+        alive $child || break # else a trapped TERM interrupted the wait
+    done
     printf '%s\n' $code >"$dir/exit_code.tmp" && mv -f "$dir/exit_code.tmp" "$dir/exit_code"
 }
 
@@ -141,12 +164,22 @@ output() {
 # matters when one machine follows hundreds of runs. Elsewhere the first line is "frames":
 # a look every 0.1 s, frames "data N" + N bytes, then the state line.
 follow() {
-    if [ -f "$dir/pid" ] && [ ! -f "$dir/exit_code" ] && command -v timeout >/dev/null 2>&1 &&
-        tail --version 2>/dev/null | grep -q GNU; then
-        read -r pid pgid <"$dir/pid"
+    if [ -f "$dir/child" ] && [ ! -f "$dir/exit_code" ] && command -v timeout >/dev/null 2>&1; then
+        case $(tail --version 2>/dev/null) in *GNU*) gnu=1 ;; *) gnu=0 ;; esac
+    else
+        gnu=0
+    fi
+    if [ $gnu = 1 ]; then
+        read -r child <"$dir/child"
         echo stream
         # No `head -c LIMIT`: it holds its output in stdio's buffer. The caller ends the call.
-        timeout "$2" tail -s 0.1 --pid="$pid" -c +$(($1 + 1)) -f "$dir/output"
+        timeout "$2" tail -s 0.1 --pid="$child" -c +$(($1 + 1)) -f "$dir/output"
+        # The script ended: its supervisor writes the exit code a moment later.
+        i=0
+        while [ ! -f "$dir/exit_code" ] && ! kill -0 "$child" 2>/dev/null && [ $i -lt 50 ]; do
+            nap 0.01
+            i=$((i + 1))
+        done
         header >&2
         return 0
     fi

@@ -227,9 +227,11 @@ def test_cancel_while_awaiting_approval_cancels_the_rest(remote, make_ssh_enviro
 def test_kill_9_mid_wave_never_runs_the_next_wave_early_nor_a_script_twice(
     remote, make_ssh_environment, start_qcluster
 ):
+    """The second wave's scripts run detached: they go on while no worker lives, the new
+    worker re-attaches and they end as they did; the third wave opens only after that."""
     rollout_defaults(batch_size=2)
     for n in range(6):
-        make_ssh_environment(f"env_{n}", script(remote, f"env_{n}.sh", 0.1 if n in (0, 1, 4, 5) else 20))
+        make_ssh_environment(f"env_{n}", script(remote, f"env_{n}.sh", 0.1 if n in (0, 1, 4, 5) else 8))
     coordination = coordination_start(triggered_by=TriggerSource.COMMAND)
     first = start_qcluster(**FAST_RECOVERY)
 
@@ -247,17 +249,10 @@ def test_kill_9_mid_wave_never_runs_the_next_wave_early_nor_a_script_twice(
     coordination = ended(coordination)
 
     final = statuses(coordination)
-    assert final == {
-        "env_0": T.SUCCEEDED,
-        "env_1": T.SUCCEEDED,
-        "env_2": T.INTERRUPTED,
-        "env_3": T.INTERRUPTED,
-        "env_4": T.SUCCEEDED,
-        "env_5": T.SUCCEEDED,
-    }
+    assert final == {f"env_{n}": T.SUCCEEDED for n in range(6)}
     log = remote_log(remote)
     assert sorted(env for kind, env, _, _ in log if kind == "start") == [f"env_{n}" for n in range(6)]
-    # Wave 3 opened only once wave 2 had ended (interrupted by the reaper).
+    # Wave 3 opened only once wave 2 had ended (its scripts' ends seen by the new worker).
     wave_2_ended = max(coordination.targets.filter(wave=2).values_list("finished_at", flat=True))
     third_started = min(times(remote, "start")[env] for env in ("env_4", "env_5"))
     assert third_started >= wave_2_ended.timestamp()

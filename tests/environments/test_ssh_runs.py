@@ -14,6 +14,8 @@ from environments.connectors.ssh_runs import (
     PROGRAM,
     RunStatus,
     _call,
+    _FollowAnswer,
+    parse_state,
     remote_command,
     run_clean_stale,
     run_cleanup,
@@ -212,6 +214,15 @@ def test_stale_run_directories_are_cleaned_but_recent_and_running_ones_kept(clie
     assert run_clean_stale(client, 30, "/nonexistent/runs") == []
 
 
+def test_a_start_removes_stale_run_directories_in_the_background(client, runs):
+    run_start(client, "old-one", "true", {}, runs)
+    wait_for(client, "old-one", runs, RunStatus.ENDED)
+    remote(client, f"touch -t 202001010000 '{runs}/old-one'")
+    assert run_start(client, "new-one", "true", {}, runs, stale_days=30).started
+    assert wait_for(client, "old-one", runs, RunStatus.NOT_STARTED).status == RunStatus.NOT_STARTED
+    assert run_state(client, "new-one", runs).status in (RunStatus.RUNNING, RunStatus.ENDED)
+
+
 def test_the_default_run_directory_is_under_the_login_users_home(client):
     run_id = f"home-{uuid.uuid4().hex[:8]}"
     run_start(client, run_id, "echo at home", {})
@@ -297,3 +308,61 @@ def test_every_way_of_detaching_outlives_the_client_and_stops_whole(sshd, runs, 
         assert group_processes(second, pgid) == []
     finally:
         second.close()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"ended 99999999999999999999 10 10 5",  # an exit code no database column holds
+        b"ended 3 10 10 -5",
+        b"running - 10 10 5 extra",
+        b"running - 10",
+        b"ended 3 99999999999 10 5",
+        b"finished 0 1 1 1",
+        b"ended \xff 1 1 1",
+    ],
+)
+def test_a_state_line_out_of_range_is_refused_not_stored(line):
+    with pytest.raises(ConnectorError) as refused:
+        parse_state(line)
+    assert refused.value.reason == "bad_answer"
+
+
+def test_a_state_line_in_range_is_read():
+    state = parse_state(b"ended 255 4242 4242 1048576")
+    assert (state.status, state.exit_code, state.pid, state.pgid, state.output_bytes) == (
+        RunStatus.ENDED,
+        255,
+        4242,
+        4242,
+        1048576,
+    )
+
+
+def test_a_stream_follow_stops_at_its_limit_and_the_next_one_reads_on(client, runs):
+    run_start(client, "big", "head -c 10000 /dev/zero | tr '\\0' x; sleep 2", {}, runs)
+    time.sleep(0.5)
+    pieces: list[bytes] = []
+    state = run_follow(client, "big", 0, pieces.append, runs, limit=4096, max_seconds=5)
+    assert state.status == RunStatus.RUNNING and state.output_bytes == 4096
+    assert b"".join(pieces) == b"x" * 4096
+    while state.status != RunStatus.ENDED:
+        state = run_follow(client, "big", len(b"".join(pieces)), pieces.append, runs, max_seconds=5)
+    assert b"".join(pieces) == b"x" * 10000 and state.exit_code == 0
+
+
+def test_without_gnu_tail_follow_looks_every_tenth_of_a_second_in_frames(sshd, client, runs):
+    """busybox, macOS: no `timeout`/GNU tail; the framed loop hands on the same bytes."""
+    bin_dir = sshd.scripts / f"bin-{uuid.uuid4().hex[:6]}"
+    bin_dir.mkdir()
+    bin_dir.chmod(0o755)
+    for name in ["sh", "sleep", "cat", "ps", "awk", "wc", "tail", "head", "kill"]:
+        if shutil.which(name):
+            (bin_dir / name).symlink_to(shutil.which("busybox") if name == "tail" else shutil.which(name))
+    run_start(client, "framed", LINES_SCRIPT.format(code=6), {}, runs)
+    answer = _FollowAnswer((pieces := []).append, 1 << 20)
+    command = f"PATH={bin_dir} " + remote_command("follow", runs, "framed", "0", "10", str(1 << 20))
+    _call(client, command, max_bytes=1 << 21, timeout=20, on_data=answer.feed)
+    assert answer.mode == b"frames"
+    assert b"".join(pieces).decode() == EXPECTED_LINES
+    assert parse_state(answer.state_line).exit_code == 6
