@@ -208,14 +208,22 @@ class FirstSession:
 
 
 def fanout(
-    product: Product, fleet: Fleet, scenarios: list[Scenario], *, window: int, log, profile_dir: Path | None = None
+    product: Product,
+    fleet: Fleet,
+    scenarios: list[Scenario],
+    *,
+    window: int,
+    log,
+    on_backend=None,
+    profile_dir: Path | None = None,
 ) -> Backend:
     """1. Register the largest scenario's environments (import_environments; the first
        `at_once` tagged AT_ONCE_TAG), `parallel_limit` = `window`; start a qcluster.
     2. Each scenario, each round: the raw baseline, then the product (`trigger_local --wait`
        from start to exit, sampling the qcluster tree's memory) once per mode, back to back.
     3. With `profile_dir`, one more run of the first scenario under py-spy, not timed.
-    The cluster keeps running (the caller stops the product)."""
+    `on_backend` gets the result as soon as it exists. The cluster keeps running (the caller
+    stops the product)."""
     config = product.work / "remote_environments.json"
     at_once = max((s.count for s in scenarios if s.tags), default=0)
     write_config(fleet, config, count=max(s.count for s in scenarios), at_once=at_once, parallel_limit=window)
@@ -224,12 +232,13 @@ def fanout(
     cluster = product.start_qcluster()
     wait_until_cluster_runs(cluster)
     backend = Backend(product.label, supported, idle=tree_memory(cluster.process.pid))
+    if on_backend is not None:
+        on_backend(backend)  # what was measured is reported even when a later run fails
     slug = product.label.lower().replace(" + ", "_")
     for scenario in scenarios:
         # Without the switch (a product before issue 16) the product runs as it does.
         modes = scenario.modes if supported else ("default",)
         summary = Fanout(product.label, scenario)
-        backend.fanouts.append(summary)
         for index in range(scenario.rounds):
             busy = busy_cores(SETTLE_SECONDS)
             run = f"bench_raw_{slug}_{scenario.count}_{index + 1}"
@@ -247,6 +256,8 @@ def fanout(
                 coordination_id = f"bench_fanout_{slug}_{scenario.count}_{mode}_{index + 1}"
                 result.product[mode] = product_run(product, fleet, cluster, coordination_id, scenario)
             summary.rounds.append(result)
+            if len(summary.rounds) == 1:
+                backend.fanouts.append(summary)
             products = ", ".join(
                 f"{mode} {m.seconds:.2f} s (ratio {m.seconds / raw.seconds:.2f}, fixed {m.fixed:.2f} s)"
                 for mode, m in result.product.items()

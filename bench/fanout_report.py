@@ -23,11 +23,11 @@ class FanoutReport:
         self.misses: list[str] = []
         self.details: list[str] = []
 
-    def fanouts(self, index: int) -> list[Fanout]:
-        return [backend.fanouts[index] for backend in self.backends if len(backend.fanouts) > index]
+    def fanouts(self, *, windowed: bool) -> list[Fanout]:
+        return [f for b in self.backends for f in b.fanouts if (f.scenario.window is not None) == windowed]
 
     def build(self) -> "FanoutReport":
-        at_once, windowed = self.fanouts(0), self.fanouts(1)
+        at_once, windowed = self.fanouts(windowed=False), self.fanouts(windowed=True)
         for fanout in at_once:
             self.fixed_cost(fanout)
         for fanout in at_once:
@@ -41,7 +41,8 @@ class FanoutReport:
         for fanouts in (at_once, windowed):
             if fanouts:
                 self.details.append(self.phase_table(fanouts))
-        self.details.append(self.idle_memory())
+        if self.backends:
+            self.details.append(self.idle_memory())
         return self
 
     def fixed_cost(self, fanout: Fanout) -> None:

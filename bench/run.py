@@ -136,9 +136,15 @@ class Bench:
             at_once=o.n, large=o.large, window=o.window, rounds=o.rounds, large_rounds=o.large_rounds
         )
         scenarios = [scenario for scenario in scenarios if scenario.rounds > 0]
-        backend = fanout.fanout(product, self.fleet, scenarios, window=o.window, log=log, profile_dir=profile)
-        self.backends.append(backend)
-        return backend
+        return fanout.fanout(
+            product,
+            self.fleet,
+            scenarios,
+            window=o.window,
+            log=log,
+            on_backend=self.backends.append,
+            profile_dir=profile,
+        )
 
     def embedded(self) -> None:
         product = self.sqlite("sqlite")
