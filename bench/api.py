@@ -68,7 +68,7 @@ class Client:
 def trigger_latency(product: Product, fleet: Fleet, client: Client, *, samples: int, log) -> Samples:
     """POST trigger-local for one environment whose script writes the time it started;
     the latency is from just before the POST to that time. Each run ends before the next
-    starts, after a random pause (so the worker's 0.2 s polling phase is sampled fairly)."""
+    starts, after a random pause (so the worker's polling phase is sampled fairly)."""
     config = product.work / "latency_environment.json"
     environment_id = write_mark_config(fleet, config)
     product.manage("import_environments", str(config))

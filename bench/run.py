@@ -1,15 +1,17 @@
 """`make bench`: the four figures of issue 7, each printed against its target and written
 to docs/benchmarks.md with the machine it ran on.
 
-1. Fan-out: N environments (default 200) whose init script sleeps 2 s; the raw baseline
-   (plain paramiko, one thread per target, no Django) and the product end to end
-   (`trigger_local --wait` through a real `qcluster`) in the same run, on the embedded
-   default (SQLite, ORM broker) and on PostgreSQL + Redis.
+1. Fan-out: environments whose init script sleeps 2 s, N=200 at once and N=1,000 with a
+   window of 200; the raw baseline (plain paramiko, one thread per target, no Django) and
+   the product end to end (`trigger_local --wait` through a real `qcluster`) in the same
+   run, on the embedded default (SQLite, ORM broker) and on PostgreSQL + Redis: the ratios,
+   the fixed cost around the SSH part, detached over attached.
 2. Trigger latency: `POST /api/deployment/trigger-local` until the script has started on
    its target, 20 times: p50 and p95.
 3. API cost as history grows: `GET history` and `GET status` with 10 and with 10,000
    coordinations (about 200,000 StageEvents): ratio of p95s.
-4. Memory: peak RSS of the qcluster process tree during the SQLite fan-out.
+4. Memory: peak Pss (and summed VmRSS) of the qcluster process tree during the N=1,000
+   fan-out, on both.
 5. Polling agents (bench/polling.py).
 6. The control room at fleet size (bench/control_room.py): the admin dashboard, its live
    poll, the API's environment list and status with 3,000 environments and 10,000
@@ -27,22 +29,22 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import api, control_room, fanout, polling, report, stack
+from bench import api, control_room, fanout, fanout_report, polling, report, stack
 from bench.fleet import make_fleet, write_config
 from tests.support.databases import Postgres, Redis
 from tests.support.sshd import start_sshd, stop_sshd
 
-FANOUT_RATIO_TARGET = 1.25
 LATENCY_P95_TARGET = 1.0  # seconds
 API_RATIO_TARGET = 1.5
-RSS_TARGET_MB = 400  # decimal megabytes
-MB_PER_MIB = 1024 * 1024 / 1e6
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=200, help="Environments in the fan-out (200).")
-    parser.add_argument("--rounds", type=int, default=3, help="Fan-out rounds per database; the best counts (3).")
+    parser.add_argument("--n", type=int, default=200, help="Environments in the fan-out all at once (200).")
+    parser.add_argument("--rounds", type=int, default=3, help="Rounds of N at once per database; the best counts (3).")
+    parser.add_argument("--large", type=int, default=1000, help="Environments in the windowed fan-out (1,000).")
+    parser.add_argument("--window", type=int, default=200, help="Its window: parallel_limit, and raw's (200).")
+    parser.add_argument("--large-rounds", type=int, default=1, help="Rounds of the windowed fan-out (1; 0: none).")
     parser.add_argument("--sleep", type=float, default=2.0, help="Seconds the init script sleeps (2).")
     parser.add_argument("--latency-samples", type=int, default=20, help="Triggers timed (20).")
     parser.add_argument("--api-samples", type=int, default=100, help="Requests timed per endpoint and size (100).")
@@ -54,13 +56,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default="sqlite,api,postgres,polling,control",
-        help="Parts, comma-separated: sqlite (figures 1, 2, 4), api (figure 3), postgres (figure 1 on "
+        help="Parts, comma-separated: sqlite (figures 1, 2, 4), api (figure 3), postgres (figures 1 and 4 on "
         "PostgreSQL + Redis), polling (figure 5), control (figure 6, the control room). Default: all.",
     )
     parser.add_argument("--output", default="docs/benchmarks.md", help="Where to write the report ('' for none).")
     parser.add_argument("--profile", metavar="DIR", help="Also one fan-out per database under py-spy, into DIR.")
     parser.add_argument("--keep", action="store_true", help="Keep the work folder (logs, databases).")
-    return parser.parse_args(argv)
+    options = parser.parse_args(argv)
+    if options.n > options.window:
+        parser.error(f"--n {options.n} at once needs --window ≥ {options.n} (the product's parallel_limit)")
+    return options
 
 
 def log(message: str) -> None:
@@ -79,6 +84,7 @@ class Bench:
         self.misses: list[str] = []
         self.details: list[str] = []
         self.errors: list[str] = []
+        self.backends: list[fanout.Backend] = []
 
     def section(self, name: str, body) -> None:
         """Run one part; a failure is reported in the table and the run goes on."""
@@ -100,39 +106,50 @@ class Bench:
             template = stack.sqlite_product(self.work / "template", known_hosts=sshd.known_hosts)
             self.template = template.work / "db.sqlite3"
             parts = {part.strip() for part in self.options.only.split(",")}
-            n = self.options.n
+            n = f"{self.options.n} and {self.options.large:,}"
             if "sqlite" in parts:
                 self.section(f"1, 2, 4. fan-out N={n}, trigger latency, memory: SQLite", self.embedded)
             if "api" in parts:
                 self.section("3. API cost as history grows: SQLite", self.history)
             if "postgres" in parts:
-                self.section(f"1. fan-out N={n}: PostgreSQL + Redis", self.postgres)
+                self.section(f"1, 4. fan-out N={n}: PostgreSQL + Redis", self.postgres)
             if "polling" in parts:
                 self.section(f"5. {self.options.agents:,} polling agents: SQLite", self.polling)
             if "control" in parts:
                 self.section(f"6. control room, {self.options.fleet:,} environments", lambda: control_room.add(self))
         finally:
             stop_sshd(sshd)
+        built = fanout_report.FanoutReport(self.backends).build()
+        self.rows[:0] = built.rows
+        self.misses[:0] = built.misses
+        self.details[:0] = built.details
 
     # --- 1, 2 and 4 on SQLite; 1 on PostgreSQL + Redis -----------------------------------------
 
     def sqlite(self, name: str) -> stack.Product:
         return stack.sqlite_product(self.work / name, known_hosts=self.fleet.sshd.known_hosts, template=self.template)
 
-    def run_fanout(self, product: stack.Product) -> fanout.Fanout:
+    def run_fanout(self, product: stack.Product) -> fanout.Backend:
         profile = Path(self.options.profile).resolve() if self.options.profile else None
-        options = self.options
-        summary = fanout.fanout(
-            product, self.fleet, count=options.n, rounds=options.rounds, log=log, profile_dir=profile
+        o = self.options
+        scenarios = fanout.scenarios(
+            at_once=o.n, large=o.large, window=o.window, rounds=o.rounds, large_rounds=o.large_rounds
         )
-        self.fanout_rows(summary)
-        return summary
+        scenarios = [scenario for scenario in scenarios if scenario.rounds > 0]
+        return fanout.fanout(
+            product,
+            self.fleet,
+            scenarios,
+            window=o.window,
+            log=log,
+            on_backend=self.backends.append,
+            profile_dir=profile,
+        )
 
     def embedded(self) -> None:
         product = self.sqlite("sqlite")
         try:
-            summary = self.run_fanout(product)
-            self.memory_rows(summary)
+            self.run_fanout(product)
             log("trigger latency (POST trigger-local → script started):")
             client = api.Client(product.start_web(), api.api_user(product))
             latency = api.trigger_latency(product, self.fleet, client, samples=self.options.latency_samples, log=log)
@@ -144,7 +161,7 @@ class Bench:
         missing = stack.missing_postgres_redis()
         if missing:
             self.rows.append(
-                report.Row(f"1. fan-out N={self.options.n}, PostgreSQL + Redis", missing, f"≤ {FANOUT_RATIO_TARGET}")
+                report.Row(f"1. fan-out N={self.options.n}, PostgreSQL + Redis", missing, "figures 1 and 4")
             )
             return
         postgres = redis = product = None
@@ -159,89 +176,11 @@ class Bench:
             product = stack.Product(env, self.work / "pg", "PostgreSQL + Redis")
             product.work.mkdir(parents=True, exist_ok=True)
             product.manage("migrate", "--noinput", timeout=600)
-            summary = self.run_fanout(product)
-            self.details.append(
-                f"Memory of the qcluster tree on PostgreSQL + Redis (no target): peak summed RSS "
-                f"{summary.rss_mib * MB_PER_MIB:.0f} MB, Pss {summary.pss_mib * MB_PER_MIB:.0f} MB.\n"
-            )
+            self.run_fanout(product)
         finally:
             for service in (product, redis, postgres):
                 if service is not None:
                     service.stop()
-
-    def fanout_rows(self, summary: fanout.Fanout) -> None:
-        where, n = summary.label, summary.count
-        met = summary.ratio <= FANOUT_RATIO_TARGET
-        self.rows += [
-            report.Row(
-                f"1. fan-out N={n}, {where}: raw paramiko → `trigger_local --wait`",
-                f"{summary.raw:.2f} s → {summary.product:.2f} s",
-            ),
-            report.Row(f"1. fan-out N={n}, {where}: ratio", f"{summary.ratio:.2f}", f"≤ {FANOUT_RATIO_TARGET}", met),
-        ]
-        best = summary.best
-        if not met:
-            startup, pickup = (value or 0.0 for _, value in best.phases[:2])
-            self.misses.append(
-                f"Fan-out on {where}: ratio {summary.ratio:.2f} (best product run {best.product:.2f} s, best raw "
-                f"run {summary.raw:.2f} s). In the best product run, the SSH part (from a worker claiming the "
-                f"coordination to the last target ending) took {best.ssh:.2f} s, and {best.product - best.ssh:.2f} s "
-                f"went around it: Django start-up until the coordination exists {startup:.2f} s, queue pick-up "
-                f"{pickup:.2f} s, then noticing the end and exiting (phases below)."
-            )
-        rounds = "\n".join(
-            f"| {index + 1} | {r.busy:.2f} | {r.raw:.2f} | {r.product:.2f} | {r.ratio:.2f} | {r.rss_mib:.0f} |"
-            for index, r in enumerate(summary.rounds)
-        )
-        phases = "\n".join(
-            f"| {name} | {'n/a' if value is None else f'{value:.2f} s'} |" for name, value in best.phases
-        )
-        self.details.append(
-            f"### Fan-out, {where}, N={n}, script `sleep {self.options.sleep:g}`\n\n"
-            "Each round runs the raw baseline, then the product, back to back; the figures above are the best "
-            "raw run and the best product run.\n\n"
-            "| round | cores busy before it (others) | raw s | product s | ratio | qcluster tree peak RSS MiB |\n"
-            f"|---|---|---|---|---|---|\n{rounds}\n\n"
-            "Where the best product run's time went (from the coordination's own rows):\n\n"
-            f"| phase | time |\n|---|---|\n{phases}\n"
-        )
-
-    def memory_rows(self, summary: fanout.Fanout) -> None:
-        rss_mb, pss_mb = summary.rss_mib * MB_PER_MIB, summary.pss_mib * MB_PER_MIB
-        met = rss_mb < RSS_TARGET_MB
-        self.rows += [
-            report.Row(
-                f"4. qcluster tree peak RSS during the N={summary.count} fan-out, {summary.label} "
-                "(sum of the processes' VmRSS)",
-                f"{rss_mb:.0f} MB",
-                f"< {RSS_TARGET_MB} MB",
-                met,
-            ),
-            report.Row("4. the same tree as Pss (each shared page counted once)", f"{pss_mb:.0f} MB"),
-        ]
-        idle_rss = sum(row[2] for row in summary.idle) / 1024 * MB_PER_MIB
-        idle_pss = sum(row[3] for row in summary.idle) / 1024 * MB_PER_MIB
-        if not met:
-            self.misses.append(
-                f"Memory: the summed VmRSS of the qcluster tree peaked at {rss_mb:.0f} MB, but it was already "
-                f"{idle_rss:.0f} MB idle, before any deployment: the tree is {len(summary.idle)} processes "
-                "(django-q2's cluster, sentinel, monitor, pusher and the workers), each forked from one process "
-                "that had loaded Django and the whole project, so every process counts the same shared, "
-                f"copy-on-write pages again. Counted once (Pss), the tree peaked at {pss_mb:.0f} MB, under the "
-                "target; the fan-out itself adds little. Shrinking the summed figure means fewer processes or "
-                "less loaded before the fork: not a small change, so not made."
-            )
-        processes = "\n".join(
-            f"| {pid} | `{command[:70]}` | {rss / 1024:.0f} | {pss / 1024:.0f} |"
-            for pid, command, rss, pss in summary.idle
-        )
-        self.details.append(
-            f"### Memory, {summary.label}\n\n"
-            "The qcluster process and all its descendants, sampled every 0.1 s during each fan-out. Idle, "
-            f"before the first run: summed VmRSS {idle_rss:.0f} MB, Pss {idle_pss:.0f} MB "
-            "(1 MB = 10^6 bytes, 1 MiB = 2^20):\n\n"
-            f"| pid | process | VmRSS MiB | Pss MiB |\n|---|---|---|---|\n{processes}\n"
-        )
 
     def latency_rows(self, latency: api.Samples) -> None:
         met = latency.p95 < LATENCY_P95_TARGET

@@ -34,10 +34,13 @@ def timeline(coordination_id: str) -> dict:
         "created": stamp(coordination.created_at),
         "claimed": stamp(coordination.started_at),
         "finished": stamp(coordination.finished_at),
+        "first_triggering": triggering[0] if triggering else None,
         "last_triggering": triggering[-1] if triggering else None,
         "first_running": running[0] if running else None,
         "last_running": running[-1] if running else None,
         "last_target_ended": ended[-1] if ended else None,
+        "claims": triggering,
+        "ends": ended,
         "targets": statuses,
         "events": events.count(),
     }

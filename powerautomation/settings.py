@@ -164,7 +164,7 @@ SECURE_PROXY_SSL_HEADER = _proxy_ssl_header()
 DEFAULT_EXCEPTION_REPORTER_FILTER = "powerautomation.debug.ExceptionReporterFilter"
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "powerautomation.admin_app.AdminConfig",  # the admin, its modules imported by the URLconf
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -371,6 +371,17 @@ Q_TIMEOUT = env_int("Q_TIMEOUT", 7200, minimum=120, maximum=30 * DAY)
 Q_RETRY = env_int("Q_RETRY", Q_TIMEOUT + 600, minimum=1, maximum=31 * DAY)
 if Q_RETRY <= Q_TIMEOUT:
     raise ImproperlyConfigured(f"Q_RETRY ({Q_RETRY}) must be greater than Q_TIMEOUT ({Q_TIMEOUT})")
+# How often the ORM broker (no REDIS_URL) looks for a new task when its queue is empty: a
+# deployment waits half of it on average before a worker takes it. One indexed SELECT per
+# poll per qcluster (~20 a second at 50 ms, a fraction of a percent of a core); Redis
+# hands a task over at once (BLPOP) and ignores it.
+Q_POLL_MILLISECONDS = env_int("Q_POLL_MILLISECONDS", 50, minimum=10, maximum=10_000)
+# A worker whose resident memory reached this many MB during a task is replaced by a fresh
+# one once the task is done. A fan-out of hundreds of SSH sessions leaves 40-60 MB in the
+# worker's C heap (paramiko's and OpenSSL's, freed but not given back to the system) for as
+# long as the process lives; an idle worker is about 75 MB. 0: never (django-q2 still
+# replaces a worker after 500 tasks).
+Q_MAX_RSS_MB = env_int("Q_MAX_RSS_MB", 100, minimum=0, maximum=1_000_000)
 
 Q_CLUSTER = {
     "name": "powerautomation",
@@ -382,7 +393,10 @@ Q_CLUSTER = {
     "max_attempts": 1,
     "ack_failures": True,
     "save_limit": 1000,
-    "poll": 0.2,
+    "poll": Q_POLL_MILLISECONDS / 1000,
+    # KiB, as getrusage's ru_maxrss on Linux (macOS counts bytes: there a worker is replaced
+    # after every task, which costs a fork).
+    "max_rss": Q_MAX_RSS_MB * 1000 * 1000 // 1024 or None,
     "catch_up": False,
     "label": "Task queue",
 }

@@ -6,6 +6,9 @@ from django.urls import include, path
 from console.views.metrics import metrics
 from deployments.views import callback
 
+# The admin modules are imported here, not at start-up (powerautomation/admin_app.py).
+admin.autodiscover()
+
 # Under /api/, a 400 Django itself answers (a body over DATA_UPLOAD_MAX_MEMORY_SIZE, ...) is JSON too.
 handler400 = "powerautomation.api.bad_request"
 

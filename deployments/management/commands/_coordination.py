@@ -9,7 +9,6 @@ import unicodedata
 
 from django.core.management.base import CommandError
 
-from deployments.api.serializers import CoordinationDetailSerializer
 from deployments.models import Coordination
 from deployments.patterns import COORDINATION_ID, COORDINATION_ID_HINT, matches
 from deployments.selectors import coordination_detail
@@ -47,6 +46,10 @@ def dumps(value) -> str:
 
 def coordination_json(coordination_id: str) -> str:
     """The coordination as the API's detail (and `deployment_status --json`) shows it."""
+    # Imported here: the REST framework's serializers are ~0.1 s of every deploy's start-up
+    # (`trigger_local`), and only --json needs them.
+    from deployments.api.serializers import CoordinationDetailSerializer
+
     return dumps(CoordinationDetailSerializer(coordination_detail(coordination_id)).data)
 
 

@@ -16,7 +16,8 @@ from environments.tags import split_tags
 from powerautomation import json_input
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STILL_RUNNING = 0, 1, 2, 3
-FOLLOW_POLL_SECONDS = 0.25
+# --wait notices the end half of this after it on average: three indexed reads per poll.
+FOLLOW_POLL_SECONDS = 0.1
 NO_WORKER_HINT_SECONDS = 10
 
 # Where each service field comes from on this command's line, for error messages.
