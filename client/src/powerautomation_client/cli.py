@@ -130,10 +130,10 @@ def _import(client: Client, options: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     for warning in result.get("warnings", []):
         print(f"warning: {warning}", file=out)
-    verb = "would be" if result.get("dry_run") else ""
+    would = "would be " if result.get("dry_run") else ""
     for outcome in ("created", "updated", "unchanged", "deleted"):
         if result.get(outcome):
-            print(f"{outcome} {verb}: {', '.join(result[outcome])}".replace("  ", " "), file=out)
+            print(f"{would}{outcome}: {', '.join(result[outcome])}", file=out)
     return EXIT_OK
 
 
