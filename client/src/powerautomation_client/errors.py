@@ -41,6 +41,14 @@ class UnreachableError(ClientError):
     exit_code = EXIT_UNAVAILABLE
 
 
+class BadAnswerError(ClientError):
+    """An answer this client cannot use: not JSON, not the shape the endpoint promises,
+    over the size limit, a redirect. The platform (or what stands at its address) is
+    broken or is not the platform."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
 def _flatten(body: Any, prefix: str = "") -> list[tuple[str, str]]:
     """DRF's error body as (field path, message) pairs: `{"ec2": {"public_ip": ["..."]}}`
     is `("ec2.public_ip", "...")`; `detail`, `non_field_errors` and a config import's
