@@ -3,6 +3,7 @@ that records every request, and a port that accepts connections and never answer
 
 import json
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,10 +29,15 @@ class Request:
         return json.loads(self.body)
 
 
-def serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, int, threading.Thread]:
-    """Serve `handler` on a free loopback port in a daemon thread: (server, port, thread)."""
+def serve(
+    handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None
+) -> tuple[ThreadingHTTPServer, int, threading.Thread]:
+    """Serve `handler` on a free loopback port in a daemon thread (over TLS with a server
+    context `tls`): (server, port, thread)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     return server, server.server_address[1], thread
@@ -41,9 +47,10 @@ class HTTPServer:
     """A loopback HTTP server with scripted answers, recording every request.
 
     `answer(path, *answers)` queues answers for a path; the last one repeats. A bare int
-    is a status code. Unknown paths get 404."""
+    is a status code. Unknown paths get 404. `tls`: a server context, to serve HTTPS."""
 
-    def __init__(self):
+    def __init__(self, tls: ssl.SSLContext | None = None):
+        self.scheme = "https" if tls is not None else "http"
         self.routes: dict[str, list[Answer]] = {}
         self.requests: list[Request] = []
         self.lock = threading.Lock()
@@ -71,7 +78,7 @@ class HTTPServer:
             def log_message(self, *args):
                 pass
 
-        self.server, self.port, self.thread = serve(Handler)
+        self.server, self.port, self.thread = serve(Handler, tls)
 
     def answer(self, path: str, *answers) -> None:
         with self.lock:
@@ -89,7 +96,7 @@ class HTTPServer:
         return [request.path for request in self.requests]
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def close(self) -> None:
         self.server.shutdown()

@@ -16,6 +16,7 @@ from powerautomation_client.coordinator import (
 from powerautomation_client.errors import (
     APIError,
     AuthenticationError,
+    BadAnswerError,
     ClientError,
     ConfigurationError,
     ConflictError,
@@ -33,6 +34,7 @@ __version__ = "1.0.0"
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "BadAnswerError",
     "Client",
     "ClientError",
     "Config",

@@ -13,9 +13,18 @@ from typing import Any, Callable, TextIO
 from powerautomation_client import __version__, trigger
 from powerautomation_client.api import Client
 from powerautomation_client.config import load_config
-from powerautomation_client.errors import EXIT_BAD_INPUT, EXIT_OK, ClientError, ConflictError, NotFoundError
+from powerautomation_client.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    BadAnswerError,
+    ClientError,
+    ConflictError,
+    NotFoundError,
+)
 
 PROGRESS_BUCKETS = ("succeeded", "failed", "cancelled", "running", "pending")
+OUTPUT_READ_BYTES = 1024 * 1024
+OUTPUT_MAX_PIECES = 64  # MiB; the platform keeps 10 MiB of an environment's output
 
 
 def _dumps(value: Any) -> str:
@@ -130,28 +139,30 @@ def _import(client: Client, options: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     for warning in result.get("warnings", []):
         print(f"warning: {warning}", file=out)
-    verb = "would be" if result.get("dry_run") else ""
+    would = "would be " if result.get("dry_run") else ""
     for outcome in ("created", "updated", "unchanged", "deleted"):
         if result.get(outcome):
-            print(f"{outcome} {verb}: {', '.join(result[outcome])}".replace("  ", " "), file=out)
+            print(f"{would}{outcome}: {', '.join(result[outcome])}", file=out)
     return EXIT_OK
 
 
 def cmd_output(client: Client, options: argparse.Namespace, out: TextIO) -> int:
-    offset, pieces = 0, []
-    while True:
-        piece = client.output(options.id, options.environment, offset=offset)
-        pieces.append(piece["text"])
-        if piece["next_offset"] <= offset or piece["complete"] and not piece["text"]:
+    """The output piece by piece (1 MiB each): as text, written as it comes; as JSON, whole."""
+    offset, pieces, piece = 0, [], None
+    for _ in range(OUTPUT_MAX_PIECES):
+        piece = client.output(options.id, options.environment, offset=offset, limit=OUTPUT_READ_BYTES)
+        if options.json:
+            pieces.append(piece["text"])
+        else:
+            out.write(piece["text"])
+        # The end: nothing new (a running script's output so far), or all of it.
+        if piece["next_offset"] == offset or piece["next_offset"] >= piece.get("length", piece["next_offset"] + 1):
             break
         offset = piece["next_offset"]
-        if piece["complete"]:
-            break
-    text = "".join(pieces)
-    if options.json:
-        print(_dumps({**piece, "offset": 0, "text": text}), file=out)
     else:
-        out.write(text)
+        raise BadAnswerError(f"the output goes on past {OUTPUT_MAX_PIECES} MiB: stopped")
+    if options.json:
+        print(_dumps({**piece, "offset": 0, "text": "".join(pieces)}), file=out)
     return EXIT_OK
 
 
@@ -223,6 +234,10 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     except ClientError as exc:
         print(f"powerautomation: {exc}", file=err)
         return exc.exit_code
+    except (KeyError, TypeError, AttributeError) as exc:  # an answer's inner shape, past the checks in api.py
+        bad = BadAnswerError(f"the platform's answer is not what this client expects ({type(exc).__name__}: {exc})")
+        print(f"powerautomation: {str(bad)[:300]}", file=err)
+        return bad.exit_code
     except KeyboardInterrupt:
         print("powerautomation: interrupted (a run it started goes on on the platform)", file=err)
         return 130

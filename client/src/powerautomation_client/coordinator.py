@@ -221,7 +221,7 @@ class RemoteDeploymentCoordinator:
         while True:
             page = self.client.events(coordination_id, after=after)
             logs.extend(format_event(event, run) for event in page["events"])
-            after = page["next_after"]
+            after = page["events"][-1]["id"] if page["events"] else after
             if not page["has_more"]:
                 break
         if record.get("finished_at"):

@@ -41,13 +41,22 @@ class UnreachableError(ClientError):
     exit_code = EXIT_UNAVAILABLE
 
 
+class BadAnswerError(ClientError):
+    """An answer this client cannot use: not JSON, not the shape the endpoint promises,
+    over the size limit, a redirect. The platform (or what stands at its address) is
+    broken or is not the platform."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
 def _flatten(body: Any, prefix: str = "") -> list[tuple[str, str]]:
     """DRF's error body as (field path, message) pairs: `{"ec2": {"public_ip": ["..."]}}`
-    is `("ec2.public_ip", "...")`; `detail` and `non_field_errors` are the field ""."""
+    is `("ec2.public_ip", "...")`; `detail`, `non_field_errors` and a config import's
+    `errors` (each naming its place) are the field ""."""
     if isinstance(body, dict):
         pairs: list[tuple[str, str]] = []
         for key, value in body.items():
-            if key in ("detail", "non_field_errors") and not prefix:
+            if key in ("detail", "non_field_errors", "errors") and not prefix:
                 pairs.extend(("", message) for _, message in _flatten(value))
             elif not (key in ("status", "busy") and not prefix):
                 pairs.extend(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))

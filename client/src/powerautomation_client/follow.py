@@ -18,6 +18,11 @@ NO_WORKER_HINT_SECONDS = 10
 # How long the platform may stay away (a restart, a network cut) before following gives up.
 RECONNECT_SECONDS = 300.0
 OUTPUT_READ_BYTES = 1024 * 1024
+# Per environment and poll, at most this many pieces are read (the rest at the next poll),
+# and a line longer than this many characters is shown in parts.
+OUTPUT_PIECES_PER_POLL = 8
+OUTPUT_PIECES_AT_END = 16  # the platform keeps 10 MiB of an environment's output at most
+MAX_LINE_CHARS = 64 * 1024
 
 # What `follow` yields: ("log", a stage log line), ("output", an output line), ("hint", how
 # to approve a run awaiting approval), ("notice", for the person waiting, not the log: a
@@ -60,16 +65,20 @@ class OutputFollower:
     def lines(self, *, final: bool = False) -> list[str]:
         shown: list[str] = []
         for environment_id in self.started:
-            while True:
+            for _ in range(OUTPUT_PIECES_AT_END if final else OUTPUT_PIECES_PER_POLL):
                 offset = self.offsets[environment_id]
                 piece = self.client.output(self.coordination_id, environment_id, offset=offset, limit=OUTPUT_READ_BYTES)
                 if piece["next_offset"] <= offset:
                     break
                 self.offsets[environment_id] = piece["next_offset"]
-                *complete, self.partial[environment_id] = (self.partial.get(environment_id, "") + piece["text"]).split(
-                    "\n"
-                )
+                *complete, rest = (self.partial.get(environment_id, "") + piece["text"]).split("\n")
+                while len(rest) > MAX_LINE_CHARS:
+                    complete.append(rest[:MAX_LINE_CHARS])
+                    rest = rest[MAX_LINE_CHARS:]
+                self.partial[environment_id] = rest
                 shown.extend(f"[{environment_id}] {shown_line(line)}" for line in complete)
+                if piece["complete"]:
+                    break
             if final and self.partial.get(environment_id):
                 shown.append(f"[{environment_id}] {shown_line(self.partial.pop(environment_id))}")
         return shown
@@ -120,13 +129,13 @@ class Follower:
                     yield from (("output", line) for line in self.output.lines(final=finished))
                 if finished:
                     break
-                if page["has_more"]:
-                    continue
                 self.status = page["coordination_status"]
-                if self.status == "awaiting_approval" and not told_approval:
+                if self.status == "awaiting_approval" and not told_approval and not page["has_more"]:
                     told_approval = True
                     yield "hint", approval_hint(self.coordination_id)
             waited = time.monotonic() - started
+            if page is not None and page["has_more"] and (timeout is None or waited < timeout):
+                continue  # more events at once (and --timeout holds even for a platform with endless events)
             if timeout is not None and waited >= timeout:
                 self.timed_out = True
                 yield (
