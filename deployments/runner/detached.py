@@ -9,6 +9,8 @@ coordination then adopts it with a conditional update (one wins) and follows it 
 recorded offset (environments/connectors/ssh_detached.py).
 """
 
+import secrets
+
 from django.db.models import Q, QuerySet
 
 from deployments.models import Coordination, CoordinationTarget, RunLease, Stage, TargetStatus as T
@@ -24,8 +26,12 @@ def runs_detached(environment: RemoteEnvironment, defaults: DeploymentDefaults) 
 
 
 def run_id_for(coordination: Coordination, target: CoordinationTarget) -> str:
-    """Stable across workers and attempts: one run directory per target, ever."""
-    return f"{coordination.coordination_id}.{target.pk}"
+    """Made once, when the target is claimed, and stored: stable across workers and
+    attempts, one run directory per target. The random part keeps it unique on the machine
+    across databases and time: a coordination id given again (`--coordination-id`, another
+    platform deploying to the same machine, a test database) must never find an old run's
+    directory and take its end for its own. At most 100 + 1 + 10 + 1 + 8 characters."""
+    return f"{coordination.coordination_id}.{target.pk}.{secrets.token_hex(4)}"
 
 
 def detached_unheld() -> Q:

@@ -398,7 +398,7 @@ def test_a_worker_dead_between_connected_and_started_leaves_the_decision_to_the_
     client = connect(sshd)
     try:
         start = ssh_runs.run_start(
-            client, run_id_for(coordination, started), f"exec {started_script}", {"ENVIRONMENT_ID": "started_before"}
+            client, started.remote_run_id, f"exec {started_script}", {"ENVIRONMENT_ID": "started_before"}
         )
     finally:
         client.close()
