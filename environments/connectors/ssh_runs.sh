@@ -13,7 +13,7 @@
 # Answers (but clean_stale's, one removed run id a line) carry the run's state on one line,
 # after start's started|already_started line: STATUS EXIT_CODE PID PGID OUTPUT_BYTES ("-" = unknown).
 umask 077
-action=$1 base=$2 id=$3
+action=$1 base=$2 id=$3 sized=1
 shift 3
 case $base in
 "~") base=$HOME ;;
@@ -48,22 +48,28 @@ alive() {
     case $(ps -A -o pid= -o stat= 2>/dev/null | awk -v p="$1" '$1 == p { print $2 }') in Z*) return 1 ;; esac
 }
 
+# The run's state line; its first word is also left in $status. The output's size costs a
+# process (wc) and is left out ("-") where the answer does not need it.
 header() {
-    if [ ! -d "$dir" ]; then echo "not_started - - - 0"; return; fi
-    size=0
-    [ -f "$dir/output" ] && size=$(($(wc -c <"$dir/output")))
+    if [ ! -d "$dir" ]; then status=not_started; echo "not_started - - - 0"; return; fi
+    size=-
+    [ "$sized" = 1 ] && [ -f "$dir/output" ] && size=$(($(wc -c <"$dir/output")))
     pid=- pgid=-
     [ -f "$dir/pid" ] && read -r pid pgid <"$dir/pid"
     if [ -f "$dir/exit_code" ]; then
         read -r code <"$dir/exit_code"
+        status=ended
         echo "ended $code $pid ${pgid:--} $size"
     elif [ "$pid" = - ]; then
+        status=starting
         echo "starting - - - $size"
     elif alive "$pid"; then
+        status=running
         echo "running - $pid ${pgid:--} $size"
     elif [ -f "$dir/exit_code" ]; then
         header  # it ended between the two looks
     else
+        status=vanished
         echo "vanished - $pid ${pgid:--} $size"
     fi
 }
@@ -74,7 +80,8 @@ header() {
 # stays in the group sshd made for this session (OpenSSH calls setsid() for every command
 # run without a pty), which outlives the session too; its PGID is read with ps.
 start() {
-    mkdir -p "$base" || { echo "error - - - 0"; exit 3; }
+    sized=0 # a new run has written nothing yet; a found one is followed from its offset
+    [ -d "$base" ] || mkdir -p "$base" || { echo "error - - - 0"; exit 3; }
     if ! mkdir "$dir" 2>/dev/null; then
         if [ -d "$dir" ]; then echo already_started; header; exit 0; fi
         echo "error - - - 0"; exit 3
@@ -120,12 +127,15 @@ supervise() {
         pgid=$(ps -A -o pid= -o pgid= 2>/dev/null | awk -v p=$$ '$1 == p { print $2 }')
         [ -n "$pgid" ] || pgid=-
     fi
-    printf '%s %s\n' $$ "$pgid" >"$dir/pid.tmp" && mv -f "$dir/pid.tmp" "$dir/pid"
+    # start wrote it already when it knew the pid (setsid, perl)
+    [ -f "$dir/pid" ] || { printf '%s %s\n' $$ "$pgid" >"$dir/pid.tmp" && mv -f "$dir/pid.tmp" "$dir/pid"; }
     # The script is this shell's child, so its end is reaped at once: a follower waits for
     # its pid (the supervisor itself, an orphan, may stay a zombie until init reaps it).
     sh -c "$1" </dev/null >>"$dir/output" 2>&1 &
     child=$!
-    printf '%s\n' $child >"$dir/child.tmp" && mv -f "$dir/child.tmp" "$dir/child"
+    # Written in place (a process less than tmp + mv): a follower that reads it half
+    # written finds no number and looks every 0.1 s instead of streaming.
+    printf '%s\n' $child >"$dir/child"
     while :; do
         wait $child
         code=$?
@@ -167,6 +177,7 @@ output() {
 # matters when one machine follows hundreds of runs. Elsewhere the first line is "frames":
 # a look every 0.1 s, frames "data N" + N bytes, then the state line.
 follow() {
+    sized=1 # the caller compares what it read with the size
     gnu=0 child=
     [ -f "$dir/child" ] && read -r child <"$dir/child"
     case $child in "" | *[!0-9]*) ;; *)
@@ -215,10 +226,9 @@ follow() {
 }
 
 cleanup() {
-    status=$(header)
-    case $status in running*) echo "$status"; return ;; esac
-    rm -rf "$dir"
-    echo "$status"
+    sized=0
+    header
+    [ "$status" = running ] || rm -rf "$dir"
 }
 
 # Remove run directories untouched for more than DAYS days, except running ones.

@@ -22,6 +22,7 @@ from environments.connectors.ssh_runs import (
     run_follow,
     run_output,
     run_start,
+    run_start_follow,
     run_state,
     run_stop,
 )
@@ -366,3 +367,25 @@ def test_without_gnu_tail_follow_looks_every_tenth_of_a_second_in_frames(sshd, c
     assert answer.mode == b"frames"
     assert b"".join(pieces).decode() == EXPECTED_LINES
     assert parse_state(answer.state_line).exit_code == 6
+
+
+def test_start_and_follow_in_one_session_reads_a_large_output_whole(client, runs):
+    """The start's own follow stops at its limit; the state then says how much there is."""
+    pieces: list[bytes] = []
+    starts = []
+    start, state = run_start_follow(
+        client,
+        "big-start",
+        "head -c 300000 /dev/zero | tr '\\0' y",
+        {},
+        starts.append,
+        pieces.append,
+        runs,
+        limit=100_000,
+    )
+    assert start.started and starts == [start]
+    while not (state and state.status == RunStatus.ENDED and len(b"".join(pieces)) >= state.output_bytes):
+        state = run_follow(client, "big-start", len(b"".join(pieces)), pieces.append, runs, limit=100_000)
+    assert b"".join(pieces) == b"y" * 300_000
+    again, nothing = run_start_follow(client, "big-start", "true", {}, starts.append, pieces.append, runs)
+    assert not again.started and nothing is None  # found: never started twice
