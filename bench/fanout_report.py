@@ -124,11 +124,12 @@ class FanoutReport:
                 f"{attached.phases[6][1] or 0:.2f} → {detached.phases[6][1] or 0:.2f} s after the last script ended; "
                 "the machine started "
                 f"{attached.processes or 0:.0f} → {detached.processes or 0:.0f} processes per target. Every "
-                "detached run opens four sessions (start, the stale-run sweep, follow, clean-up), each a shell "
-                "reading the run supervisor, and its start looks for the new run with `ps -A`: here all 200 "
-                "machines are one loopback sshd on the same 2 cores as the coordinator, so that remote work adds "
-                "up (on a real fleet each machine pays its own; the extra round trips remain). Details in "
-                "bench/notes.md below."
+                "detached run opens two sessions where an attached one opens one (start-and-follow, then the "
+                "clean-up once the outcome is recorded), each a shell reading the run supervisor, and the "
+                "supervisor, its script's child and the follower's tail are processes an attached run does not "
+                "have: here all 200 machines are one loopback sshd on the same 2 cores as the coordinator, so "
+                "that remote work adds up (on a real fleet each machine pays its own, a few tens of ms of CPU; "
+                "the extra session remains). Details in bench/notes.md below."
             )
 
     def memory(self, fanout: Fanout) -> None:
