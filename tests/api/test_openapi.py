@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 from deployments.models import CoordinationStatus as C, TargetStatus as T
 from environments.models import RemoteEnvironment
 from tests.factories import make_coordination, make_environment, make_user, token_client
+from tests.support.passes import on_postgres
 from tests.support.processes import Web, process_environment
 
 ENDPOINTS = {
@@ -40,6 +41,7 @@ ENDPOINTS = {
     ("get", "/api/deployment/config"),
     ("post", "/api/deployment/config"),
     ("get", "/api/health"),
+    ("get", "/api/version"),
     ("post", "/api/agent/poll"),
     ("post", "/api/agent/runs/{run_id}/heartbeat"),
     ("post", "/api/agent/runs/{run_id}/output"),
@@ -71,7 +73,7 @@ def test_the_schema_documents_every_endpoint_with_its_error_codes(schema):
             # A polling agent's own token; no role, no throttle.
             assert {"400", "401"} <= codes, (method, path)
             assert operation["security"] == [{"agentToken": []}]
-        elif path != "/api/health":
+        elif path not in ("/api/health", "/api/version"):  # anonymous, unthrottled
             assert {"401", "403", "429"} <= codes, (method, path)
             assert {"knoxApiToken": []} in operation["security"]
         if method in ("post", "put", "patch") and not path.endswith(("/retry/", "/cancel/", "/approve/")):
@@ -245,6 +247,11 @@ def _seed_loopback_data():
     make_coordination("deploy_failed", C.FAILED, {"env_a": T.FAILED, "env_b": T.SUCCEEDED})
 
 
+@pytest.mark.skipif(
+    not on_postgres,
+    reason="the fuzz runs once, in the PostgreSQL + Redis pass: the stricter backend (it refuses NUL in text, "
+    "which SQLite stores) and the 20-minute budget",
+)
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(settings, tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import paramiko
 
+from environments.connectors.ssh import no_delay
 from tests.support.ports import free_port, wait_for_port
 
 SSH_TEST_USER = "pa-ssh-test"
@@ -128,4 +129,5 @@ def connect(server: SSHServer) -> paramiko.SSHClient:
         look_for_keys=False,
         timeout=10,
     )
+    no_delay(client)  # as the connector does: ~40 ms less per call
     return client
