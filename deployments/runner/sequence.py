@@ -250,8 +250,10 @@ class CoordinationRun:
             self.stopping.check()
             if self.stopping.shutting_down:
                 return  # nothing of ours runs; another worker takes over the waiting
-            if self._orphaned_detached_runs() and not self.stopping.stopped:
-                return  # a shard that stopped left detached runs: deliver again to adopt them
+            if self._orphaned_detached_runs():
+                # A shard that stopped left detached runs: deliver again to adopt them (after
+                # a stop, the reaper hands them to a task that stops them).
+                return
             if self.stopping.kind:
                 cancel_not_started(coordination.targets.filter(status=T.PENDING), reason=self.stopping.reason)
             time.sleep(WAIT_FOR_SHARDS_SECONDS)

@@ -21,6 +21,7 @@ from deployments.models import (
 )
 from deployments.services import coordination_cancel, coordination_start
 from environments.models import SettingsBlock
+from tests.support.passes import sqlite_pass_only
 from tests.support.processes import ROOT, manage, stop_process, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -143,6 +144,7 @@ def test_wait_follows_the_canary_through_the_approval_gate_to_the_end(remote, ma
     assert Coordination.objects.get().status == C.COMPLETED
 
 
+@sqlite_pass_only  # the command's exit codes; the 20-minute budget
 def test_timeout_exits_3_while_awaiting_approval_and_cancel_ends_the_rest(remote, make_ssh_environment, qcluster):
     for n in range(3):
         make_ssh_environment(f"env_{n}", script(remote, "ok.sh"))

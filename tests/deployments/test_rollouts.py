@@ -82,6 +82,7 @@ def statuses(coordination) -> dict[str, str]:
     return dict(coordination.targets.values_list("environment_id", "status"))
 
 
+@sqlite_pass_only  # wave sizes and the budget are Python; the 20-minute budget
 def test_twenty_environments_run_in_waves_of_1_then_25_percent_then_the_rest(remote, make_ssh_environment, qcluster):
     rollout_defaults()
     names = [f"env_{n:02}" for n in range(20)]
@@ -128,6 +129,7 @@ def test_a_failing_canary_with_no_failures_allowed_runs_one_script_and_cancels_t
     assert not StageEvent.objects.filter(coordination=coordination, data__wave=2).exists()  # wave 2 never opened
 
 
+@sqlite_pass_only  # wave sizes and the budget are Python; the 20-minute budget
 def test_a_budget_of_two_stops_after_the_third_failure(remote, make_ssh_environment, qcluster):
     rollout_defaults(parallel_limit=1, max_failures=2)
     for n in range(5):
