@@ -25,6 +25,7 @@ from environments.agent_tokens import new_token
 from environments.models import RemoteEnvironment, SettingsBlock
 from tests.support.agent import Agent
 from tests.support.leases import wait_for_leases_to_expire
+from tests.support.passes import sqlite_pass_only
 from tests.support.processes import ROOT, manage, stop_process, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -254,9 +255,8 @@ def test_a_cancel_reaches_the_agent_which_kills_the_script(platform, start_qclus
     assert laptop.runs() == 1
 
 
-def test_a_wrong_token_claims_nothing_and_an_agent_that_comes_up_in_time_runs(
-    platform, start_qcluster, polling_agents
-):
+@sqlite_pass_only  # the agent's token and its absence are Python rules; the 20-minute budget
+def test_a_wrong_token_claims_nothing_and_an_agent_that_comes_up_in_time_runs(platform, start_qcluster, polling_agents):
     cluster = start_qcluster()
     token = polling_environment("laptop_001", timeout=60)
     other = polling_environment("desktop_001")
@@ -276,6 +276,7 @@ def test_a_wrong_token_claims_nothing_and_an_agent_that_comes_up_in_time_runs(
     assert laptop.runs() == 1
 
 
+@sqlite_pass_only  # the agent's token and its absence are Python rules; the 20-minute budget
 def test_an_agent_that_never_comes_fails_the_run_agent_offline(platform, start_qcluster):
     cluster = start_qcluster()
     polling_environment("laptop_001", timeout=3)

@@ -149,6 +149,7 @@ def test_the_reaper_leaves_a_coordination_alone_until_its_long_pause_is_over(mak
 
 # --- Real workers ----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def remote(sshd):
     folder = Path(tempfile.mkdtemp(prefix="recovery-", dir=sshd.scripts))
@@ -188,6 +189,7 @@ def test_a_pause_longer_than_a_task_frees_the_worker_once_and_the_rollout_goes_o
     assert times(remote, "start")["env_1"] >= resume_at.timestamp()
 
 
+@sqlite_pass_only  # a queued task's wait is a Python rule; the 20-minute budget
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_a_queued_coordination_gives_its_worker_back_and_is_woken_when_the_machine_frees(
