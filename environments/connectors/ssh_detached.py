@@ -258,7 +258,7 @@ class DetachedRun:
             try:
                 answer = call(self._client())
             except ConnectorError as exc:
-                if exc.permanent or once or not self.may_have_started:
+                if exc.permanent or once or not self.may_have_started or refused_on_a_live_connection(self.client, exc):
                     raise
                 self._lost(exc)
                 if self.reporter.stop.is_set():
@@ -305,6 +305,14 @@ class OutputReader:
         text = self.decoder.decode(b"", final=True)
         if text:
             self.reporter.output(text, end_offset=self.received)
+
+
+def refused_on_a_live_connection(client: paramiko.SSHClient | None, error: ConnectorError) -> bool:
+    """The supervisor itself failed (no `sh`, a run directory it cannot make) while the
+    connection stands: not a drop, so not ridden out. A drop also ends a call without an
+    exit status (read as a failure): the dead transport tells them apart."""
+    transport = client.get_transport() if client is not None else None
+    return error.reason == "supervisor_failed" and transport is not None and transport.is_active()
 
 
 def clean_up(

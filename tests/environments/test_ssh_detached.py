@@ -213,3 +213,15 @@ def test_a_hand_over_lets_the_script_run_on(sshd, runs):
     while (state := state_of(sshd, run, runs)).status != RunStatus.ENDED and time.monotonic() < deadline:
         time.sleep(0.2)
     assert state.exit_code == 0 and state.output_bytes == len(b"a\nb\n")  # it ran to its end
+
+
+def test_a_supervisor_that_fails_on_a_live_connection_fails_the_run_at_once(sshd):
+    """A run directory the machine cannot make is an answer, not a dropped connection: the
+    run fails naming it instead of being retried until the environment's timeout."""
+    script = sshd.script("detached-never.sh", "echo never\n")
+    connector, target, context, reporter, _ = detached(sshd, script, "/proc/no-runs-here", timeout=60)
+    started = time.monotonic()
+    with pytest.raises(ConnectorError) as error:
+        connector.run(target, context, reporter)
+    assert error.value.reason == "supervisor_failed"
+    assert time.monotonic() - started < 30 and not reporter.started
