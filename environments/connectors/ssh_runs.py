@@ -295,6 +295,12 @@ def run_start(
     return _run_start_answer(verb, _split_line(rest)[0])
 
 
+def _follow_answer_bytes(limit: int, max_seconds: int) -> int:
+    """The most a follow answer may take: the output, a "data N" line per look (ten a
+    second) and the state line."""
+    return limit + (max_seconds * 10 + 2) * 32 + STATE_LINE_BYTES
+
+
 class _StartAnswer:
     """Splits start-and-follow's answer: the start's two lines (handed to `on_start` as soon
     as they arrive), then, for a run it started, follow's answer."""
@@ -363,7 +369,7 @@ def run_start_follow(
         _call(
             client,
             command_line,
-            max_bytes=2 * STATE_LINE_BYTES + limit + (max_seconds * 10 + 2) * 32 + STATE_LINE_BYTES,
+            max_bytes=2 * STATE_LINE_BYTES + _follow_answer_bytes(limit, max_seconds),
             timeout=max_seconds + CALL_TIMEOUT_SECONDS,
             on_data=answer.feed,
             stop=stop,
@@ -510,8 +516,7 @@ def run_follow(
         _call(
             client,
             remote_command("follow", run_directory, run_id, str(offset), str(max_seconds), str(limit)),
-            # The output, a "data N" line per look (ten a second) and the state line.
-            max_bytes=limit + (max_seconds * 10 + 2) * 32 + STATE_LINE_BYTES,
+            max_bytes=_follow_answer_bytes(limit, max_seconds),
             timeout=max_seconds + CALL_TIMEOUT_SECONDS,
             on_data=answer.feed,
             stop=stop,
